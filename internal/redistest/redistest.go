@@ -1,0 +1,304 @@
+// Package redistest starts throwaway redis-server processes for tests: one server, or a small Redis Cluster, on free
+// loopback ports, with persistence off, in a test's temporary directory, stopped when the test ends.
+//
+// When redis-server is not installed, the helpers skip the test with a message saying to install it, unless the
+// environment variable CI is set, in which case they fail it: CI must run the Redis tests.
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	startTimeout   = 10 * time.Second // for one server to accept connections
+	clusterTimeout = 20 * time.Second // for a cluster to report cluster_state:ok everywhere
+	portAttempts   = 10               // free-port races retried before giving up
+)
+
+// Server is one redis-server process. Its methods are safe for concurrent use.
+type Server struct {
+	// Immutable after start.
+	Addr    string // host:port on 127.0.0.1
+	t       testing.TB
+	bin     string
+	dir     string
+	port    int
+	cluster bool
+
+	// Guarded by mu.
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+// process is one run of redis-server; done is closed when it has exited.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // valid after done is closed
+}
+
+// Start starts an empty redis-server on a free loopback port and returns its address and an idempotent stop function.
+// The server is also stopped when the test ends.
+func Start(t testing.TB) (addr string, stop func()) {
+	t.Helper()
+	s := StartServer(t)
+	return s.Addr, s.Stop
+}
+
+// StartServer is Start returning the Server, for tests that restart it.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	bin := lookRedis(t, "redis-server")
+	var lastErr error
+	for range portAttempts {
+		port, err := freePort(false)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("redistest: start redis-server: %v", lastErr)
+	return nil
+}
+
+// Stop kills the server and waits for it to exit. It is idempotent.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+// Restart kills the server and starts a new, empty one on the same port, like a Redis that crashed and came back
+// without its data. It fails the test if the new server does not come up.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+	var err error
+	for range portAttempts { // the old socket may linger briefly
+		if err = s.startLocked(); err == nil {
+			return
+		}
+	}
+	s.t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
+}
+
+func (s *Server) stopLocked() {
+	if s.proc == nil {
+		return
+	}
+	_ = s.proc.cmd.Process.Kill()
+	<-s.proc.done
+	s.proc = nil
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.startLocked()
+}
+
+// startLocked runs redis-server and waits until it answers PING.
+func (s *Server) startLocked() error {
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+		"--logfile", "redis.log",
+	}
+	if s.cluster {
+		// A fresh node each time: remove the node identity of a previous run.
+		_ = os.Remove(filepath.Join(s.dir, "nodes.conf"))
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000")
+	}
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go p.wait() // owned by the Server: stopLocked waits for done
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if err := ping(s.Addr); err == nil {
+			s.proc = p
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("redis-server on port %d exited (%v): %s", s.port, p.err, s.logTail())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-p.done
+			return fmt.Errorf("redis-server on port %d not ready after %v: %s", s.port, startTimeout, s.logTail())
+		}
+	}
+}
+
+func (p *process) wait() {
+	p.err = p.cmd.Wait()
+	close(p.done)
+}
+
+// logTail returns the end of the server's log, for failure messages.
+func (s *Server) logTail() string {
+	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	if err != nil {
+		return "(no log)"
+	}
+	const keep = 1000
+	if len(b) > keep {
+		b = b[len(b)-keep:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// StartCluster starts a Redis Cluster of n masters (n ≥ 3) without replicas on free loopback ports and waits until
+// every node reports cluster_state:ok. It returns the nodes' addresses, usable as a seed list, and an idempotent stop
+// function; the nodes are also stopped when the test ends.
+func StartCluster(t testing.TB, n int) (addrs []string, stop func()) {
+	t.Helper()
+	if n < 3 {
+		t.Fatalf("redistest: a Redis Cluster needs at least 3 masters, asked for %d", n)
+	}
+	bin := lookRedis(t, "redis-server")
+	cli := lookRedis(t, "redis-cli")
+	nodes := make([]*Server, 0, n)
+	stop = func() {
+		for _, s := range nodes {
+			s.Stop()
+		}
+	}
+	t.Cleanup(stop)
+	for range n {
+		var err error
+		started := false
+		for range portAttempts {
+			var port int
+			if port, err = freePort(true); err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+			s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port, cluster: true,
+				Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+			if err = s.start(); err == nil {
+				nodes = append(nodes, s)
+				addrs = append(addrs, s.Addr)
+				started = true
+				break
+			}
+		}
+		if !started {
+			t.Fatalf("redistest: start cluster node: %v", err)
+		}
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(clusterTimeout)
+	for _, addr := range addrs {
+		for {
+			out, err := exec.Command(cli, "-h", "127.0.0.1", "-p", portOf(addr), "cluster", "info").Output()
+			if err == nil && strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("redistest: cluster node %s not ok after %v: %v: %s", addr, clusterTimeout, err, out)
+			}
+			time.Sleep(50 * time.Millisecond) // polling an external process; bounded by deadline
+		}
+	}
+	return addrs, stop
+}
+
+// lookRedis finds a Redis binary, or skips (fails under CI) the test.
+func lookRedis(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("redistest: %s not found in PATH; install redis-server (for example `apt-get install redis-server`) to run the Redis tests", name)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI is set, so this is a failure)")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// freePort returns a loopback TCP port that was free a moment ago. With bus set, port+10000 (the cluster bus port)
+// must be free too.
+func freePort(bus bool) (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if !bus {
+			l.Close()
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			l.Close()
+			continue
+		}
+		lb, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000)))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		lb.Close()
+		return port, nil
+	}
+	return 0, errors.New("find free port: no port with a free cluster bus port")
+}
+
+// ping sends one inline PING and expects +PONG.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("ping %s: unexpected reply %q", addr, line)
+	}
+	return nil
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
