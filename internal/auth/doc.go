@@ -1,0 +1,42 @@
+// Package auth verifies the JSON Web Tokens that hosts present on the tunnel upgrade and that clients present on
+// every proxied call, and mints the relay's own HS256 tokens.
+//
+// # Token kinds and claims
+//
+// Switchboard's own tokens (MintHost, MintClient, verified by NewHS256) are HS256 JWTs with these claims:
+//
+//	claim    | type              | host token          | client token        | meaning
+//	---------+-------------------+---------------------+---------------------+----------------------------------------
+//	sub      | string            | "host:<host id>"    | caller's choice     | who the token speaks for
+//	kind     | string            | "host"              | "client"            | which side of the relay may use it
+//	host_id  | string            | required            | absent              | the one host id this token may register
+//	hosts    | array of strings  | absent              | optional            | host ids the bearer may reach (below)
+//	iat      | NumericDate       | set                 | set                 | issued at
+//	exp      | NumericDate       | required            | required            | expiry; 30 s leeway on verification
+//
+// A "hosts" entry is an exact host id ("org1:laptop"), a prefix pattern ending in one "*" ("org1:*" reaches every
+// id starting with "org1:"), or "*" alone (every host). A "*" anywhere but the end is an ordinary character. An
+// absent or empty list reaches nothing. A host token reaches nothing, and a client token registers nothing.
+//
+// Tokens from an external identity provider are verified against its JWKS document (NewJWKS, RS256 and EdDSA
+// with Ed25519 keys, selected by the "kid" header). Their "kind" claim is optional (Claims.Kind is "" when absent);
+// the names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
+// JWKSConfig.HostIDClaim, default "host_id"), and the hosts claim may be a JSON array of strings or one string.
+//
+// # Where tokens come from
+//
+// FromRequest reads "Authorization: Bearer <token>" or, for browser WebSockets that cannot set headers, the
+// "access_token" query parameter (RFC 6750). The relay removes a query token with StripQueryToken before the
+// request reaches a host, and logs URLs only through RedactURL.
+//
+// # Errors
+//
+// Verifiers fail with errors that match ErrNoToken (nothing presented) or ErrInvalidToken (anything else);
+// ErrExpired, for an authentic token past its expiry, also matches ErrInvalidToken. Messages never contain the
+// token.
+//
+// # Without authentication
+//
+// AllowAll accepts every request, token or not, as Claims{Subject: "anonymous", Hosts: ["*"], Unrestricted: true}.
+// Unrestricted is never set from a token; only AllowAll sets it, and it makes MayRegister true for every host id.
+package auth

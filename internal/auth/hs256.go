@@ -1,0 +1,142 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Leeway is the clock skew tolerated on "exp", "nbf" and "iat".
+const Leeway = 30 * time.Second
+
+// hsClaims is the JSON shape of Switchboard's own tokens.
+type hsClaims struct {
+	jwt.RegisteredClaims
+	Kind   string   `json:"kind,omitempty"`
+	HostID string   `json:"host_id,omitempty"`
+	Hosts  []string `json:"hosts,omitempty"`
+}
+
+// MintHost returns an HS256 token that lets an agent register hostID for ttl: "sub" is "host:<hostID>", "kind" is
+// "host", "host_id" is hostID.
+func MintHost(secret []byte, hostID string, ttl time.Duration) (string, error) {
+	if hostID == "" {
+		return "", errors.New("mint host token: empty host id")
+	}
+	return mint(secret, ttl, hsClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: "host:" + hostID},
+		Kind:             KindHost,
+		HostID:           hostID,
+	})
+}
+
+// MintClient returns an HS256 token that lets subject reach the hosts listed (exact ids, "prefix*" patterns, or
+// "*") for ttl. An empty list mints a token that reaches nothing.
+func MintClient(secret []byte, subject string, hosts []string, ttl time.Duration) (string, error) {
+	if subject == "" {
+		return "", errors.New("mint client token: empty subject")
+	}
+	for _, h := range hosts {
+		if h == "" {
+			return "", errors.New("mint client token: empty hosts entry")
+		}
+	}
+	return mint(secret, ttl, hsClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: subject},
+		Kind:             KindClient,
+		Hosts:            hosts,
+	})
+}
+
+func mint(secret []byte, ttl time.Duration, c hsClaims) (string, error) {
+	if len(secret) == 0 {
+		return "", fmt.Errorf("mint %s token: empty secret", c.Kind)
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("mint %s token: ttl %v is not positive", c.Kind, ttl)
+	}
+	now := time.Now()
+	c.IssuedAt = jwt.NewNumericDate(now)
+	c.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+	if err != nil {
+		return "", fmt.Errorf("mint %s token: %w", c.Kind, err)
+	}
+	return s, nil
+}
+
+// NewHS256 returns a Verifier for tokens minted by MintHost and MintClient with secret. Only HS256 is accepted
+// (never "none" or an asymmetric algorithm), "exp" is required, "exp", "nbf" and "iat" get Leeway, and "kind" must
+// be "host" (with a "host_id") or "client" (with a "sub"). The secret should be at least 32 random bytes; an empty
+// secret rejects every token. The secret is copied.
+func NewHS256(secret []byte) Verifier {
+	return &hs256{
+		secret: append([]byte(nil), secret...),
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(Leeway),
+		),
+	}
+}
+
+type hs256 struct {
+	// Immutable after NewHS256.
+	secret []byte
+	parser *jwt.Parser
+}
+
+// Verify implements Verifier.
+func (v *hs256) Verify(_ context.Context, token string) (Claims, error) {
+	if err := precheck(token); err != nil {
+		return Claims{}, err
+	}
+	if len(v.secret) == 0 {
+		return Claims{}, fmt.Errorf("%w: no hs256 secret configured", ErrInvalidToken)
+	}
+	var c hsClaims
+	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		if t.Method != jwt.SigningMethodHS256 {
+			return nil, fmt.Errorf("unexpected signing method %v", t.Header["alg"])
+		}
+		return v.secret, nil
+	})
+	if err != nil {
+		return Claims{}, jwtError(err)
+	}
+	out := Claims{Subject: c.Subject, Kind: c.Kind, HostID: c.HostID, Hosts: c.Hosts, ExpiresAt: c.ExpiresAt.Time}
+	switch {
+	case c.Kind == KindHost && c.HostID == "":
+		return Claims{}, fmt.Errorf("%w: host token without host_id", ErrInvalidToken)
+	case c.Kind == KindHost && len(c.Hosts) > 0:
+		return Claims{}, fmt.Errorf("%w: host token with hosts", ErrInvalidToken)
+	case c.Kind == KindClient && c.Subject == "":
+		return Claims{}, fmt.Errorf("%w: client token without sub", ErrInvalidToken)
+	case c.Kind == KindClient && c.HostID != "":
+		return Claims{}, fmt.Errorf("%w: client token with host_id", ErrInvalidToken)
+	case c.Kind != KindHost && c.Kind != KindClient:
+		return Claims{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, truncate(c.Kind))
+	}
+	return out, nil
+}
+
+// jwtError maps a jwt parse error onto this package's sentinels, keeping the cause.
+func jwtError(err error) error {
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return fmt.Errorf("%w: %w", ErrExpired, err)
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+}
+
+// truncate shortens a claim value quoted in an error, so a hostile token cannot bloat logs.
+func truncate(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}
