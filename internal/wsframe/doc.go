@@ -13,6 +13,15 @@
 // caller's buffer to the destination. Only a header that straddles two Write
 // calls and close frames (at most 131 bytes) are held back until complete.
 //
+// A relay copying the upstream→client direction would use it like this
+// (mask is true only for frames written towards a server):
+//
+//	f := wsframe.NewFollower(client, false)
+//	_, err := io.Copy(f, upstream)
+//	if !errors.Is(err, wsframe.ErrProtocol) && f.AtBoundary() && !f.SawClose() {
+//		_, _ = client.Write(wsframe.CloseFrame(wsframe.CodeInternalError, "upstream gone", false))
+//	}
+//
 // # Frame header
 //
 // Every frame starts with a 2-byte header, followed by an extended payload

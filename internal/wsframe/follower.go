@@ -66,7 +66,9 @@ func NewFollower(dst io.Writer, masked bool) *Follower {
 // next. Bytes held back (the start of a header that a later Write would
 // complete, or an incomplete close frame) have not reached dst and do not count:
 // if the source vanishes then, the destination has seen whole frames only.
-// After a failed write to dst it reports false.
+// A boundary inside a fragmented message counts: RFC 6455 §5.4 lets control
+// frames such as close come between fragments. After a failed write to dst it
+// reports false.
 func (f *Follower) AtBoundary() bool {
 	return f.remaining == 0 && !f.dstFailed
 }
@@ -87,7 +89,7 @@ func (f *Follower) Write(p []byte) (int, error) {
 		return 0, f.err
 	}
 	start, i := 0, 0 // p[start:i] is checked and not yet written to dst
-	closed := false  // p[start:i] ends with a close frame
+	closed := false  // p[start:i] holds a close frame
 	for i < len(p) {
 		if f.remaining > 0 {
 			n := uint64(len(p) - i)
@@ -224,7 +226,7 @@ func (f *Follower) emitHeld() error {
 	return f.flush(b, true)
 }
 
-// flush writes b to dst; closed means b ends with a close frame.
+// flush writes b to dst; closed means b holds a close frame.
 func (f *Follower) flush(b []byte, closed bool) error {
 	if len(b) == 0 {
 		return nil
