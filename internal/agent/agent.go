@@ -1,0 +1,212 @@
+// Package agent is the host side of Switchboard: it keeps a tunnel to a relay and hands the streams that arrive on
+// it to the program as connections. Listen gives a Go program a net.Listener, so http.Serve works unchanged;
+// reconnects, drain moves and token refreshes happen behind it. Host serves an upstream URL through the tunnel,
+// which is what `switchboard host` runs.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures an agent. Zero values have the defaults documented per field, applied by Listen.
+type Config struct {
+	// Relays are the relay base URLs (http, https, ws or wss). The agent uses the first and fails over to the
+	// next on a failed attempt. At least one is required.
+	Relays []string
+	// HostID is the id to register. Required.
+	HostID string
+	// Token is the host token. Ignored when TokenFunc is set.
+	Token string
+	// TokenFunc, if set, is called before every connection attempt, so an expiring token can be refreshed.
+	TokenFunc func(ctx context.Context) (string, error)
+	// Name and Labels are metadata shown by the relay's presence API. OS and agent version are sent automatically.
+	Name   string
+	Labels map[string]string
+	// Version is the agent version sent to the relay. If empty, the module version from the build info.
+	Version string
+
+	// MinBackoff and MaxBackoff bound the full-jitter exponential reconnect backoff. Zero means 1 s and 5 s.
+	MinBackoff, MaxBackoff time.Duration
+	// ReplacedBackoff is how long to wait after the relay closed the tunnel because another agent registered the
+	// same id, so two duplicate agents do not flap. Zero means 60 s.
+	ReplacedBackoff time.Duration
+	// ConnectTimeout bounds one connection attempt. Zero means 20 s.
+	ConnectTimeout time.Duration
+	// PingInterval is the keepalive cadence; the relay is considered dead after three missed. Zero means 10 s.
+	PingInterval time.Duration
+	// Dial, if set, replaces the default dialer of the tunnel (used by tests to inject faults).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives logs. If nil, logs are discarded.
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if len(c.Relays) == 0 {
+		return errors.New("agent: at least one relay URL is required")
+	}
+	for _, r := range c.Relays {
+		if _, err := tunnelURL(r); err != nil {
+			return err
+		}
+	}
+	if c.HostID == "" {
+		return errors.New("agent: host id is required")
+	}
+	if c.Token == "" && c.TokenFunc == nil {
+		return errors.New("agent: a token or a token command is required")
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = c.MinBackoff
+	}
+	if c.ReplacedBackoff <= 0 {
+		c.ReplacedBackoff = 60 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Version == "" {
+		c.Version = buildVersion()
+	}
+	return nil
+}
+
+// tunnelURL turns a relay base URL into the WebSocket URL of its tunnel endpoint.
+func tunnelURL(relay string) (string, error) {
+	u, err := url.Parse(relay)
+	if err != nil {
+		return "", fmt.Errorf("agent: relay URL %q: %w", relay, err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "ws"
+	case "https", "wss":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("agent: relay URL %q: scheme must be http, https, ws or wss", relay)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("agent: relay URL %q has no host", relay)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/tunnel"
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// Listener is a net.Listener whose connections are the streams the relay opens through the tunnel. It keeps the
+// tunnel up until Close, across relay restarts and drains; during a drain move it holds the old and the new tunnel
+// at once.
+type Listener struct {
+	// Immutable after Listen.
+	cfg    Config
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  chan net.Conn
+	events chan sessionEvent
+
+	wg        sync.WaitGroup // run loop and every session goroutine
+	closeOnce sync.Once
+
+	// Guarded by mu.
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	up       chan struct{} // closed while at least one session is up; replaced when none is
+}
+
+// Listen starts keeping a tunnel to the relay and returns at once; connections arrive once a tunnel is up (see
+// WaitUp). The tunnel ends when ctx ends or Close is called.
+func Listen(ctx context.Context, cfg Config) (*Listener, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		cfg:      cfg,
+		log:      cfg.Logger.With("host_id", cfg.HostID),
+		conns:    make(chan net.Conn),
+		events:   make(chan sessionEvent, 8),
+		sessions: make(map[*session]struct{}),
+		up:       make(chan struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancel(ctx)
+	l.wg.Go(l.run)
+	return l, nil
+}
+
+// Accept waits for the next stream from the relay.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close ends every tunnel (the relay sees a normal closure) and waits for the agent's goroutines. Idempotent.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.cancel()
+		l.wg.Wait()
+	})
+	return nil
+}
+
+// Addr names the listener; it has no network address of its own.
+func (l *Listener) Addr() net.Addr { return addr(l.cfg.HostID) }
+
+type addr string
+
+func (addr) Network() string  { return "switchboard" }
+func (a addr) String() string { return "switchboard:" + string(a) }
+
+// WaitUp blocks until at least one tunnel is up or ctx ends.
+func (l *Listener) WaitUp(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		up := l.up
+		n := len(l.sessions)
+		l.mu.Unlock()
+		if n > 0 {
+			return nil
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.ctx.Done():
+			return net.ErrClosed
+		}
+	}
+}
+
+// Tunnels reports how many tunnels are up (two during a drain move).
+func (l *Listener) Tunnels() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.sessions)
+}

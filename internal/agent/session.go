@@ -1,0 +1,349 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// session is one tunnel: a WebSocket carrying a yamux session.
+type session struct {
+	ws    *websocket.Conn
+	mux   *yamux.Session
+	ctrl  net.Conn
+	rec   *readErrConn
+	epoch uint64
+	relay string
+	since time.Time
+}
+
+// sessionEvent is what a session's goroutines tell the run loop.
+type sessionEvent struct {
+	s     *session
+	drain bool          // a drain notice arrived
+	delay time.Duration // with drain: wait this long before dialing anew
+	code  websocket.StatusCode
+	err   error // with !drain: why the session ended
+}
+
+// DialError is a refused connection attempt, with the relay's HTTP status and error code when it answered.
+type DialError struct {
+	Status  int    // 0 if the relay was not reached
+	Code    string // the relay's error code, if it sent one
+	Message string
+	Err     error
+}
+
+func (e *DialError) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("relay refused the tunnel: %d %s: %s", e.Status, e.Code, e.Message)
+	}
+	return fmt.Sprintf("dial relay: %v", e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// run keeps a current tunnel up until the listener closes. A drained or replaced tunnel stays open beside the
+// new one until the relay closes it, so its in-flight streams finish (make-before-break).
+func (l *Listener) run() {
+	defer l.closeAll()
+	var (
+		current *session
+		attempt int
+		wait    time.Duration
+		relayIx int
+	)
+	for {
+		if current == nil {
+			if !l.sleep(wait) {
+				return
+			}
+			relay := l.cfg.Relays[relayIx%len(l.cfg.Relays)]
+			s, err := l.dial(relay)
+			if err != nil {
+				if l.ctx.Err() != nil {
+					return
+				}
+				attempt++
+				wait = l.backoff(attempt)
+				relayIx++
+				l.log.Warn("tunnel attempt failed", "relay", relay, "err", err, "retry_in", wait.Round(time.Millisecond).String())
+				continue
+			}
+			attempt = 0
+			current = s
+			l.start(s)
+			l.log.Info("tunnel up", "relay", relay, "epoch", s.epoch)
+		}
+		var ev sessionEvent
+		select {
+		case ev = <-l.events:
+		case <-l.ctx.Done():
+			return
+		}
+		if ev.s != current {
+			continue // an older tunnel drained or ended: its replacement is already up
+		}
+		switch {
+		case ev.drain:
+			l.log.Info("relay asked to move; opening a new tunnel", "delay", ev.delay.String())
+			current, wait = nil, ev.delay
+		case ev.code == tunnel.CloseDrain:
+			current, wait = nil, 0
+		case ev.code == tunnel.CloseReplaced:
+			l.log.Warn("tunnel replaced by another agent with the same host id", "retry_in", l.cfg.ReplacedBackoff.String())
+			current, wait = nil, l.cfg.ReplacedBackoff
+		default:
+			attempt = 1
+			wait = l.backoff(attempt)
+			l.log.Warn("tunnel lost", "code", int(ev.code), "err", ev.err, "retry_in", wait.Round(time.Millisecond).String())
+			current = nil
+		}
+	}
+}
+
+// backoff is full-jitter exponential: uniform in [MinBackoff/2, min(MaxBackoff, MinBackoff·2^(attempt-1))].
+// The floor of half the minimum keeps a fleet that lost its relay from all dialing in the same instant.
+func (l *Listener) backoff(attempt int) time.Duration {
+	ceil := l.cfg.MinBackoff << min(attempt-1, 20)
+	if ceil > l.cfg.MaxBackoff || ceil <= 0 {
+		ceil = l.cfg.MaxBackoff
+	}
+	floor := l.cfg.MinBackoff / 2
+	if ceil <= floor {
+		return ceil
+	}
+	return floor + rand.N(ceil-floor)
+}
+
+// sleep waits d or until the listener closes; it reports whether to go on.
+func (l *Listener) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return l.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.ctx.Done():
+		return false
+	}
+}
+
+// dial makes one tunnel attempt against relay.
+func (l *Listener) dial(relay string) (*session, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ConnectTimeout)
+	defer cancel()
+	token := l.cfg.Token
+	if l.cfg.TokenFunc != nil {
+		t, err := l.cfg.TokenFunc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("get token: %w", err)
+		}
+		token = t
+	}
+	u, err := tunnelURL(relay)
+	if err != nil {
+		return nil, err
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+token)
+	h.Set(tunnel.HeaderHostID, l.cfg.HostID)
+	h.Set(tunnel.HeaderHostOS, runtime.GOOS)
+	h.Set(tunnel.HeaderAgentVersion, l.cfg.Version)
+	if l.cfg.Name != "" {
+		h.Set(tunnel.HeaderHostName, l.cfg.Name)
+	}
+	for k, v := range l.cfg.Labels {
+		h.Add(tunnel.HeaderHostLabel, k+"="+v)
+	}
+	opts := &websocket.DialOptions{
+		HTTPHeader:      h,
+		Subprotocols:    []string{tunnel.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	}
+	if l.cfg.Dial != nil {
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: l.cfg.Dial}}
+	}
+	ws, resp, err := websocket.Dial(ctx, u, opts)
+	if err != nil {
+		return nil, dialError(resp, err)
+	}
+	ws.SetReadLimit(-1)
+	epoch, _ := strconv.ParseUint(resp.Header.Get(tunnel.HeaderEpoch), 10, 64)
+	rec := &readErrConn{Conn: websocket.NetConn(l.ctx, ws, websocket.MessageBinary)}
+	mux, err := yamux.Server(rec, tunnel.Options{PingInterval: l.cfg.PingInterval}.YamuxConfig())
+	if err != nil {
+		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")
+		return nil, err
+	}
+	ctrl, err := mux.OpenStream()
+	if err != nil {
+		_ = mux.Close()
+		_ = ws.Close(tunnel.CloseInternal, "control stream failed")
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	return &session{ws: ws, mux: mux, ctrl: ctrl, rec: rec, epoch: epoch, relay: relay, since: time.Now()}, nil
+}
+
+// dialError explains a failed upgrade, reading the relay's JSON error when there is one.
+func dialError(resp *http.Response, err error) error {
+	if resp == nil || resp.StatusCode == 0 {
+		return &DialError{Err: err}
+	}
+	de := &DialError{Status: resp.StatusCode, Err: err}
+	if resp.Body != nil {
+		var body struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.NewDecoder(io.LimitReader(resp.Body, 1024)).Decode(&body) == nil {
+			de.Code, de.Message = body.Error.Code, body.Error.Message
+		}
+	}
+	if de.Message == "" {
+		de.Message = http.StatusText(resp.StatusCode)
+	}
+	return de
+}
+
+// start registers s and runs its goroutines: one hands accepted streams to Accept, one reads control messages, one
+// reports the end of the session.
+func (l *Listener) start(s *session) {
+	l.mu.Lock()
+	if len(l.sessions) == 0 {
+		close(l.up)
+	}
+	l.sessions[s] = struct{}{}
+	l.mu.Unlock()
+
+	l.wg.Go(func() { l.acceptLoop(s) })
+	l.wg.Go(func() { l.controlLoop(s) })
+	l.wg.Go(func() { l.watch(s) })
+}
+
+// acceptLoop hands every stream the relay opens to Accept.
+func (l *Listener) acceptLoop(s *session) {
+	for {
+		c, err := s.mux.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case l.conns <- c:
+		case <-l.ctx.Done():
+			_ = c.Close()
+			return
+		case <-s.mux.CloseChan():
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+// controlLoop reads the relay's control messages.
+func (l *Listener) controlLoop(s *session) {
+	sc := bufio.NewScanner(s.ctrl)
+	sc.Buffer(make([]byte, 512), tunnel.MaxControlLine)
+	for sc.Scan() {
+		c, err := tunnel.ParseControl(sc.Bytes())
+		if err != nil {
+			l.log.Warn("ignoring bad control message", "err", err)
+			continue
+		}
+		if c.Type == tunnel.ControlDrain {
+			delay := min(max(time.Duration(c.DelayMillis)*time.Millisecond, 0), time.Minute)
+			l.notify(sessionEvent{s: s, drain: true, delay: delay})
+		}
+	}
+}
+
+// watch waits for the session to end, unregisters it and reports why it ended.
+func (l *Listener) watch(s *session) {
+	select {
+	case <-s.mux.CloseChan():
+	case <-l.ctx.Done():
+		_ = s.ws.Close(tunnel.CloseNormal, "agent shutting down")
+		_ = s.mux.Close()
+	}
+	err := s.rec.err()
+	code := websocket.CloseStatus(err)
+	_ = s.mux.Close()
+	_ = s.ws.CloseNow()
+
+	l.mu.Lock()
+	delete(l.sessions, s)
+	if len(l.sessions) == 0 {
+		l.up = make(chan struct{})
+	}
+	l.mu.Unlock()
+	l.notify(sessionEvent{s: s, code: code, err: err})
+}
+
+func (l *Listener) notify(ev sessionEvent) {
+	select {
+	case l.events <- ev:
+	case <-l.ctx.Done():
+	}
+}
+
+// closeAll closes every session; their goroutines finish on their own.
+func (l *Listener) closeAll() {
+	l.mu.Lock()
+	ss := make([]*session, 0, len(l.sessions))
+	for s := range l.sessions {
+		ss = append(ss, s)
+	}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		wg.Go(func() {
+			_ = s.ws.Close(tunnel.CloseNormal, "agent shutting down")
+			_ = s.mux.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// readErrConn remembers the first read error of the WebSocket, which carries the relay's close code.
+type readErrConn struct {
+	net.Conn
+	mu    sync.Mutex
+	first error
+}
+
+func (c *readErrConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.first == nil {
+			c.first = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *readErrConn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first == nil {
+		return errors.New("session closed")
+	}
+	return c.first
+}

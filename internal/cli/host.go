@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/agent"
+)
+
+// HostCmd is `switchboard host`.
+type HostCmd struct {
+	Relay          []string          `help:"Relay base URL (http, https, ws, wss); repeat to fail over between relays." required:"" env:"SWITCHBOARD_RELAY" sep:","`
+	ID             string            `help:"Host id to register." required:"" env:"SWITCHBOARD_HOST_ID"`
+	Token          string            `help:"Host token (see 'switchboard token host')." env:"SWITCHBOARD_TOKEN"`
+	TokenCommand   string            `help:"Shell command that prints a host token; run before every connection attempt." env:"SWITCHBOARD_TOKEN_COMMAND"`
+	Upstream       string            `help:"URL of the service to expose, e.g. http://127.0.0.1:3000." required:"" env:"SWITCHBOARD_UPSTREAM"`
+	UpstreamHeader []string          `help:"Fixed header 'K: V' added to every upstream request (repeatable)." env:"SWITCHBOARD_UPSTREAM_HEADER" sep:"none"`
+	Name           string            `help:"Display name of this host." env:"SWITCHBOARD_HOST_NAME"`
+	Label          map[string]string `help:"Label k=v (repeatable)." env:"SWITCHBOARD_HOST_LABELS" mapsep:","`
+	PingInterval   time.Duration     `help:"Keepalive cadence; the relay is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
+	MinBackoff     time.Duration     `help:"Reconnect backoff floor." default:"1s" env:"SWITCHBOARD_MIN_BACKOFF"`
+	MaxBackoff     time.Duration     `help:"Reconnect backoff ceiling." default:"5s" env:"SWITCHBOARD_MAX_BACKOFF"`
+}
+
+// Run keeps the tunnel until the process is told to stop.
+func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Token == "" && c.TokenCommand == "" {
+		return &exitError{code: 2, err: errors.New("a host token is required: --token, SWITCHBOARD_TOKEN or --token-command")}
+	}
+	fixed, err := parseHeaders(c.UpstreamHeader)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	cfg := agent.Config{
+		Relays:       c.Relay,
+		HostID:       c.ID,
+		Token:        c.Token,
+		Name:         c.Name,
+		Labels:       c.Label,
+		PingInterval: c.PingInterval,
+		MinBackoff:   c.MinBackoff,
+		MaxBackoff:   c.MaxBackoff,
+		Logger:       g.logger(),
+		Version:      version(),
+	}
+	if c.TokenCommand != "" {
+		cfg.TokenFunc = commandToken(c.TokenCommand)
+	}
+	if err := agent.Host(ctx, cfg, c.Upstream, fixed); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	return nil
+}
+
+// parseHeaders parses "K: V" flags.
+func parseHeaders(kvs []string) (http.Header, error) {
+	h := http.Header{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, ":")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n") || strings.ContainsAny(v, "\r\n") {
+			return nil, fmt.Errorf("--upstream-header %q: want 'Name: value'", kv)
+		}
+		h.Add(k, strings.TrimSpace(v))
+	}
+	return h, nil
+}
+
+// commandToken runs a shell command for every token it is asked for.
+func commandToken(command string) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		out, err := exec.CommandContext(ctx, "sh", "-c", command).Output()
+		if err != nil {
+			return "", fmt.Errorf("token command: %w", err)
+		}
+		tok := strings.TrimSpace(string(out))
+		if tok == "" {
+			return "", errors.New("token command printed nothing")
+		}
+		return tok, nil
+	}
+}

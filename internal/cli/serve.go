@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/relay"
+)
+
+// ServeCmd is `switchboard serve`.
+type ServeCmd struct {
+	Listen        string `help:"Address of the relay listener." default:"127.0.0.1:8080" env:"SWITCHBOARD_LISTEN"`
+	MetricsListen string `help:"Address of the metrics listener (/metrics, /healthz, /readyz); empty disables it." default:"127.0.0.1:9090" env:"SWITCHBOARD_METRICS_LISTEN"`
+	Secret        string `help:"HS256 secret for host and client tokens; generated for this run if empty." env:"SWITCHBOARD_SECRET"`
+	Auth          string `help:"Token checking: 'token' (HS256, plus JWKS when --jwks-url is set) or 'none' (local experiments only)." default:"token" enum:"token,none" env:"SWITCHBOARD_AUTH"`
+
+	JWKSURL         string `name:"jwks-url" help:"Also accept RS256/EdDSA JWTs verified against this JWKS URL." env:"SWITCHBOARD_JWKS_URL"`
+	JWKSHostsClaim  string `name:"jwks-hosts-claim" help:"Claim listing the hosts a JWKS token may reach." default:"hosts" env:"SWITCHBOARD_JWKS_HOSTS_CLAIM"`
+	JWKSHostsSuffix string `name:"jwks-hosts-suffix" help:"Suffix appended to every hosts-claim value (e.g. ':*' for org ids)." env:"SWITCHBOARD_JWKS_HOSTS_SUFFIX"`
+	JWKSHostIDClaim string `name:"jwks-host-id-claim" help:"Claim naming the host id a JWKS token may register." default:"host_id" env:"SWITCHBOARD_JWKS_HOST_ID_CLAIM"`
+	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
+	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens." env:"SWITCHBOARD_JWKS_AUDIENCE"`
+
+	Directory string `help:"Tunnel directory: 'memory' (one node)." default:"memory" enum:"memory" env:"SWITCHBOARD_DIRECTORY"`
+	ReplicaID string `help:"Name of this replica (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
+
+	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
+	DrainJitter       time.Duration `help:"Window over which agents are told to reconnect." default:"2s" env:"SWITCHBOARD_DRAIN_JITTER"`
+	PingInterval      time.Duration `help:"Tunnel keepalive cadence; a tunnel is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
+	IdleTimeout       time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`
+	MaxTunnels        int           `help:"Most tunnels this relay holds." default:"100000" env:"SWITCHBOARD_MAX_TUNNELS"`
+	MaxStreamsPerHost int           `help:"Most concurrent exchanges per host; more get 429." default:"1000" env:"SWITCHBOARD_MAX_STREAMS_PER_HOST"`
+	UpgradeRate       float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
+	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
+	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
+	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
+}
+
+// Run serves until ctx ends, then drains and exits 0.
+func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
+	log := g.logger()
+	if err := singleInstanceGuard(c.Directory); err != nil {
+		log.Error(err.Error())
+		return &exitError{code: 2, err: nil}
+	}
+	verifier, err := c.verifier(g, log)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	replica := c.ReplicaID
+	if replica == "" {
+		replica = defaultReplicaID()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := relay.New(relay.Config{
+		Verifier:          verifier,
+		Replica:           replica,
+		Logger:            log,
+		Registerer:        reg,
+		Gatherer:          reg,
+		PingInterval:      c.PingInterval,
+		IdleTimeout:       c.IdleTimeout,
+		MaxTunnels:        c.MaxTunnels,
+		MaxStreamsPerHost: c.MaxStreamsPerHost,
+		UpgradeRate:       c.UpgradeRate,
+		UpgradeBurst:      c.UpgradeBurst,
+		DrainJitter:       c.DrainJitter,
+		TrustForwardedFor: c.TrustForwardedFor,
+	})
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		_ = srv.Close()
+		return &exitError{code: 2, err: fmt.Errorf("listen: %w", err)}
+	}
+	main := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	servers := []*http.Server{main}
+	var metricsAddr string
+	var mln net.Listener
+	if c.MetricsListen != "" {
+		mln, err = net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			_ = ln.Close()
+			_ = srv.Close()
+			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
+		}
+		metricsAddr = mln.Addr().String()
+		servers = append(servers, &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
+	}
+
+	var wg sync.WaitGroup
+	runCtx, stopRun := context.WithCancel(context.Background())
+	wg.Go(func() { _ = srv.Run(runCtx) })
+	wg.Go(func() { serveUntilClosed(main, ln, log) })
+	if mln != nil {
+		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
+	}
+	log.Info("relay listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "replica", replica,
+		"directory", c.Directory, "auth", c.Auth)
+
+	<-ctx.Done()
+	log.Info("shutdown signal: draining", "drain_timeout", c.DrainTimeout.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
+	defer cancel()
+	if err := srv.Drain(drainCtx); err != nil {
+		log.Warn("drain ended with exchanges in flight", "err", err)
+	}
+	shutdownCtx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdownCtx)
+	}
+	_ = srv.Close()
+	stopRun()
+	wg.Wait()
+	log.Info("relay stopped")
+	return nil
+}
+
+func serveUntilClosed(s *http.Server, ln net.Listener, log *slog.Logger) {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("listener failed", "addr", ln.Addr().String(), "err", err)
+	}
+}
+
+// verifier builds the token checker from the flags.
+func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error) {
+	if c.Auth == "none" {
+		log.Warn("AUTH DISABLED (--auth none): anyone can register any host id and reach every host; use only for local experiments")
+		return auth.AllowAll(), nil
+	}
+	secret := c.Secret
+	if secret == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		secret = hex.EncodeToString(b)
+		log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only; tokens die with the process")
+		fmt.Fprintf(g.stderr, "\nTo mint tokens for this relay run, in another shell:\n\n"+
+			"  export SWITCHBOARD_SECRET=%s\n"+
+			"  switchboard token host --id my-host\n"+
+			"  switchboard token client --hosts my-host\n\n"+
+			"Set SWITCHBOARD_SECRET before starting the relay to keep tokens valid across restarts.\n\n", secret)
+	}
+	vs := []auth.Verifier{auth.NewHS256([]byte(secret))}
+	if c.JWKSURL != "" {
+		j, err := auth.NewJWKS(auth.JWKSConfig{
+			URL:         c.JWKSURL,
+			HostsClaim:  c.JWKSHostsClaim,
+			HostsSuffix: c.JWKSHostsSuffix,
+			HostIDClaim: c.JWKSHostIDClaim,
+			Issuer:      c.JWKSIssuer,
+			Audience:    c.JWKSAudience,
+			Logger:      log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("jwks: %w", err)
+		}
+		vs = append(vs, j)
+	}
+	return auth.Chain(vs...), nil
+}
+
+// singleInstanceGuard refuses the in-memory directory where the platform may run several instances: two relays
+// with separate memories would each see half the hosts.
+func singleInstanceGuard(directory string) error {
+	if directory != "memory" || os.Getenv("SWITCHBOARD_SINGLE_INSTANCE") == "1" {
+		return nil
+	}
+	for _, v := range []string{"FLY_APP_NAME", "KUBERNETES_SERVICE_HOST"} {
+		if os.Getenv(v) != "" {
+			return fmt.Errorf("refusing to start: %s is set, so this platform may run several relay instances, "+
+				"but --directory memory keeps tunnels in one process; use a shared Redis directory "+
+				"(--directory redis://HOST:PORT) or, if exactly one instance will ever run, set SWITCHBOARD_SINGLE_INSTANCE=1", v)
+		}
+	}
+	return nil
+}
+
+func defaultReplicaID() string {
+	if id := os.Getenv("FLY_MACHINE_ID"); id != "" {
+		return id
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "local"
+}

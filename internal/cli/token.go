@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+)
+
+// TokenCmd mints tokens.
+type TokenCmd struct {
+	Host   TokenHostCmd   `cmd:"" help:"Mint a host token bound to one host id."`
+	Client TokenClientCmd `cmd:"" help:"Mint a client token for a list of host ids or prefix* patterns."`
+}
+
+// TokenHostCmd is `switchboard token host`.
+type TokenHostCmd struct {
+	ID     string        `help:"Host id the token may register." required:""`
+	TTL    time.Duration `help:"Lifetime." default:"24h"`
+	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
+}
+
+// Run prints the token.
+func (c *TokenHostCmd) Run(g *Globals) error {
+	if c.Secret == "" {
+		return errNoSecret
+	}
+	tok, err := auth.MintHost([]byte(c.Secret), c.ID, c.TTL)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, tok)
+	return err
+}
+
+// TokenClientCmd is `switchboard token client`.
+type TokenClientCmd struct {
+	Hosts  string        `help:"Comma-separated host ids or prefix* patterns the token may reach ('*' for all)." required:""`
+	Sub    string        `help:"Subject (who the client is); the host receives it as X-Switchboard-Subject." default:"client"`
+	TTL    time.Duration `help:"Lifetime." default:"1h"`
+	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
+}
+
+// Run prints the token.
+func (c *TokenClientCmd) Run(g *Globals) error {
+	if c.Secret == "" {
+		return errNoSecret
+	}
+	hosts := splitList(c.Hosts)
+	if len(hosts) == 0 {
+		return &exitError{code: 2, err: errors.New("--hosts needs at least one host id or pattern")}
+	}
+	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, hosts, c.TTL)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, tok)
+	return err
+}
+
+var errNoSecret = &exitError{code: 2, err: errors.New("no signing secret: set SWITCHBOARD_SECRET (the relay's secret) or pass --secret")}

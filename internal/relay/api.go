@@ -1,0 +1,126 @@
+package relay
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
+)
+
+// hostView is a host's presence as the API shows it.
+type hostView struct {
+	ID             string             `json:"id"`
+	Online         bool               `json:"online"`
+	ConnectedAt    *time.Time         `json:"connected_at"`
+	DisconnectedAt *time.Time         `json:"disconnected_at"`
+	Metadata       directory.Metadata `json:"metadata"`
+}
+
+func viewOf(rec directory.Record) hostView {
+	v := hostView{ID: rec.HostID, Online: rec.Online, Metadata: rec.Metadata}
+	if !rec.ConnectedAt.IsZero() {
+		t := rec.ConnectedAt.UTC()
+		v.ConnectedAt = &t
+	}
+	if !rec.DisconnectedAt.IsZero() {
+		t := rec.DisconnectedAt.UTC()
+		v.DisconnectedAt = &t
+	}
+	if v.Metadata.Labels == nil {
+		v.Metadata.Labels = map[string]string{}
+	}
+	return v
+}
+
+// authorizeClient verifies the client token of an API call; on failure it has answered.
+func (s *Server) authorizeClient(w http.ResponseWriter, r *http.Request) (auth.Claims, bool) {
+	token, _ := auth.FromRequest(r)
+	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
+		return claims, false
+	}
+	return claims, true
+}
+
+// handleHost answers GET /v1/hosts/{id}. A host the token may not reach is answered exactly like an unknown one.
+func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authorizeClient(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if !validHostID(id) {
+		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
+		return
+	}
+	if !claims.MayReach(id) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such host")
+		return
+	}
+	recs, err := s.dir.Records(r.Context(), []string{id})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
+		return
+	}
+	if len(recs) != 1 || (recs[0].ConnectedAt.IsZero() && !recs[0].Online) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such host")
+		return
+	}
+	writeJSON(w, viewOf(recs[0]))
+}
+
+// handleHosts answers GET /v1/hosts?ids=a,b,c with the hosts the token may reach and the relay has seen.
+func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authorizeClient(w, r)
+	if !ok {
+		return
+	}
+	raw := r.URL.Query().Get("ids")
+	if raw == "" {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "query parameter ids=a,b,c is required")
+		return
+	}
+	parts := strings.Split(raw, ",")
+	if len(parts) > s.cfg.MaxBatchIDs {
+		writeError(w, http.StatusBadRequest, codeTooManyIDs, fmt.Sprintf("at most %d ids per call", s.cfg.MaxBatchIDs))
+		return
+	}
+	ids := make([]string, 0, len(parts))
+	seen := make(map[string]bool, len(parts))
+	for _, id := range parts {
+		if !validHostID(id) {
+			writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
+			return
+		}
+		if claims.MayReach(id) && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	recs, err := s.dir.Records(r.Context(), ids)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
+		return
+	}
+	out := struct {
+		Hosts []hostView `json:"hosts"`
+	}{Hosts: []hostView{}}
+	for _, rec := range recs {
+		if rec.ConnectedAt.IsZero() && !rec.Online {
+			continue
+		}
+		out.Hosts = append(out.Hosts, viewOf(rec))
+	}
+	writeJSON(w, out)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}

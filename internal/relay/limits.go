@@ -1,0 +1,85 @@
+package relay
+
+import (
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// validHostID reports whether id is a well-formed host id: 1..128 bytes of printable UTF-8, no '/'.
+func validHostID(id string) bool {
+	if id == "" || len(id) > tunnel.MaxHostIDLen || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		if r <= ' ' || r == 0x7f || r == '/' || (r >= 0x80 && r <= 0x9f) {
+			return false
+		}
+	}
+	return true
+}
+
+// ipLimiter rate-limits tunnel upgrades per client IP. Entries idle for a while are swept.
+type ipLimiter struct {
+	limit rate.Limit
+	burst int
+
+	mu       sync.Mutex // guards limiters
+	limiters map[string]*ipEntry
+}
+
+type ipEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newIPLimiter(perSecond float64, burst int) *ipLimiter {
+	return &ipLimiter{limit: rate.Limit(perSecond), burst: burst, limiters: make(map[string]*ipEntry)}
+}
+
+func (l *ipLimiter) allow(ip string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.limiters[ip]
+	if e == nil {
+		e = &ipEntry{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.limiters[ip] = e
+	}
+	e.seen = now
+	return e.lim.AllowN(now, 1)
+}
+
+// sweep forgets IPs not seen for ten minutes (their buckets are full again by then).
+func (l *ipLimiter) sweep(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ip, e := range l.limiters {
+		if now.Sub(e.seen) > 10*time.Minute {
+			delete(l.limiters, ip)
+		}
+	}
+}
+
+// clientIP is the remote address of r without its port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// randDuration is uniform in [0, d).
+func randDuration(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}

@@ -1,0 +1,279 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+)
+
+// hostsPrefix starts every proxied path: /hosts/{id}/{path...}.
+const hostsPrefix = "/hosts/"
+
+// HeaderSubject carries the verified token subject to the host. A client-sent copy is always removed.
+const HeaderSubject = "X-Switchboard-Subject"
+
+// exchangeKey carries the target tunnel in a proxied request's context.
+type exchangeKey struct{}
+
+// splitHostPath splits an escaped request path /hosts/{id}/{rest} into the unescaped host id and the escaped path
+// to forward ("/" when there is none).
+func splitHostPath(escaped string) (id, rest string, err error) {
+	p := strings.TrimPrefix(escaped, hostsPrefix)
+	rawID, tail, found := strings.Cut(p, "/")
+	rest = "/" + tail
+	if !found {
+		rest = "/"
+	}
+	id, err = url.PathUnescape(rawID)
+	return id, rest, err
+}
+
+// handleProxy carries one client exchange to a host: authenticate, find the tunnel, check limits, then proxy.
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
+	id, rest, err := splitHostPath(r.URL.EscapedPath())
+	if err != nil || !validHostID(id) {
+		s.countExchange("http", "bad_request", http.StatusBadRequest)
+		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
+		return
+	}
+	token, _ := auth.FromRequest(r)
+	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
+	if err != nil {
+		s.countExchange("http", "unauthorized", http.StatusUnauthorized)
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
+		return
+	}
+	if !claims.MayReach(id) {
+		s.countExchange("http", "forbidden", http.StatusForbidden)
+		writeError(w, http.StatusForbidden, codeForbidden, "this token may not reach that host")
+		return
+	}
+	kind := "http"
+	if websocketRequested(r) {
+		kind = "websocket"
+	}
+	t := s.lookup(id)
+	if t == nil {
+		s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
+		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+		return
+	}
+	if n := t.active.Add(1); n > int64(s.cfg.MaxStreamsPerHost) {
+		t.active.Add(-1)
+		s.countExchange(kind, "too_many_streams", http.StatusTooManyRequests)
+		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges for this host")
+		return
+	}
+	s.metrics.activeStreams.Inc()
+	defer func() {
+		t.active.Add(-1)
+		s.metrics.activeStreams.Dec()
+	}()
+
+	ex := &exchange{t: t, path: rest, subject: claims.Subject, start: time.Now()}
+	if kind == "websocket" {
+		s.proxyWebSocket(w, r, ex)
+		return
+	}
+	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, s: s}
+	}
+	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	if rec.outcome == "" {
+		rec.outcome = "ok"
+	}
+	s.countExchange(kind, rec.outcome, rec.status)
+}
+
+// exchange is one proxied client request.
+type exchange struct {
+	t       *tunnelConn
+	path    string // escaped path to forward
+	subject string
+	start   time.Time
+}
+
+func (s *Server) countExchange(kind, outcome string, status int) {
+	s.metrics.exchanges.WithLabelValues(kind, outcome, statusClass(status)).Inc()
+}
+
+// newReverseProxy builds the relay's reverse proxy; the tunnel of each request travels in its context.
+func (s *Server) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:       s.rewrite,
+		Transport:     tunnelRoundTripper{},
+		FlushInterval: -1, // relay bytes as they arrive: SSE and chunked streams are never batched
+		ErrorHandler:  s.proxyError,
+		BufferPool:    bufferPool{},
+	}
+}
+
+// rewrite prepares the outgoing request: target path, forwarding headers, credentials removed, verified subject in.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	ex := pr.In.Context().Value(exchangeKey{}).(*exchange)
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = "host"
+	setPath(out.URL, ex.path)
+	auth.StripQueryToken(out.URL)
+	if s.cfg.TrustForwardedFor {
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			out.Header["X-Forwarded-For"] = prior
+		}
+	}
+	pr.SetXForwarded()
+	out.Host = pr.In.Host
+	out.Header.Del("Authorization")
+	out.Header.Del(HeaderSubject)
+	if ex.subject != "" {
+		out.Header.Set(HeaderSubject, ex.subject)
+	}
+}
+
+// setPath points u at the escaped path p.
+func setPath(u *url.URL, p string) {
+	unescaped, err := url.PathUnescape(p)
+	if err != nil {
+		unescaped = p
+	}
+	u.Path = unescaped
+	u.RawPath = ""
+	if unescaped != p {
+		u.RawPath = p
+	}
+}
+
+// proxyError answers a failed exchange: 504 when the host made no progress in time, 502 otherwise, nothing when
+// the client itself went away.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	rec, _ := w.(*recorder)
+	switch {
+	case r.Context().Err() != nil:
+		if rec != nil {
+			rec.outcome = "client_gone"
+			rec.status = 499
+		}
+		return
+	case isTimeout(err):
+		if rec != nil {
+			rec.outcome = "timeout"
+		}
+		writeError(w, http.StatusGatewayTimeout, codeUpstreamTimeout, "the host made no progress within the idle timeout")
+	default:
+		if rec != nil {
+			rec.outcome = "upstream_failed"
+		}
+		ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
+		if ex != nil {
+			ex.t.log.Debug("exchange failed", "err", err)
+		}
+		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "the tunnel to the host failed during the exchange")
+	}
+}
+
+// isTimeout reports whether err is a deadline or idle timeout.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tunnelRoundTripper sends a request over the tunnel named in its context.
+type tunnelRoundTripper struct{}
+
+func (tunnelRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	ex := req.Context().Value(exchangeKey{}).(*exchange)
+	return ex.t.transport.RoundTrip(req)
+}
+
+// newTransport builds the HTTP/1.1 client of one tunnel: its connections are yamux streams, pooled for keep-alive.
+func (s *Server) newTransport(t *tunnelConn) *http.Transport {
+	idle := s.cfg.IdleTimeout
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			st, err := t.sess.OpenStream()
+			if err != nil {
+				return nil, err
+			}
+			return &idleConn{Stream: st, idle: idle}, nil
+		},
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: idle,
+		DisableCompression:    true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// idleConn is a stream whose every read and write must make progress within idle: a moving stream never times
+// out, a stalled one does.
+type idleConn struct {
+	*yamux.Stream
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	_ = c.Stream.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Stream.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	_ = c.Stream.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Stream.Write(p)
+}
+
+// recorder notes the status and body bytes of a proxied response for metrics.
+type recorder struct {
+	http.ResponseWriter
+	s       *Server
+	start   time.Time
+	status  int
+	outcome string
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+		r.s.metrics.latency.WithLabelValues("http").Observe(time.Since(r.start).Seconds())
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts request body bytes sent to the host.
+type countingBody struct {
+	io.ReadCloser
+	s *Server
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.s.metrics.bytes.WithLabelValues("to_host").Add(float64(n))
+	return n, err
+}

@@ -1,0 +1,296 @@
+// Package relay is the Switchboard relay as a library: relay.Server accepts host tunnels on /v1/tunnel and carries
+// client exchanges to them on /hosts/{id}/... It does not listen on its own; main owns listeners and http.Server.
+//
+// Lock order: Server.mu, then tunnel.mu.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// Config configures a Server. Every zero value has a documented default, applied in New.
+type Config struct {
+	// Verifier checks host and client tokens. Required: use auth.AllowAll() for --auth none.
+	Verifier auth.Verifier
+	// Directory records tunnel owners and presence. If nil, a fresh directory.Memory is used.
+	Directory directory.Directory
+	// Replica names this relay in the directory. If empty, "local".
+	Replica string
+	// Logger receives structured logs. If nil, logs are discarded.
+	Logger *slog.Logger
+	// Registerer receives the relay's metrics. If nil, a fresh registry is used (see Server.Gatherer).
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics. If nil and Registerer is nil, the fresh registry; if nil otherwise, no /metrics.
+	Gatherer prometheus.Gatherer
+
+	// PingInterval is the tunnel keepalive cadence; a tunnel is dead after three missed intervals. Zero means 10 s.
+	PingInterval time.Duration
+	// IdleTimeout is how long an exchange may make no progress (no response header, no body bytes) before it is
+	// answered 504 or cut. Zero means 60 s. It is never a limit on total duration.
+	IdleTimeout time.Duration
+	// MaxTunnels caps registered tunnels; further upgrades get 503. Zero means 100,000.
+	MaxTunnels int
+	// MaxStreamsPerHost caps concurrent exchanges per host; further ones get 429. Zero means 1,000.
+	MaxStreamsPerHost int
+	// UpgradeRate and UpgradeBurst limit tunnel upgrades per client IP. Zero means 5 per second, burst 50.
+	UpgradeRate  float64
+	UpgradeBurst int
+	// DrainJitter spreads drain notices to agents over this window, so they do not reconnect at once. Zero means 2 s.
+	DrainJitter time.Duration
+	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
+	MaxBatchIDs int
+	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
+	TrustForwardedFor bool
+}
+
+// Server is the relay. It is an http.Handler.
+type Server struct {
+	// Immutable after New.
+	cfg     Config
+	dir     directory.Directory
+	ownDir  bool
+	log     *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+	limiter *ipLimiter
+	rp      *httputil.ReverseProxy
+
+	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every tunnel and background goroutine
+
+	draining atomic.Bool
+	closed   atomic.Bool
+
+	// Guarded by mu.
+	mu      sync.Mutex
+	tunnels map[string]*tunnelConn
+}
+
+// New validates cfg, applies defaults and returns a Server. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("relay: Config.Verifier is required (auth.AllowAll() disables auth)")
+	}
+	if cfg.Replica == "" {
+		cfg.Replica = "local"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = tunnel.DefaultPingInterval
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.MaxTunnels <= 0 {
+		cfg.MaxTunnels = 100_000
+	}
+	if cfg.MaxStreamsPerHost <= 0 {
+		cfg.MaxStreamsPerHost = 1000
+	}
+	if cfg.UpgradeRate <= 0 {
+		cfg.UpgradeRate = 5
+	}
+	if cfg.UpgradeBurst <= 0 {
+		cfg.UpgradeBurst = 50
+	}
+	if cfg.DrainJitter <= 0 {
+		cfg.DrainJitter = 2 * time.Second
+	}
+	if cfg.MaxBatchIDs <= 0 {
+		cfg.MaxBatchIDs = 100
+	}
+	if cfg.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Registerer = reg
+		if cfg.Gatherer == nil {
+			cfg.Gatherer = reg
+		}
+	}
+	s := &Server{
+		cfg:     cfg,
+		dir:     cfg.Directory,
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registerer),
+		limiter: newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		tunnels: make(map[string]*tunnelConn),
+	}
+	if s.dir == nil {
+		s.dir = directory.NewMemory()
+		s.ownDir = true
+	}
+	s.rp = s.newReverseProxy()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET "+tunnel.Path, s.handleTunnel)
+	s.mux.HandleFunc("GET /v1/hosts/{id}", s.handleHost)
+	s.mux.HandleFunc("GET /v1/hosts", s.handleHosts)
+	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
+	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	if s.cfg.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
+	})
+	return s, nil
+}
+
+// ServeHTTP routes a request. /hosts/ is matched by hand so that paths reach the host exactly as sent (the
+// standard mux would clean and redirect them).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, hostsPrefix) {
+		s.handleProxy(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// MetricsHandler serves /metrics, /healthz and /readyz for a separate metrics listener.
+func (s *Server) MetricsHandler() http.Handler {
+	m := http.NewServeMux()
+	if s.cfg.Gatherer != nil {
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	m.HandleFunc("GET /healthz", s.handleHealthz)
+	m.HandleFunc("GET /readyz", s.handleReadyz)
+	return m
+}
+
+// Run runs the relay's background upkeep until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return nil
+		case now := <-t.C:
+			s.limiter.sweep(now)
+		}
+	}
+}
+
+// Draining reports whether Drain has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, every agent is told in-band to
+// reconnect (spread over DrainJitter), and Drain waits until no exchange is in flight or ctx ends. Tunnels are then
+// closed with the drain close code, so agents reconnect at once. Drain returns ctx's error if exchanges were still
+// in flight when it ended; they are cut by the close.
+func (s *Server) Drain(ctx context.Context) error {
+	if s.draining.Swap(true) {
+		return errors.New("relay: already draining")
+	}
+	s.metrics.draining.Set(1)
+	tunnels := s.snapshot()
+	s.log.Info("draining", "tunnels", len(tunnels), "jitter", s.cfg.DrainJitter.String())
+	for _, t := range tunnels {
+		t.sendDrain(randDuration(s.cfg.DrainJitter))
+	}
+	err := s.waitIdle(ctx)
+	s.closeAll(tunnel.CloseDrain, "relay draining", "drain")
+	if err != nil {
+		return fmt.Errorf("drain: exchanges still in flight: %w", err)
+	}
+	return nil
+}
+
+// waitIdle waits until no tunnel has an exchange in flight.
+func (s *Server) waitIdle(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		busy := 0
+		for _, tc := range s.snapshot() {
+			busy += int(tc.active.Load())
+		}
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the relay now: every tunnel is closed and Close waits for every goroutine the Server started.
+// It is idempotent.
+func (s *Server) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.cancel()
+	s.closeAll(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
+	s.wg.Wait()
+	if s.ownDir {
+		return s.dir.Close()
+	}
+	return nil
+}
+
+// closeAll closes every tunnel at once: each close waits for its agent's close answer, so they run in parallel.
+func (s *Server) closeAll(code websocket.StatusCode, msg, reason string) {
+	var wg sync.WaitGroup
+	for _, t := range s.snapshot() {
+		wg.Go(func() { t.close(code, msg, reason) })
+	}
+	wg.Wait()
+}
+
+// snapshot returns the registered tunnels.
+func (s *Server) snapshot() []*tunnelConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*tunnelConn, 0, len(s.tunnels))
+	for _, t := range s.tunnels {
+		out = append(out, t)
+	}
+	return out
+}
+
+// lookup returns the live local tunnel of hostID, or nil.
+func (s *Server) lookup(hostID string) *tunnelConn {
+	s.mu.Lock()
+	t := s.tunnels[hostID]
+	s.mu.Unlock()
+	return t
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() || s.closed.Load() {
+		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+}

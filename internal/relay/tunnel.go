@@ -1,0 +1,316 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// controlAcceptTimeout bounds how long a new tunnel may take to open its control stream.
+const controlAcceptTimeout = 10 * time.Second
+
+// tunnelConn is one registered host tunnel: a WebSocket carrying a yamux session.
+type tunnelConn struct {
+	// Immutable after register.
+	hostID      string
+	epoch       uint64
+	ws          *websocket.Conn
+	sess        *yamux.Session
+	ctrl        net.Conn
+	transport   *http.Transport
+	meta        directory.Metadata
+	connectedAt time.Time
+	log         *slog.Logger
+
+	active atomic.Int64 // exchanges in flight
+
+	closeOnce   sync.Once
+	closeReason string        // written once in close, read after done
+	done        chan struct{} // closed by close after the session is shut down
+
+	ctrlMu sync.Mutex // serialises control writes
+}
+
+// handleTunnel accepts a host's tunnel: checks limits and the host token before the upgrade, then runs the tunnel
+// until it ends. The handler goroutine is the tunnel's owner.
+func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
+	reject := func(status int, code, msg, outcome string) {
+		s.metrics.registrations.WithLabelValues(outcome).Inc()
+		writeError(w, status, code, msg)
+	}
+	if s.draining.Load() || s.closed.Load() {
+		reject(http.StatusServiceUnavailable, codeDraining, "relay is draining; connect to another replica or retry", regDraining)
+		return
+	}
+	if !s.limiter.allow(clientIP(r), time.Now()) {
+		s.metrics.upgradesLimited.Inc()
+		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
+		return
+	}
+	s.mu.Lock()
+	n := len(s.tunnels)
+	s.mu.Unlock()
+	if n >= s.cfg.MaxTunnels {
+		reject(http.StatusServiceUnavailable, codeTooManyTunnels, "relay is at its tunnel limit", regFull)
+		return
+	}
+	id := r.Header.Get(tunnel.HeaderHostID)
+	if !validHostID(id) {
+		reject(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
+		return
+	}
+	token, _ := auth.FromRequest(r)
+	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
+	if err != nil {
+		reject(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
+		return
+	}
+	if !claims.MayRegister(id) {
+		s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
+			"remote", clientIP(r))
+		reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
+		return
+	}
+	if !websocketRequested(r) {
+		reject(http.StatusBadRequest, codeNotWebSocket, "tunnels are WebSocket upgrades", regBadRequest)
+		return
+	}
+	meta := metadataFrom(r.Header)
+
+	// Claim before the upgrade so the 101 can carry the epoch.
+	entry, err := s.dir.Claim(r.Context(), id, s.cfg.Replica, meta)
+	if err != nil {
+		s.log.Error("directory claim failed", "host_id", id, "err", err)
+		reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
+		return
+	}
+	w.Header().Set(tunnel.HeaderEpoch, strconv.FormatUint(entry.Epoch, 10))
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{tunnel.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		s.releaseEntry(id, entry.Epoch)
+		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
+		return // Accept wrote the error response
+	}
+	if ws.Subprotocol() != tunnel.Subprotocol {
+		s.releaseEntry(id, entry.Epoch)
+		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
+		_ = ws.Close(websocket.StatusPolicyViolation, "subprotocol "+tunnel.Subprotocol+" required")
+		return
+	}
+	ws.SetReadLimit(-1) // NetConn streams each message; yamux bounds what is buffered.
+
+	t, err := s.startTunnel(id, entry, ws, meta)
+	if err != nil {
+		s.releaseEntry(id, entry.Epoch)
+		s.metrics.registrations.WithLabelValues(regFailed).Inc()
+		s.log.Warn("tunnel setup failed", "host_id", id, "err", err)
+		return
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	old, current := s.register(t)
+	switch {
+	case !current:
+		// A newer registration of the same host won the race while this one was being set up.
+		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
+		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+	case old != nil:
+		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
+		old.log.Info("tunnel replaced by a newer registration", "new_epoch", t.epoch)
+		old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+	default:
+		s.metrics.registrations.WithLabelValues(regOK).Inc()
+	}
+	t.log.Info("tunnel up", "os", meta.OS, "agent_version", meta.AgentVersion, "remote", clientIP(r))
+	s.runTunnel(t)
+}
+
+// startTunnel runs the multiplexer over ws and accepts the agent's control stream.
+func (s *Server) startTunnel(id string, entry directory.Entry, ws *websocket.Conn, meta directory.Metadata) (*tunnelConn, error) {
+	nc := websocket.NetConn(s.ctx, ws, websocket.MessageBinary)
+	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval}.YamuxConfig())
+	if err != nil {
+		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")
+		return nil, err
+	}
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() { c, err := sess.Accept(); ch <- accepted{c, err} }()
+	timer := time.NewTimer(controlAcceptTimeout)
+	defer timer.Stop()
+	var ctrl net.Conn
+	select {
+	case a := <-ch:
+		err = a.err
+		ctrl = a.c
+	case <-timer.C:
+		err = errors.New("agent did not open its control stream in time")
+	case <-s.ctx.Done():
+		err = s.ctx.Err()
+	}
+	if err != nil {
+		_ = sess.Close() // unblocks the Accept goroutine
+		<-ch
+		_ = ws.Close(tunnel.CloseProtocol, "control stream expected")
+		return nil, err
+	}
+	t := &tunnelConn{
+		hostID:      id,
+		epoch:       entry.Epoch,
+		ws:          ws,
+		sess:        sess,
+		ctrl:        ctrl,
+		meta:        meta,
+		connectedAt: entry.ConnectedAt,
+		log:         s.log.With("host_id", id, "epoch", entry.Epoch),
+		done:        make(chan struct{}),
+	}
+	t.transport = s.newTransport(t)
+	return t, nil
+}
+
+// register installs t as its host's tunnel and returns the tunnel it replaced, if any. A tunnel with an older
+// epoch than the one registered never replaces it: then current is false and t is stale.
+func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old = s.tunnels[t.hostID]
+	if old != nil && old.epoch > t.epoch {
+		return nil, false
+	}
+	s.tunnels[t.hostID] = t
+	s.metrics.tunnels.Set(float64(len(s.tunnels)))
+	return old, true
+}
+
+// runTunnel blocks until t's session ends, then unregisters it: only t itself is removed (fencing by identity and
+// epoch), so a late end of an old tunnel never removes its successor.
+func (s *Server) runTunnel(t *tunnelConn) {
+	// The control stream is write-only for the relay; reading it detects a misbehaving agent.
+	ctrlDone := make(chan struct{})
+	go func() {
+		defer close(ctrlDone)
+		n, _ := io.Copy(io.Discard, io.LimitReader(t.ctrl, 1))
+		if n > 0 {
+			t.close(tunnel.CloseProtocol, "agent wrote on the control stream", "protocol")
+		}
+	}()
+	select {
+	case <-t.sess.CloseChan():
+		t.close(tunnel.CloseInternal, "session ended", "session_ended")
+	case <-t.done:
+	}
+	<-t.done
+	<-ctrlDone
+
+	s.mu.Lock()
+	if s.tunnels[t.hostID] == t {
+		delete(s.tunnels, t.hostID)
+	}
+	s.metrics.tunnels.Set(float64(len(s.tunnels)))
+	s.mu.Unlock()
+	s.releaseEntry(t.hostID, t.epoch)
+	s.metrics.tunnelsClosed.WithLabelValues(t.closeReason).Inc()
+	t.log.Info("tunnel down", "reason", t.closeReason, "connected_for", time.Since(t.connectedAt).Round(time.Millisecond).String())
+}
+
+// releaseEntry removes the directory entry of a tunnel that ended, if it is still that tunnel's.
+func (s *Server) releaseEntry(hostID string, epoch uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.dir.Release(ctx, hostID, epoch); err != nil {
+		s.log.Warn("directory release failed", "host_id", hostID, "epoch", epoch, "err", err)
+	}
+}
+
+// sendDrain tells the agent to open a new tunnel after delay and let this one finish.
+func (t *tunnelConn) sendDrain(delay time.Duration) {
+	t.ctrlMu.Lock()
+	defer t.ctrlMu.Unlock()
+	_ = t.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := tunnel.WriteControl(t.ctrl, tunnel.Control{Type: tunnel.ControlDrain, DelayMillis: delay.Milliseconds()})
+	if err != nil {
+		t.log.Debug("drain notice not delivered", "err", err)
+	}
+}
+
+// close ends the tunnel with a WebSocket close code. It is idempotent; reason is a metrics label.
+func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
+	t.closeOnce.Do(func() {
+		t.closeReason = reason
+		t.transport.CloseIdleConnections()
+		// The close handshake waits for the agent's answer, bounded by coder/websocket (5 s); do it before the
+		// session goes so the agent sees the code, not a bare EOF.
+		_ = t.ws.Close(code, msg)
+		_ = t.sess.Close()
+		close(t.done)
+	})
+}
+
+// metadataFrom reads host metadata from the handshake headers, bounded in size.
+func metadataFrom(h http.Header) directory.Metadata {
+	clip := func(s string, n int) string {
+		if len(s) > n {
+			return s[:n]
+		}
+		return s
+	}
+	m := directory.Metadata{
+		Name:         clip(h.Get(tunnel.HeaderHostName), 256),
+		OS:           clip(h.Get(tunnel.HeaderHostOS), 64),
+		AgentVersion: clip(h.Get(tunnel.HeaderAgentVersion), 64),
+	}
+	for i, kv := range h.Values(tunnel.HeaderHostLabel) {
+		if i >= 64 {
+			break
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || len(k) > 128 || len(v) > 1024 {
+			continue
+		}
+		if m.Labels == nil {
+			m.Labels = make(map[string]string)
+		}
+		m.Labels[k] = strings.TrimSpace(v)
+	}
+	return m
+}
+
+// websocketRequested reports whether r asks for a WebSocket upgrade.
+func websocketRequested(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+// headerHasToken reports whether a comma-separated header contains token, case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,222 @@
+package relay
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/wsframe"
+)
+
+// closeGrace is how long the second direction of a WebSocket may linger after the first one ended.
+const closeGrace = 5 * time.Second
+
+// proxyWebSocket carries a WebSocket upgrade to the host and, after the host's 101, passes frames both ways as
+// bytes. Frame boundaries are followed so that a close code that must not be sent (1005, 1006, …) becomes 1011 and
+// a side that vanishes without a close frame is reported to the other side as 1011 instead of a bare disconnect.
+func (s *Server) proxyWebSocket(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	outcome, status := s.webSocketExchange(w, r, ex)
+	s.countExchange("websocket", outcome, status)
+}
+
+func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *exchange) (outcome string, status int) {
+	out := s.upgradeRequest(r, ex)
+	st, err := ex.t.sess.OpenStream()
+	if err != nil {
+		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "could not open a stream to the host")
+		return "upstream_failed", http.StatusBadGateway
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	if err := out.Write(st); err != nil {
+		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "could not send the upgrade to the host")
+		return "upstream_failed", http.StatusBadGateway
+	}
+	br := bufio.NewReaderSize(st, 16<<10)
+	resp, err := http.ReadResponse(br, out)
+	if err != nil {
+		if isTimeout(err) {
+			writeError(w, http.StatusGatewayTimeout, codeUpstreamTimeout, "the host did not answer the upgrade within the idle timeout")
+			return "timeout", http.StatusGatewayTimeout
+		}
+		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "the host's answer to the upgrade was unreadable")
+		return "upstream_failed", http.StatusBadGateway
+	}
+	defer resp.Body.Close()
+	s.metrics.latency.WithLabelValues("websocket").Observe(time.Since(ex.start).Seconds())
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// The upstream refused the upgrade: pass its answer on as an ordinary response.
+		removeHopHeaders(resp.Header)
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_ = st.SetDeadline(time.Time{})
+		_, _ = io.Copy(w, resp.Body)
+		return "refused", resp.StatusCode
+	}
+	_ = st.SetDeadline(time.Time{}) // WebSockets idle for long; their own pings keep them honest.
+
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return "hijack_failed", http.StatusInternalServerError
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	if err := writeSwitching(brw.Writer, resp.Header); err != nil {
+		return "client_gone", http.StatusSwitchingProtocols
+	}
+
+	toHost := wsframe.NewFollower(st, true)
+	toClient := wsframe.NewFollower(conn, false)
+	var wg sync.WaitGroup
+	upDone := make(chan struct{})
+	downDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(upDone)
+		s.pump(toHost, brw.Reader, "to_host")
+		if !toHost.SawClose() && toHost.AtBoundary() {
+			_, _ = st.Write(wsframe.CloseFrame(1011, "client went away", true))
+		}
+		_ = st.Close()
+	})
+	wg.Go(func() {
+		defer close(downDone)
+		s.pump(toClient, br, "to_client")
+		if !toClient.SawClose() && toClient.AtBoundary() {
+			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	})
+	// When one direction ends, the other gets closeGrace to finish its close handshake, then both are cut.
+	var other <-chan struct{}
+	select {
+	case <-upDone:
+		other = downDone
+	case <-downDone:
+		other = upDone
+	}
+	timer := time.NewTimer(closeGrace)
+	select {
+	case <-other:
+	case <-timer.C:
+	}
+	timer.Stop()
+	_ = conn.Close()
+	_ = st.Close()
+	wg.Wait()
+	return "ok", http.StatusSwitchingProtocols
+}
+
+// pump copies src into a frame follower, counting bytes.
+func (s *Server) pump(dst *wsframe.Follower, src io.Reader, direction string) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	n, _ := io.CopyBuffer(writerOnly{dst}, src, *bp)
+	s.metrics.bytes.WithLabelValues(direction).Add(float64(n))
+}
+
+// writerOnly hides ReadFrom so io.CopyBuffer uses the given buffer.
+type writerOnly struct{ io.Writer }
+
+// upgradeRequest builds the request sent to the host for a WebSocket upgrade, with the same header hygiene as
+// ordinary exchanges but keeping Connection: Upgrade and Upgrade.
+func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
+	out := r.Clone(r.Context())
+	out.Header = r.Header.Clone()
+	upgrade := out.Header.Get("Upgrade")
+	removeHopHeaders(out.Header)
+	out.Header.Set("Connection", "Upgrade")
+	out.Header.Set("Upgrade", upgrade)
+	out.URL.Scheme = "http"
+	out.URL.Host = "host"
+	setPath(out.URL, ex.path)
+	auth.StripQueryToken(out.URL)
+	out.Header.Del("Authorization")
+	out.Header.Del(HeaderSubject)
+	if ex.subject != "" {
+		out.Header.Set(HeaderSubject, ex.subject)
+	}
+	setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
+	out.Body = nil
+	out.ContentLength = 0
+	out.RequestURI = ""
+	return out
+}
+
+// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded.
+func setForwarded(h http.Header, r *http.Request, trust bool) {
+	prior := h.Values("X-Forwarded-For")
+	h.Del("Forwarded")
+	h.Del("X-Forwarded-For")
+	h.Del("X-Forwarded-Host")
+	h.Del("X-Forwarded-Proto")
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if trust && len(prior) > 0 {
+			for _, p := range prior {
+				h.Add("X-Forwarded-For", p)
+			}
+			h.Set("X-Forwarded-For", h.Get("X-Forwarded-For")+", "+ip)
+		} else {
+			h.Set("X-Forwarded-For", ip)
+		}
+	}
+	h.Set("X-Forwarded-Host", r.Host)
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h.Set("X-Forwarded-Proto", proto)
+}
+
+// hopHeaders are removed when a message crosses the relay (RFC 9110 §7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer",
+	"Transfer-Encoding", "Upgrade",
+}
+
+// removeHopHeaders drops hop-by-hop headers, including those named in Connection.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for _, f := range splitComma(v) {
+			h.Del(f)
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+func splitComma(v string) []string {
+	var out []string
+	for len(v) > 0 {
+		var f string
+		f, v, _ = strings.Cut(v, ",")
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// writeSwitching writes the 101 answer to the hijacked client connection.
+func writeSwitching(w *bufio.Writer, h http.Header) error {
+	if _, err := fmt.Fprintf(w, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
+		return err
+	}
+	if err := h.Write(w); err != nil {
+		return err
+	}
+	if _, err := w.WriteString("\r\n"); err != nil {
+		return err
+	}
+	return w.Flush()
+}
