@@ -62,7 +62,7 @@ func (s signer) jwk() map[string]string {
 }
 
 // sign returns a token for claims, with an exp an hour ahead unless claims set one.
-func (s signer) sign(t *testing.T, claims jwt.MapClaims) string {
+func (s signer) sign(t testing.TB, claims jwt.MapClaims) string {
 	t.Helper()
 	if _, ok := claims["exp"]; !ok {
 		claims["exp"] = time.Now().Add(24 * time.Hour).Unix() // outlives the tests' fake clock
@@ -76,7 +76,7 @@ func (s signer) sign(t *testing.T, claims jwt.MapClaims) string {
 	return str
 }
 
-func newEd25519(t *testing.T, kid string) signer {
+func newEd25519(t testing.TB, kid string) signer {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -95,7 +95,7 @@ type jwksServer struct {
 	status  int
 }
 
-func startJWKS(t *testing.T, signers ...signer) *jwksServer {
+func startJWKS(t testing.TB, signers ...signer) *jwksServer {
 	t.Helper()
 	s := &jwksServer{signers: signers, status: http.StatusOK}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
