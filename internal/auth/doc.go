@@ -22,6 +22,9 @@
 // with Ed25519 keys, selected by the "kid" header). Their "kind" claim is optional (Claims.Kind is "" when absent);
 // the names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
 // JWKSConfig.HostIDClaim, default "host_id"), and the hosts claim may be a JSON array of strings or one string.
+// JWKSConfig.HostsSuffix turns an issuer's organization ids into patterns (suffix ":*": "org1" reaches "org1:*").
+// RSA keys must have 2048 to 8192 bits; keys without a "kid", with "use" other than "sig", or of other types are
+// skipped.
 //
 // # Where tokens come from
 //
