@@ -1,0 +1,30 @@
+package relay_test
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/switchboard-relay/switchboard/internal/relaytest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+func TestProxySmoke(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	relaytest.StartUpstreamHost(t, r.URL, "org:m1", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.WriteString(w, "path="+req.URL.RequestURI()+" sub="+req.Header.Get("X-Switchboard-Subject"))
+	}), nil)
+	tok := relaytest.ClientToken(t, "alice", "org:*")
+	resp := relaytest.Do(t, "GET", r.URL+"/hosts/org%3Am1/a/b?x=1&access_token="+tok, "")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "path=/a/b?x=1 sub=alice" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+}
