@@ -1,0 +1,292 @@
+// Package bench is `switchboard bench`: load scenarios that measure the relay against a direct connection to the
+// same origin in the same run, and the report they produce (a table, JSON and an SVG plot).
+//
+// With no Config.Relay, Run starts everything it needs on loopback as child processes of its own binary: a relay
+// (`switchboard serve`) per scenario, a host agent (`switchboard host`) for the scenarios that carry traffic, and
+// the origin (`switchboard bench --origin-serve ADDR`, or inside the bench process when the binary cannot do that).
+// The load generator and the simulated hosts of the idle, churn and storm scenarios run in the bench process, so
+// its CPU share (reported per scenario) shows when a result is limited by the generator.
+//
+// Every scenario is bounded in count and in time and stops by itself.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is one bench run. Every zero value has a documented default, applied by Run.
+type Config struct {
+	// Scenarios to run, in this order. Empty means all of AllScenarios.
+	Scenarios []string
+	// Duration of each measured phase (one concurrency level, one path). Zero means 5 s, or 1 s with Tiny.
+	Duration time.Duration
+	// Out is a directory for report.json, report.svg, report.md and the children's logs. Empty writes no files.
+	Out string
+	// JSON is a file for the JSON report, "-" for stdout. Empty means Out/report.json when Out is set.
+	JSON string
+	// Relay is the base URL (http://host:port) of an existing relay to drive. Empty starts one locally per scenario.
+	// With an existing relay, storm is skipped (it restarts the relay) and process figures are unavailable.
+	Relay string
+	// RelayMetrics is the base URL of that relay's metrics listener, for heap and goroutine figures. Optional.
+	RelayMetrics string
+	// Secret is the HS256 secret tokens are signed with. Empty means SWITCHBOARD_SECRET, and else (local runs only)
+	// a random one.
+	Secret string
+	// Exe is the switchboard binary to start children from. Empty means os.Executable().
+	Exe string
+	// RelayArgs are extra flags for every `switchboard serve` the bench starts.
+	RelayArgs []string
+	// Tiny shrinks every size to run in seconds (CI). Explicit sizes below still win.
+	Tiny bool
+
+	// Concurrency levels of the rps scenario. Empty means 1, 10, 50, 200 (Tiny: 1, 10).
+	Concurrency []int
+	// MaxRequests bounds each rps and latency phase. Zero means 5,000,000.
+	MaxRequests int64
+	// Download and Upload are the bulk sizes in bytes. Zero means 1 GiB and 256 MiB (Tiny: 16 MiB and 8 MiB).
+	Download, Upload int64
+	// SSEClients is the number of concurrent SSE streams. Zero means 100 (Tiny: 5).
+	SSEClients int
+	// WSClients is the number of concurrent WebSocket echo clients. Zero means 10 (Tiny: 2).
+	WSClients int
+	// IdleTunnels is the tunnel count of the idle scenario. Zero means 10,000 (Tiny: 100).
+	IdleTunnels int
+	// ChurnCycles is the connect/disconnect count of the churn scenario. Zero means 2,000 (Tiny: 100).
+	ChurnCycles int
+	// StormHosts is the host count of the storm scenario. Zero means 10,000 (Tiny: 100).
+	StormHosts int
+
+	// OriginServe, when set, makes Run serve only the bench origin on this address until ctx ends. The bench uses
+	// it to run its origin as a child process (`switchboard bench --origin-serve ADDR`).
+	OriginServe string
+	// OriginInProcess runs the origin inside the bench process instead of as a child.
+	OriginInProcess bool
+}
+
+// AllScenarios lists every scenario in its default order.
+var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm"}
+
+// scenarios maps a name to its implementation.
+var scenarios = map[string]func(context.Context, *env) (*Result, error){
+	"rps":     runRPS,
+	"latency": runLatency,
+	"bulk":    runBulk,
+	"sse":     runSSE,
+	"ws":      runWS,
+	"idle":    runIdle,
+	"churn":   runChurn,
+	"storm":   runStorm,
+}
+
+// withDefaults returns cfg with every zero value replaced by its default.
+func (cfg Config) withDefaults() Config {
+	pick := func(v, normal, tiny int) int {
+		if v > 0 {
+			return v
+		}
+		if cfg.Tiny {
+			return tiny
+		}
+		return normal
+	}
+	if len(cfg.Scenarios) == 0 {
+		cfg.Scenarios = slices.Clone(AllScenarios)
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 5 * time.Second
+		if cfg.Tiny {
+			cfg.Duration = time.Second
+		}
+	}
+	if len(cfg.Concurrency) == 0 {
+		cfg.Concurrency = []int{1, 10, 50, 200}
+		if cfg.Tiny {
+			cfg.Concurrency = []int{1, 10}
+		}
+	}
+	if cfg.MaxRequests <= 0 {
+		cfg.MaxRequests = 5_000_000
+	}
+	if cfg.Download <= 0 {
+		cfg.Download = 1 << 30
+		if cfg.Tiny {
+			cfg.Download = 16 << 20
+		}
+	}
+	if cfg.Upload <= 0 {
+		cfg.Upload = 256 << 20
+		if cfg.Tiny {
+			cfg.Upload = 8 << 20
+		}
+	}
+	cfg.SSEClients = pick(cfg.SSEClients, 100, 5)
+	cfg.WSClients = pick(cfg.WSClients, 10, 2)
+	cfg.IdleTunnels = pick(cfg.IdleTunnels, 10_000, 100)
+	cfg.ChurnCycles = pick(cfg.ChurnCycles, 2_000, 100)
+	cfg.StormHosts = pick(cfg.StormHosts, 10_000, 100)
+	return cfg
+}
+
+// env is what scenarios share during one Run.
+type env struct {
+	cfg         Config
+	exe         string
+	secret      string
+	clientToken string
+	logDir      string // "" discards children's output (its tail is still kept for errors)
+	origin      *origin
+	progress    io.Writer
+}
+
+// progressf prints one progress line.
+func (e *env) progressf(format string, args ...any) {
+	fmt.Fprintf(e.progress, format+"\n", args...)
+}
+
+// Run runs the configured scenarios, printing progress and then a table to stdout, and writes the JSON and SVG
+// reports. A failing scenario is reported and the others still run; Run then returns an error naming it.
+func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
+	if cfg.OriginServe != "" {
+		return ServeOrigin(ctx, cfg.OriginServe)
+	}
+	cfg = cfg.withDefaults()
+	for _, s := range cfg.Scenarios {
+		if scenarios[s] == nil {
+			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(AllScenarios, ", "))
+		}
+	}
+	e := &env{cfg: cfg, exe: cfg.Exe, secret: cfg.Secret, progress: stdout}
+	if e.exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own binary: %w", err)
+		}
+		e.exe = exe
+	}
+	if e.secret == "" {
+		e.secret = os.Getenv("SWITCHBOARD_SECRET")
+	}
+	if e.secret == "" {
+		if cfg.Relay != "" {
+			return errors.New("an existing relay needs its token secret (Config.Secret or SWITCHBOARD_SECRET)")
+		}
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		e.secret = hex.EncodeToString(b[:])
+	}
+	tok, err := mintClientToken(e.secret)
+	if err != nil {
+		return err
+	}
+	e.clientToken = tok
+	if cfg.Out != "" {
+		e.logDir = filepath.Join(cfg.Out, "logs")
+		if err := os.MkdirAll(e.logDir, 0o755); err != nil {
+			return fmt.Errorf("create report directory: %w", err)
+		}
+	}
+	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, cfg.StormHosts) + 4096))
+
+	rep := &Report{
+		Started: time.Now().UTC(),
+		Command: "switchboard " + strings.Join(commandLine(cfg), " "),
+		Machine: machineFacts(ctx),
+		Config:  cfg,
+	}
+	rep.Config.Secret = ""
+	e.progressf("switchboard bench: %s on %d cores, %s; open-file limit %d",
+		strings.Join(cfg.Scenarios, ", "), rep.Machine.Cores, rep.Machine.GoVersion, limit)
+
+	o, err := e.startOrigin(ctx)
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	e.origin = o
+	rep.OriginProcess = "child"
+	if o.PID == 0 {
+		rep.OriginProcess = "bench"
+	}
+
+	var failed []string
+	for _, name := range cfg.Scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		e.progressf("== %s", name)
+		t0 := time.Now()
+		res, err := scenarios[name](ctx, e)
+		if res == nil {
+			res = &Result{}
+		}
+		res.Name = name
+		res.Seconds = time.Since(t0).Seconds()
+		if err != nil {
+			res.Error = err.Error()
+			failed = append(failed, name)
+			e.progressf("%s failed: %v", name, err)
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+	}
+	rep.Finished = time.Now().UTC()
+
+	fmt.Fprintln(stdout)
+	writeTable(stdout, rep)
+	if err := writeFiles(rep, cfg, stdout); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bench interrupted: %w", err)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// commandLine reconstructs the flags that reproduce cfg (the documented CLI spelling).
+func commandLine(cfg Config) []string {
+	args := []string{"bench"}
+	args = append(args, cfg.Scenarios...)
+	args = append(args, "--duration", cfg.Duration.String())
+	if cfg.Tiny {
+		args = append(args, "--tiny")
+	}
+	if cfg.Relay != "" {
+		args = append(args, "--relay", cfg.Relay)
+	}
+	if cfg.Out != "" {
+		args = append(args, "--out", cfg.Out)
+	}
+	return args
+}
+
+// startOrigin starts the origin as a child process, falling back to one inside the bench process when the binary
+// cannot serve it (or Config.OriginInProcess asks for that).
+func (e *env) startOrigin(ctx context.Context) (*origin, error) {
+	if !e.cfg.OriginInProcess {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		p, err := startChild(e.exe, "origin", e.logDir, []string{"bench", "--origin-serve", addr}, nil)
+		if err == nil {
+			if err := waitReady(ctx, "http://"+addr+"/small", p, 5*time.Second, nil); err == nil {
+				return &origin{Addr: addr, PID: p.PID(), close: func() error { p.stop(2 * time.Second); return nil }}, nil
+			}
+			p.kill()
+		}
+		e.progressf("origin: this binary cannot serve it as a child; running it inside the bench process")
+	}
+	return startLocalOrigin()
+}

@@ -1,0 +1,257 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// child is a process the bench started: the relay, a host agent or the origin.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // the exit status; read after done
+	tail *tailBuffer   // the last bytes of its output, for error messages
+	log  *os.File      // its full output, when the report has a directory
+}
+
+// startChild runs exe with args. Output goes to logDir/name.log when logDir is set, and its tail is kept in memory.
+func startChild(exe, name, logDir string, args, env []string) (*child, error) {
+	c := &child{name: name, done: make(chan struct{}), tail: &tailBuffer{max: 4 << 10}}
+	var out io.Writer = c.tail
+	if logDir != "" {
+		f, err := os.OpenFile(filepath.Join(logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open %s log: %w", name, err)
+		}
+		c.log = f
+		out = io.MultiWriter(f, c.tail)
+	}
+	// Not CommandContext: the owner stops children explicitly (SIGTERM, then SIGKILL) and waits for them.
+	c.cmd = exec.Command(exe, args...)
+	c.cmd.Env = append(os.Environ(), env...)
+	c.cmd.Stdout = out
+	c.cmd.Stderr = out
+	// Children die with the bench even if it is killed (Linux only).
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		if c.log != nil {
+			c.log.Close()
+		}
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go c.wait()
+	return c, nil
+}
+
+// wait reaps the process; it is the goroutine started by startChild and ends when the process does.
+func (c *child) wait() {
+	c.err = c.cmd.Wait()
+	if c.log != nil {
+		c.log.Close()
+	}
+	close(c.done)
+}
+
+// PID is the process id.
+func (c *child) PID() int { return c.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// describe is a one-line account of the child's state and the tail of its output, for error messages.
+func (c *child) describe() string {
+	state := "running"
+	if c.exited() {
+		state = fmt.Sprintf("exited (%v)", c.err)
+	}
+	return fmt.Sprintf("%s %s; output tail:\n%s", c.name, state, c.tail.String())
+}
+
+// stop asks the process to end with SIGTERM and kills it after grace. It waits for the exit.
+func (c *child) stop(grace time.Duration) {
+	if c.exited() {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.kill()
+	}
+}
+
+// kill ends the process at once and waits for the exit.
+func (c *child) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.done
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr, nil
+}
+
+// waitReady polls url until it answers 200, the child exits, or timeout passes.
+func waitReady(ctx context.Context, url string, c *child, timeout time.Duration, header http.Header) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Errorf("status %d", resp.StatusCode)
+		} else {
+			last = err
+		}
+		if c != nil && c.exited() {
+			return fmt.Errorf("wait for %s: process ended: %s", redactURL(url), c.describe())
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			msg := fmt.Sprintf("wait for %s: %v", redactURL(url), last)
+			if c != nil {
+				msg += ": " + c.describe()
+			}
+			return errors.New(msg)
+		case <-t.C:
+		}
+	}
+}
+
+// redactURL drops a query, which may hold a token.
+func redactURL(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i] + "?…"
+	}
+	return u
+}
+
+// metricsSnapshot is what the bench reads from a relay's /metrics.
+type metricsSnapshot struct {
+	Goroutines   float64 `json:"goroutines"`
+	HeapInuse    float64 `json:"heap_inuse_bytes"`
+	Found        bool    `json:"-"`
+	ForcedGC     bool    `json:"forced_gc"`
+}
+
+// scrapeMetrics reads go_goroutines and go_memstats_heap_inuse_bytes from a Prometheus text endpoint. With gc it
+// first asks /debug/pprof/heap?gc=1 on the same listener to run a collection, so heap figures compare.
+func scrapeMetrics(ctx context.Context, base string, gc bool) (metricsSnapshot, error) {
+	var s metricsSnapshot
+	client := &http.Client{Timeout: 10 * time.Second}
+	if gc {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/heap?gc=1", nil)
+		if err == nil {
+			if resp, err := client.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				s.ForcedGC = resp.StatusCode == http.StatusOK
+			}
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return s, fmt.Errorf("scrape metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("scrape metrics: status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		name, val, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		switch name {
+		case "go_goroutines":
+			s.Goroutines, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+			n++
+		case "go_memstats_heap_inuse_bytes":
+			s.HeapInuse, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+			n++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return s, fmt.Errorf("scrape metrics: %w", err)
+	}
+	s.Found = n == 2
+	if !s.Found {
+		return s, errors.New("scrape metrics: go_goroutines or go_memstats_heap_inuse_bytes missing (is the Go collector registered?)")
+	}
+	return s, nil
+}

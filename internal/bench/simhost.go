@@ -1,0 +1,240 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// fleet dials simulated hosts: the agent's side of the tunnel protocol, kept lean so that one bench process can hold
+// tens of thousands of tunnels. Per tunnel it runs four goroutines (yamux's reader and writer, the HTTP accept loop
+// and the control-stream reader) and no keepalive timer: the relay pings and yamux answers in its reader.
+type fleet struct {
+	url    string // ws://relay/v1/tunnel
+	token  func(id string) (string, error)
+	client *http.Client // dials the upgrade; rotates source addresses
+	srv    *http.Server // answers every stream; shared by all tunnels
+	ycfg   *yamux.Config
+
+	// active counts open tunnels.
+	active atomic.Int64
+}
+
+// newFleet prepares to dial tunnels to r. Source addresses rotate over sources loopback addresses (127.0.0.1,
+// 127.0.0.2, …) so that more tunnels than one address has ephemeral ports can be held.
+func newFleet(r *relayProc, token func(string) (string, error), sources int) *fleet {
+	sources = max(sources, 1)
+	var next atomic.Uint32
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if sources > 1 {
+				i := next.Add(1) % uint32(sources)
+				dd := *d
+				dd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}
+				return dd.DialContext(ctx, network, addr)
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+		MaxIdleConns:      -1,
+		DisableKeepAlives: true,
+		ForceAttemptHTTP2: false,
+	}
+	ycfg := tunnel.Options{}.YamuxConfig()
+	ycfg.EnableKeepAlive = false
+	return &fleet{
+		url:    r.tunnelURL(),
+		token:  token,
+		client: &http.Client{Transport: tr},
+		srv: &http.Server{
+			Handler:           http.HandlerFunc(simHandler),
+			ReadHeaderTimeout: 30 * time.Second,
+		},
+		ycfg: ycfg,
+	}
+}
+
+// simHandler answers every request a simulated host gets.
+func simHandler(w http.ResponseWriter, _ *http.Request) {
+	w.Header()["Content-Length"] = []string{"3"}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// close releases the fleet's idle resources; tunnels must be closed first.
+func (f *fleet) close() {
+	f.client.CloseIdleConnections()
+}
+
+// simTunnel is one simulated host's tunnel.
+type simTunnel struct {
+	id   string
+	ws   *websocket.Conn
+	sess *yamux.Session
+	done chan struct{} // closed when the tunnel's goroutines have ended
+}
+
+// dial opens a tunnel for host id: WebSocket upgrade, yamux server, the control stream, and an HTTP/1.1 server on
+// the streams the relay opens.
+func (f *fleet) dial(ctx context.Context, id string) (*simTunnel, error) {
+	tok, err := f.token(id)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(dctx, f.url, &websocket.DialOptions{
+		HTTPClient:   f.client,
+		Subprotocols: []string{tunnel.Subprotocol},
+		HTTPHeader: http.Header{
+			"Authorization":     {"Bearer " + tok},
+			tunnel.HeaderHostID: {id},
+		},
+	})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial tunnel %s: status %d: %w", id, resp.StatusCode, err)
+		}
+		return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+	}
+	c.SetReadLimit(-1)
+	// The tunnel lives until closed, not until ctx: its NetConn gets a background context.
+	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	sess, err := yamux.Server(nc, f.ycfg)
+	if err != nil {
+		c.CloseNow()
+		return nil, fmt.Errorf("start yamux for %s: %w", id, err)
+	}
+	ctrl, err := sess.OpenStream()
+	if err != nil {
+		sess.Close()
+		c.CloseNow()
+		return nil, fmt.Errorf("open control stream for %s: %w", id, err)
+	}
+	t := &simTunnel{id: id, ws: c, sess: sess, done: make(chan struct{})}
+	f.active.Add(1)
+	go t.run(f, ctrl)
+	return t, nil
+}
+
+// run owns the tunnel: it serves streams and reads control messages until the session ends, then waits for the
+// server loop.
+func (t *simTunnel) run(f *fleet, ctrl net.Conn) {
+	defer close(t.done)
+	defer f.active.Add(-1)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = f.srv.Serve(t.sess) // returns when the session closes
+	}()
+	br := bufio.NewReaderSize(ctrl, 512)
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			break
+		}
+		// The only message today is a drain notice; a simulated host treats it like the relay closing.
+		if c, err := tunnel.ParseControl(line[:len(line)-1]); err == nil && c.Type == tunnel.ControlDrain {
+			break
+		}
+	}
+	t.sess.Close()
+	t.ws.CloseNow()
+	<-served
+}
+
+// close ends the tunnel the way an exiting agent does (normal closure) and waits for its goroutines.
+func (t *simTunnel) close() {
+	t.sess.Close()
+	_ = t.ws.Close(tunnel.CloseNormal, "bench done")
+	t.ws.CloseNow()
+	<-t.done
+}
+
+// closeAll closes tunnels concurrently (closing a WebSocket waits for the peer's close frame).
+func closeAll(ts []*simTunnel) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			t.close()
+		})
+	}
+	wg.Wait()
+}
+
+// dialMany opens n tunnels with ids prefix-0 … prefix-(n-1), par at a time, and returns them in order. On error
+// it closes what it opened.
+func (f *fleet) dialMany(ctx context.Context, prefix string, n, par int, progress func(done int)) ([]*simTunnel, error) {
+	ts := make([]*simTunnel, n)
+	var (
+		next    atomic.Int64
+		done    atomic.Int64
+		errOnce sync.Once
+		first   error
+		wg      sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range min(par, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				t, err := f.dial(ctx, prefix+"-"+strconv.Itoa(i))
+				if err != nil {
+					errOnce.Do(func() { first = err; cancel() })
+					return
+				}
+				ts[i] = t
+				if d := done.Add(1); progress != nil {
+					progress(int(d))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		closeAll(ts)
+		return nil, first
+	}
+	return ts, nil
+}
+
+// backoff is the agent's reconnect policy: full jitter, exponential from base to cap.
+type backoff struct {
+	base, cap time.Duration
+	attempt   int
+}
+
+// next returns the wait before the next attempt.
+func (b *backoff) next() time.Duration {
+	d := b.base << min(b.attempt, 16)
+	if d > b.cap || d <= 0 {
+		d = b.cap
+	}
+	b.attempt++
+	return rand.N(d) + time.Millisecond
+}
+
