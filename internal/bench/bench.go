@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -145,11 +146,15 @@ type env struct {
 	clientToken string
 	logDir      string // "" discards children's output (its tail is still kept for errors)
 	origin      *origin
-	progress    io.Writer
+
+	progressMu sync.Mutex // scenarios report progress from several goroutines
+	progress   io.Writer
 }
 
 // progressf prints one progress line.
 func (e *env) progressf(format string, args ...any) {
+	e.progressMu.Lock()
+	defer e.progressMu.Unlock()
 	fmt.Fprintf(e.progress, format+"\n", args...)
 }
 

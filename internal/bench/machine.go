@@ -170,7 +170,6 @@ func readProc(pid int) (ProcStats, error) {
 	return st, nil
 }
 
-
 // raiseFileLimit lifts the soft open-file limit to the hard limit (and tries to lift the hard limit to want, which
 // needs privilege). Children inherit it. It returns the soft limit in effect.
 func raiseFileLimit(want uint64) uint64 {

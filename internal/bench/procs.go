@@ -195,10 +195,10 @@ func redactURL(u string) string {
 
 // metricsSnapshot is what the bench reads from a relay's /metrics.
 type metricsSnapshot struct {
-	Goroutines   float64 `json:"goroutines"`
-	HeapInuse    float64 `json:"heap_inuse_bytes"`
-	Found        bool    `json:"-"`
-	ForcedGC     bool    `json:"forced_gc"`
+	Goroutines float64 `json:"goroutines"`
+	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	Found      bool    `json:"-"`
+	ForcedGC   bool    `json:"forced_gc"`
 }
 
 // scrapeMetrics reads go_goroutines and go_memstats_heap_inuse_bytes from a Prometheus text endpoint. With gc it

@@ -96,7 +96,9 @@ func (r Row) withBaseline(b string) Row {
 func (r *Result) add(rows ...Row) { r.Rows = append(r.Rows, rows...) }
 
 // notef appends a note.
-func (r *Result) notef(format string, args ...any) { r.Notes = append(r.Notes, fmt.Sprintf(format, args...)) }
+func (r *Result) notef(format string, args ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+}
 
 // writeTable prints the report as an aligned table.
 func writeTable(w io.Writer, rep *Report) {

@@ -237,4 +237,3 @@ func (b *backoff) next() time.Duration {
 	b.attempt++
 	return rand.N(d) + time.Millisecond
 }
-
