@@ -194,7 +194,8 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 // Replica returns this replica's id.
 func (r *Redis) Replica() string { return r.cfg.Replica }
 
-// Run keeps this replica's lease alive, refreshing it every Lease/3, until ctx ends; it then returns nil. When it
+// Run keeps this replica's lease alive, refreshing it every Lease/3, until ctx ends or the directory is closed; it
+// then returns nil. When it
 // finds the lease gone, it re-asserts the entries from RedisConfig.Owned. Failures are logged, not returned: Run
 // keeps trying. Stopping Run without Resign leaves this replica's entries routable until the lease expires.
 func (r *Redis) Run(ctx context.Context) error {
@@ -202,6 +203,9 @@ func (r *Redis) Run(ctx context.Context) error {
 	defer tick.Stop()
 	needReassert := false
 	for {
+		if r.closed.Load() {
+			return nil
+		}
 		needReassert = r.heartbeat(ctx, needReassert)
 		select {
 		case <-ctx.Done():
@@ -542,7 +546,8 @@ func (r *Redis) wrote(hostID string) {
 	r.recentMax = max(64, 2*len(r.recent))
 }
 
-// hostKey is the key of hostID's hash. The braces make it a cluster hash tag; every script touches only this key.
+// hostKey is the key of hostID's hash. The braces make it a cluster hash tag; every script touches only this key,
+// so a host id that itself contains braces (and so changes the tag) is still stored correctly.
 func (r *Redis) hostKey(hostID string) string {
 	return r.cfg.Prefix + "{" + hostID + "}:host"
 }

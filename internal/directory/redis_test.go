@@ -494,16 +494,61 @@ func TestNewRedisInvalid(t *testing.T) {
 	}
 }
 
+// TestNewRedisUnreachable expects NewRedis to give up promptly when no Redis listens.
+func TestNewRedisUnreachable(t *testing.T) {
+	addr, stop := redistest.Start(t)
+	stop()
+	const timeout = 300 * time.Millisecond
+	start := time.Now()
+	r, err := NewRedis(t.Context(), RedisConfig{Addrs: []string{addr}, Replica: "r1", Timeout: timeout})
+	if err == nil {
+		r.Close()
+		t.Fatalf("NewRedis succeeded with no Redis at %s", addr)
+	}
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Fatalf("NewRedis took %v to fail, timeout %v", took, timeout)
+	}
+}
+
+// TestRedisRunStopsOnClose checks that Run returns once the directory is closed.
+func TestRedisRunStopsOnClose(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	r, err := NewRedis(t.Context(), RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: newPrefix(),
+		Lease: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	r.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("run did not return after close")
+	}
+}
+
 func BenchmarkRedisLookupCached(b *testing.B) {
 	addr, _ := redistest.Start(b)
-	r, err := NewRedis(b.Context(), RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: newPrefix()})
+	prefix := newPrefix()
+	owner, err := NewRedis(b.Context(), RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: prefix})
+	if err != nil {
+		b.Fatalf("new: %v", err)
+	}
+	defer owner.Close()
+	if _, err := owner.Claim(b.Context(), "host-a", "r1", Metadata{Name: "a"}); err != nil {
+		b.Fatalf("claim: %v", err)
+	}
+	// Look up from another replica: the owner's own reads bypass the cache for a moment after its claim.
+	r, err := NewRedis(b.Context(), RedisConfig{Addrs: []string{addr}, Replica: "r2", Prefix: prefix})
 	if err != nil {
 		b.Fatalf("new: %v", err)
 	}
 	defer r.Close()
-	if _, err := r.Claim(b.Context(), "host-a", "r1", Metadata{}); err != nil {
-		b.Fatalf("claim: %v", err)
-	}
+	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := r.Lookup(b.Context(), "host-a"); err != nil {
 			b.Fatalf("lookup: %v", err)

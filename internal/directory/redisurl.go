@@ -101,7 +101,7 @@ func withDefaultPort(hostport string) (string, error) {
 		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 		port = defaultRedisPort
 	}
-	if host == "" || strings.ContainsAny(host, "/?#@ ") {
+	if host == "" || strings.ContainsAny(host, "[]/?#@ \t\r\n,") {
 		return "", fmt.Errorf("%w: bad host in %q", ErrInvalid, hostport)
 	}
 	n, err := strconv.Atoi(port)
