@@ -72,6 +72,9 @@ type Config struct {
 	OriginServe string
 	// OriginInProcess runs the origin inside the bench process instead of as a child.
 	OriginInProcess bool
+	// Profile saves a CPU profile of the relay (from /debug/pprof on its metrics listener) over each relay-path
+	// phase of rps, latency, bulk and ws into Out, named relay-SCENARIO-PHASE.pprof. Needs Out.
+	Profile bool
 }
 
 // AllScenarios lists every scenario in its default order.

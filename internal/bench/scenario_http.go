@@ -56,9 +56,11 @@ func (e *env) measurePair(ctx context.Context, s *trafficStack, path string, wor
 		return nil, nil, fmt.Errorf("direct c=%d: %w", workers, err)
 	}
 	spec.Addr, spec.Request = ra, rreq
+	stopProfile := e.profile(ctx, s.relay, fmt.Sprintf("c%d", workers))
 	s.meter.begin()
 	relay, err = runLoad(ctx, spec)
 	s.meter.end()
+	stopProfile()
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay c=%d: %w", workers, err)
 	}
@@ -145,9 +147,11 @@ func runBulk(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("direct download: %w", err)
 	}
+	stopProfile := e.profile(ctx, s.relay, "download")
 	s.meter.begin()
 	rd, err := transfer(ctx, http.MethodGet, relayBase+dl, e.clientToken, e.cfg.Download)
 	s.meter.end()
+	stopProfile()
 	if err != nil {
 		return res, fmt.Errorf("relay download: %w", err)
 	}

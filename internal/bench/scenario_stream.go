@@ -139,9 +139,11 @@ func runWS(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("direct: %w", err)
 	}
+	stopProfile := e.profile(ctx, s.relay, "echo")
 	s.meter.begin()
 	r, err := wsRun(ctx, "ws://"+s.relay.Addr+hostPath(benchHostID, "/ws"), e.clientToken, e.cfg.WSClients, e.cfg.Duration, e.cfg.MaxRequests)
 	s.meter.end()
+	stopProfile()
 	if err != nil {
 		return res, fmt.Errorf("relay: %w", err)
 	}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -80,7 +79,10 @@ func (e *env) routeOnce(ctx context.Context, c *http.Client, r *relayProc, id st
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK, nil
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return true, nil
 }
 
 // routeUntil calls host id until it answers or timeout passes.
@@ -88,23 +90,18 @@ func (e *env) routeUntil(ctx context.Context, c *http.Client, r *relayProc, id s
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
+	wait := time.Millisecond
 	for {
 		ok, err := e.routeOnce(ctx, c, r, id)
 		if ok {
 			return nil
 		}
-		if err != nil {
-			last = err
-		} else {
-			last = errors.New("not routable yet")
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		last = err
+		// Poll fast first: a tunnel is normally routable within milliseconds of its upgrade.
+		if !sleepCtx(ctx, wait) {
 			return fmt.Errorf("route to %s: %w", id, last)
-		case <-t.C:
 		}
+		wait = min(2*wait, 50*time.Millisecond)
 	}
 }
 
@@ -137,7 +134,7 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("open %d tunnels: %w", n, err)
 	}
-	defer closeAll(ts)
+	defer abortAll(ts)
 	c := e.routeClient()
 	defer c.CloseIdleConnections()
 	for _, i := range []int{0, n - 1} {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -82,7 +83,12 @@ type simTunnel struct {
 	id   string
 	ws   *websocket.Conn
 	sess *yamux.Session
+	ctrl net.Conn
 	done chan struct{} // closed when the tunnel's goroutines have ended
+
+	// Guarded by mu: the streams the relay opened that are still open.
+	mu      sync.Mutex
+	streams []net.Conn
 }
 
 // dial opens a tunnel for host id: WebSocket upgrade, yamux server, the control stream, and an HTTP/1.1 server on
@@ -111,7 +117,7 @@ func (f *fleet) dial(ctx context.Context, id string) (*simTunnel, error) {
 	c.SetReadLimit(-1)
 	// The tunnel lives until closed, not until ctx: its NetConn gets a background context.
 	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-	sess, err := yamux.Server(nc, f.ycfg)
+	sess, err := yamux.Server(abruptConn{Conn: nc, ws: c}, f.ycfg)
 	if err != nil {
 		c.CloseNow()
 		return nil, fmt.Errorf("start yamux for %s: %w", id, err)
@@ -122,23 +128,74 @@ func (f *fleet) dial(ctx context.Context, id string) (*simTunnel, error) {
 		c.CloseNow()
 		return nil, fmt.Errorf("open control stream for %s: %w", id, err)
 	}
-	t := &simTunnel{id: id, ws: c, sess: sess, done: make(chan struct{})}
+	t := &simTunnel{id: id, ws: c, sess: sess, ctrl: ctrl, done: make(chan struct{})}
 	f.active.Add(1)
-	go t.run(f, ctrl)
+	go t.run(f)
 	return t, nil
+}
+
+// Accept makes the tunnel the net.Listener its HTTP server serves: the relay's streams, tracked until closed.
+func (t *simTunnel) Accept() (net.Conn, error) {
+	c, err := t.sess.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t}
+	t.mu.Lock()
+	t.streams = append(t.streams, tc)
+	t.mu.Unlock()
+	return tc, nil
+}
+
+// Close closes the session (net.Listener).
+func (t *simTunnel) Close() error { return t.sess.Close() }
+
+// Addr is the session's address (net.Listener).
+func (t *simTunnel) Addr() net.Addr { return t.sess.Addr() }
+
+// unblockReads makes every blocked read on the tunnel's streams return now (see abruptConn).
+func (t *simTunnel) unblockReads() {
+	past := time.Unix(1, 0)
+	_ = t.ctrl.SetReadDeadline(past)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.streams {
+		_ = c.SetReadDeadline(past)
+	}
+}
+
+// trackedConn is a stream that leaves its tunnel's list when closed.
+type trackedConn struct {
+	net.Conn
+	t    *simTunnel
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		defer c.t.mu.Unlock()
+		for i, s := range c.t.streams {
+			if s == c {
+				c.t.streams = slices.Delete(c.t.streams, i, i+1)
+				break
+			}
+		}
+	})
+	return c.Conn.Close()
 }
 
 // run owns the tunnel: it serves streams and reads control messages until the session ends, then waits for the
 // server loop.
-func (t *simTunnel) run(f *fleet, ctrl net.Conn) {
+func (t *simTunnel) run(f *fleet) {
 	defer close(t.done)
 	defer f.active.Add(-1)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = f.srv.Serve(t.sess) // returns when the session closes
+		_ = f.srv.Serve(t) // returns when the session closes
 	}()
-	br := bufio.NewReaderSize(ctrl, 512)
+	br := bufio.NewReaderSize(t.ctrl, 512)
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -149,34 +206,56 @@ func (t *simTunnel) run(f *fleet, ctrl net.Conn) {
 			break
 		}
 	}
-	t.sess.Close()
+	t.unblockReads()
 	t.ws.CloseNow()
+	t.sess.Close()
 	<-served
+}
+
+// abruptConn is the connection yamux runs on: its Close drops the WebSocket at once instead of running the close
+// handshake that a NetConn's Close runs.
+//
+// yamux's Session.Close closes its shutdown channel, then closes the connection and waits for its reader, and only
+// then marks the streams closed; in that window every blocked Stream.Read spins (it wakes on the shutdown channel
+// and finds its stream still open). With a NetConn the window lasted a whole close handshake, and profiles showed
+// the bench burning whole cores in Stream.Read during churn. So the bench also unblocks every stream reader (a
+// read deadline in the past) before it closes a tunnel.
+type abruptConn struct {
+	net.Conn
+	ws *websocket.Conn
+}
+
+func (c abruptConn) Close() error {
+	c.ws.CloseNow()
+	_ = c.Conn.Close() // releases the NetConn's timers; the WebSocket is already closed
+	return nil
 }
 
 // close ends the tunnel the way an exiting agent does (normal closure) and waits for its goroutines.
 func (t *simTunnel) close() {
-	t.sess.Close()
+	t.unblockReads()
 	_ = t.ws.Close(tunnel.CloseNormal, "bench done")
 	t.ws.CloseNow()
+	t.sess.Close()
 	<-t.done
 }
 
-// closeAll closes tunnels concurrently (closing a WebSocket waits for the peer's close frame).
-func closeAll(ts []*simTunnel) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
+// abort ends the tunnel at once, without a close handshake, and waits for its goroutines.
+func (t *simTunnel) abort() {
+	t.unblockReads()
+	t.ws.CloseNow()
+	t.sess.Close()
+	<-t.done
+}
+
+// abortAll ends tunnels at once (tearing down after a measurement, where a close handshake per tunnel only costs
+// time).
+func abortAll(ts []*simTunnel) {
 	for _, t := range ts {
-		if t == nil {
-			continue
+		if t != nil {
+			t.abort()
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			t.close()
-		})
 	}
-	wg.Wait()
 }
 
 // dialMany opens n tunnels with ids prefix-0 … prefix-(n-1), par at a time, and returns them in order. On error
@@ -216,7 +295,7 @@ func (f *fleet) dialMany(ctx context.Context, prefix string, n, par int, progres
 		first = ctx.Err()
 	}
 	if first != nil {
-		closeAll(ts)
+		abortAll(ts)
 		return nil, first
 	}
 	return ts, nil

@@ -24,6 +24,14 @@ type relayProc struct {
 	args []string
 }
 
+// name is the relay's process name in logs and profile files.
+func (r *relayProc) name() string {
+	if r.proc == nil {
+		return "relay-external"
+	}
+	return r.proc.name
+}
+
 // startRelay starts `switchboard serve` on addr and metricsAddr (free ports when empty) and waits for /healthz.
 func (e *env) startRelay(ctx context.Context, name, addr, metricsAddr string) (*relayProc, error) {
 	if e.cfg.Relay != "" {
@@ -53,7 +61,11 @@ func (e *env) startRelay(ctx context.Context, name, addr, metricsAddr string) (*
 
 // launchRelay starts the relay process of r (again) and waits until it is healthy.
 func (e *env) launchRelay(ctx context.Context, r *relayProc, name string) error {
-	p, err := startChild(e.exe, name, e.logDir, r.args, []string{"SWITCHBOARD_SECRET=" + e.secret, "SWITCHBOARD_LOG_LEVEL=" + childLogLevel})
+	p, err := startChild(e.exe, name, e.logDir, r.args, []string{
+		"SWITCHBOARD_SECRET=" + e.secret, "SWITCHBOARD_LOG_LEVEL=" + childLogLevel,
+		// pprof on the metrics listener: forced GCs before heap readings, and CPU profiles with Config.Profile.
+		"SWITCHBOARD_PPROF=true",
+	})
 	if err != nil {
 		return err
 	}
