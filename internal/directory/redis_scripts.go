@@ -53,8 +53,9 @@ return 1
 // this very epoch released.
 //
 // KEYS[1] host hash. ARGV: epoch, replica, incarnation, since, name, os, agent, labels.
-// Returns 1 if it wrote the entry, 0 otherwise.
-var reassertScript = rueidis.NewLuaScript(`
+// Returns 1 if it wrote the entry, 0 otherwise. It is idempotent, so the client may retry it after a broken
+// connection (the first command on each connection after a Redis restart fails).
+var reassertScript = rueidis.NewLuaScriptRetryable(`
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica')
 if h[1] then
 	local cur = tonumber(h[1])
@@ -70,8 +71,8 @@ return 1
 
 // resignScript deletes the replica's lease key if it still holds this incarnation.
 //
-// KEYS[1] lease key. ARGV: incarnation. Returns 1 if it deleted the key.
-var resignScript = rueidis.NewLuaScript(`
+// KEYS[1] lease key. ARGV: incarnation. Returns 1 if it deleted the key. Idempotent, so retryable.
+var resignScript = rueidis.NewLuaScriptRetryable(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
