@@ -41,7 +41,7 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 			}
 		},
 		Transport:     transport,
-		FlushInterval: -1,
+		FlushInterval: 0, // SSE and chunked bodies are flushed at once by ReverseProxy itself
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody is listening

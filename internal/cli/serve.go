@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"time"
@@ -47,6 +48,7 @@ type ServeCmd struct {
 	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
 	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
 	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
+	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 }
 
 // Run serves until ctx ends, then drains and exits 0.
@@ -107,7 +109,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
 		}
 		metricsAddr = mln.Addr().String()
-		servers = append(servers, &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: metricsHandler(srv, c.Pprof), ReadHeaderTimeout: 10 * time.Second})
 	}
 
 	var wg sync.WaitGroup
@@ -137,6 +139,21 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	wg.Wait()
 	log.Info("relay stopped")
 	return nil
+}
+
+// metricsHandler serves the relay's metrics and health endpoints, and pprof when asked.
+func metricsHandler(srv *relay.Server, withPprof bool) http.Handler {
+	if !withPprof {
+		return srv.MetricsHandler()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.MetricsHandler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 func serveUntilClosed(s *http.Server, ln net.Listener, log *slog.Logger) {

@@ -113,7 +113,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:       s.rewrite,
 		Transport:     tunnelRoundTripper{},
-		FlushInterval: -1, // relay bytes as they arrive: SSE and chunked streams are never batched
+		FlushInterval: 0, // ReverseProxy flushes at once anyway for SSE and unknown-length (chunked) bodies
 		ErrorHandler:  s.proxyError,
 		BufferPool:    bufferPool{},
 	}

@@ -145,7 +145,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 
 // startTunnel runs the multiplexer over ws and accepts the agent's control stream.
 func (s *Server) startTunnel(id string, entry directory.Entry, ws *websocket.Conn, meta directory.Metadata) (*tunnelConn, error) {
-	nc := websocket.NetConn(s.ctx, ws, websocket.MessageBinary)
+	nc := tunnel.Coalesce(websocket.NetConn(s.ctx, ws, websocket.MessageBinary))
 	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval}.YamuxConfig())
 	if err != nil {
 		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")

@@ -1,0 +1,58 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net"
+)
+
+// yamux frame header layout (12 bytes, big endian):
+//
+//	0      1      2      4          8          12
+//	+------+------+------+----------+----------+
+//	| ver  | type | flags| streamID |  length  |
+//	+------+------+------+----------+----------+
+//
+// For a data frame (type 0) with length > 0, yamux's send loop writes the header and then, at once, the body.
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+	// coalesceMax bounds the body copied behind a held header; larger bodies go as their own message.
+	coalesceMax = 64 << 10
+)
+
+// Coalesce wraps the connection yamux writes to so that a data frame's header and body leave as one write: over
+// a WebSocket each write is a message with its own frame header and syscall, and yamux writes the 12-byte header
+// and the body separately. The wrapper holds a data frame's header until the body's write arrives, which yamux's
+// single send loop always does next. It must be the only writer of c, as yamux's send loop is.
+func Coalesce(c net.Conn) net.Conn { return &coalescingConn{Conn: c} }
+
+type coalescingConn struct {
+	net.Conn
+	// Owned by the single writer.
+	held    [yamuxHeaderSize]byte
+	holding bool
+	buf     []byte
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	if !c.holding {
+		if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+			copy(c.held[:], p)
+			c.holding = true
+			return len(p), nil
+		}
+		return c.Conn.Write(p)
+	}
+	c.holding = false
+	if len(p) > coalesceMax {
+		if _, err := c.Conn.Write(c.held[:]); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(p)
+	}
+	c.buf = append(append(c.buf[:0], c.held[:]...), p...)
+	if _, err := c.Conn.Write(c.buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
