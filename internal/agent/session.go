@@ -187,7 +187,7 @@ func (l *Listener) dial(relay string) (*session, error) {
 	}
 	ws.SetReadLimit(-1)
 	epoch, _ := strconv.ParseUint(resp.Header.Get(tunnel.HeaderEpoch), 10, 64)
-	rec := &readErrConn{Conn: tunnel.Coalesce(websocket.NetConn(l.ctx, ws, websocket.MessageBinary))}
+	rec := &readErrConn{Conn: tunnel.NetConn(l.ctx, ws)}
 	mux, err := yamux.Server(rec, tunnel.Options{PingInterval: l.cfg.PingInterval}.YamuxConfig())
 	if err != nil {
 		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -145,8 +144,8 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 
 // startTunnel runs the multiplexer over ws and accepts the agent's control stream.
 func (s *Server) startTunnel(id string, entry directory.Entry, ws *websocket.Conn, meta directory.Metadata) (*tunnelConn, error) {
-	nc := tunnel.Coalesce(websocket.NetConn(s.ctx, ws, websocket.MessageBinary))
-	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval}.YamuxConfig())
+	nc := tunnel.NetConn(s.ctx, ws)
+	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig())
 	if err != nil {
 		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")
 		return nil, err
@@ -207,22 +206,15 @@ func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 // runTunnel blocks until t's session ends, then unregisters it: only t itself is removed (fencing by identity and
 // epoch), so a late end of an old tunnel never removes its successor.
 func (s *Server) runTunnel(t *tunnelConn) {
-	// The control stream is write-only for the relay; reading it detects a misbehaving agent.
-	ctrlDone := make(chan struct{})
-	go func() {
-		defer close(ctrlDone)
-		n, _ := io.Copy(io.Discard, io.LimitReader(t.ctrl, 1))
-		if n > 0 {
-			t.close(tunnel.CloseProtocol, "agent wrote on the control stream", "protocol")
-		}
-	}()
-	select {
-	case <-t.sess.CloseChan():
+	// The control stream is write-only for the agent's peer: a read returns only when the session ends (or the
+	// agent misbehaves by writing), which makes this goroutine the tunnel's watcher without a second one.
+	var b [1]byte
+	if n, _ := t.ctrl.Read(b[:]); n > 0 {
+		t.close(tunnel.CloseProtocol, "agent wrote on the control stream", "protocol")
+	} else {
 		t.close(tunnel.CloseInternal, "session ended", "session_ended")
-	case <-t.done:
 	}
 	<-t.done
-	<-ctrlDone
 
 	s.mu.Lock()
 	if s.tunnels[t.hostID] == t {

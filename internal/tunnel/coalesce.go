@@ -1,8 +1,11 @@
 package tunnel
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
+
+	"github.com/coder/websocket"
 )
 
 // yamux frame header layout (12 bytes, big endian):
@@ -19,6 +22,25 @@ const (
 	// coalesceMax bounds the body copied behind a held header; larger bodies go as their own message.
 	coalesceMax = 64 << 10
 )
+
+// NetConn is the byte stream yamux runs on over ws: binary messages, with data frames coalesced (see Coalesce)
+// and an abrupt Close. yamux closes its connection when a session ends and only afterwards marks its streams
+// closed; a NetConn's Close would first run a WebSocket close handshake (up to 5 s with a dead peer), during which
+// blocked stream readers spin. Callers that want to send a close code call ws.Close themselves first.
+func NetConn(ctx context.Context, ws *websocket.Conn) net.Conn {
+	return &abruptConn{Conn: Coalesce(websocket.NetConn(ctx, ws, websocket.MessageBinary)), ws: ws}
+}
+
+type abruptConn struct {
+	net.Conn
+	ws *websocket.Conn
+}
+
+func (c *abruptConn) Close() error {
+	_ = c.ws.CloseNow()
+	_ = c.Conn.Close() // releases the NetConn's timers; the WebSocket is already closed
+	return nil
+}
 
 // Coalesce wraps the connection yamux writes to so that a data frame's header and body leave as one write: over
 // a WebSocket each write is a message with its own frame header and syscall, and yamux writes the 12-byte header

@@ -95,6 +95,9 @@ type Options struct {
 	// StreamWindow is the per-stream receive window. Zero means 4 MiB: large windows let one stream fill a fast
 	// link; memory is only used while data is actually buffered.
 	StreamWindow uint32
+	// AcceptBacklog bounds streams opened by the peer and not yet accepted. Zero means 256. The relay accepts only
+	// the control stream and sets it small: each slot costs memory on every idle tunnel.
+	AcceptBacklog int
 	// Logger for yamux's internal messages; nil discards them.
 	LogOutput io.Writer
 }
@@ -118,7 +121,10 @@ func (o Options) YamuxConfig() *yamux.Config {
 	if c.MaxStreamWindowSize == 0 {
 		c.MaxStreamWindowSize = 4 << 20
 	}
-	c.AcceptBacklog = 1024
+	c.AcceptBacklog = o.AcceptBacklog
+	if c.AcceptBacklog <= 0 {
+		c.AcceptBacklog = 256
+	}
 	if o.LogOutput != nil {
 		c.LogOutput = o.LogOutput
 	} else {
