@@ -197,8 +197,11 @@ func redactURL(u string) string {
 type metricsSnapshot struct {
 	Goroutines float64 `json:"goroutines"`
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
-	Found      bool    `json:"-"`
-	ForcedGC   bool    `json:"forced_gc"`
+	// HeapAlloc is go_memstats_heap_alloc_bytes: right after a forced GC, the live heap. Unlike HeapInuse it does
+	// not count free space inside spans, which grows and shrinks with fragmentation, not with leaks.
+	HeapAlloc float64 `json:"heap_alloc_bytes"`
+	Found     bool    `json:"-"`
+	ForcedGC  bool    `json:"forced_gc"`
 }
 
 // scrapeMetrics reads go_goroutines and go_memstats_heap_inuse_bytes from a Prometheus text endpoint. With gc it
@@ -244,6 +247,8 @@ func scrapeMetrics(ctx context.Context, base string, gc bool) (metricsSnapshot, 
 		case "go_memstats_heap_inuse_bytes":
 			s.HeapInuse, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
 			n++
+		case "go_memstats_heap_alloc_bytes":
+			s.HeapAlloc, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
 		}
 	}
 	if err := sc.Err(); err != nil {

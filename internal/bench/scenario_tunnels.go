@@ -22,7 +22,8 @@ func sourcesFor(n int) int { return n/20_000 + 1 }
 // relayFootprint is the relay's memory and goroutines at one moment.
 type relayFootprint struct {
 	rssKiB     int64
-	heapBytes  float64
+	heapBytes  float64 // in use (spans)
+	liveBytes  float64 // allocated; live after a forced GC
 	goroutines float64
 	haveProc   bool
 	haveMetric bool
@@ -36,7 +37,7 @@ func footprint(ctx context.Context, r *relayProc) relayFootprint {
 	if r.Metrics != "" {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if s, err := scrapeMetrics(sctx, r.Metrics, true); err == nil {
-			f.heapBytes, f.goroutines, f.haveMetric, f.forcedGC = s.HeapInuse, s.Goroutines, true, s.ForcedGC
+			f.heapBytes, f.liveBytes, f.goroutines, f.haveMetric, f.forcedGC = s.HeapInuse, s.HeapAlloc, s.Goroutines, true, s.ForcedGC
 		}
 		cancel()
 	}
@@ -174,6 +175,12 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 	return res, nil
 }
 
+// Churn shape: parallel workers, each reusing a few host ids.
+const (
+	churnParallel     = 16
+	churnIDsPerWorker = 4
+)
+
 // runChurn connects and disconnects hosts M times (each routed once) and compares the relay before and after.
 func runChurn(ctx context.Context, e *env) (*Result, error) {
 	res := &Result{}
@@ -204,15 +211,18 @@ func runChurn(ctx context.Context, e *env) (*Result, error) {
 			wg         sync.WaitGroup
 		)
 		step := max(count/10, 1)
-		for range min(16, count) {
+		for w := range min(churnParallel, count) {
 			wg.Go(func() {
-				for ctx.Err() == nil {
+				for k := 0; ctx.Err() == nil; k++ {
 					i := int(next.Add(1) - 1)
 					if i >= count {
 						return
 					}
-					// Ids repeat over a window of 64, so registrations replace and release the same entries.
-					if err := cycle(ctx, prefix+"-"+strconv.Itoa(i%64)+"-"+strconv.Itoa(i)); err != nil {
+					// Each worker cycles through its own few ids, so the relay sees the same bounded set of host
+					// ids again and again: state it keeps per id by design (presence, last-seen times) is in the
+					// baseline, and only per-connection leftovers can grow.
+					id := "churn-" + strconv.Itoa(w) + "-" + strconv.Itoa(k%churnIDsPerWorker)
+					if err := cycle(ctx, id); err != nil {
 						mu.Lock()
 						if first == nil {
 							first = err
@@ -229,38 +239,57 @@ func runChurn(ctx context.Context, e *env) (*Result, error) {
 		wg.Wait()
 		return int(done.Load()), first
 	}
-	// Warm up: let lazily built state exist before the baseline.
-	if _, err := runCycles("warmup", 32); err != nil {
+	// Warm up: every id once (and lazily built state) before the baseline.
+	if _, err := runCycles("warmup", churnParallel*churnIDsPerWorker); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
 	settle(ctx, time.Second)
 	before := footprint(ctx, r)
+	e.heapProfile(ctx, r, "before")
 	meter := e.newMeter(r, nil)
 	meter.begin()
+	// Let the relay finish closing; poll until goroutines are back within 5 % or a bound passes.
+	quiesce := func() relayFootprint {
+		deadline := time.Now().Add(max(5*time.Second, 2*e.cfg.Duration))
+		for {
+			settle(ctx, 250*time.Millisecond)
+			f := footprint(ctx, r)
+			if !f.haveMetric || f.goroutines <= before.goroutines*1.05 || time.Now().After(deadline) || ctx.Err() != nil {
+				return f
+			}
+		}
+	}
+	// Two halves with a reading between them: growth that only the first half shows is warm-up (pools, maps
+	// reaching their working size); growth in the second half as well is a leak.
 	t0 := time.Now()
-	done, err := runCycles("churn", m)
+	done, err := runCycles("churn", m/2)
 	elapsed := time.Since(t0)
 	meter.end()
 	if err != nil {
 		return res, fmt.Errorf("after %d cycles: %w", done, err)
 	}
-	// Let the relay finish closing; poll until goroutines are back within 5 % or a bound passes.
-	var after relayFootprint
-	deadline := time.Now().Add(max(5*time.Second, 2*e.cfg.Duration))
-	for {
-		settle(ctx, 250*time.Millisecond)
-		after = footprint(ctx, r)
-		if !after.haveMetric || after.goroutines <= before.goroutines*1.05 || time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
+	mid := quiesce()
+	e.heapProfile(ctx, r, "mid")
+	meter.begin()
+	t1 := time.Now()
+	done2, err := runCycles("churn", m-m/2)
+	elapsed += time.Since(t1)
+	meter.end()
+	done += done2
+	if err != nil {
+		return res, fmt.Errorf("after %d cycles: %w", done, err)
 	}
-	e.progressf("churn: %d cycles in %.1f s; goroutines %.0f → %.0f, heap %.1f → %.1f MiB, RSS %.1f → %.1f MiB",
-		done, elapsed.Seconds(), before.goroutines, after.goroutines, before.heapBytes/(1<<20), after.heapBytes/(1<<20),
+	after := quiesce()
+	e.heapProfile(ctx, r, "after")
+	e.progressf("churn: %d cycles in %.1f s; goroutines %.0f → %.0f, live heap %.2f → %.2f MiB, RSS %.1f → %.1f MiB",
+		done, elapsed.Seconds(), before.goroutines, after.goroutines, before.liveBytes/(1<<20), after.liveBytes/(1<<20),
 		float64(before.rssKiB)/1024, float64(after.rssKiB)/1024)
 	if before.haveMetric && after.haveMetric {
 		g := row("goroutines", "", after.goroutines, before.goroutines, false).withBaseline("before")
-		h := row("heap in use", "MiB", after.heapBytes/(1<<20), before.heapBytes/(1<<20), false).withBaseline("before")
-		res.add(g.withGoal("within 5 %", g.Ratio <= 1.05), h.withGoal("within 5 %", h.Ratio <= 1.05))
+		live := row("live heap", "MiB", after.liveBytes/(1<<20), before.liveBytes/(1<<20), false).withBaseline("before")
+		res.add(g.withGoal("within 5 %", g.Ratio <= 1.05), live.withGoal("within 5 %", live.Ratio <= 1.05),
+			row("live heap, second half", "MiB", after.liveBytes/(1<<20), mid.liveBytes/(1<<20), false).withBaseline("half-way"),
+			row("heap in use (spans)", "MiB", after.heapBytes/(1<<20), before.heapBytes/(1<<20), false).withBaseline("before"))
 		if !after.forcedGC {
 			res.notef("the relay does not serve /debug/pprof on its metrics listener: heap compared without a forced GC")
 		}
@@ -271,7 +300,8 @@ func runChurn(ctx context.Context, e *env) (*Result, error) {
 		res.add(row("RSS", "MiB", float64(after.rssKiB)/1024, float64(before.rssKiB)/1024, false).withBaseline("before"))
 	}
 	res.add(row("cycle rate", "cycles/s", float64(done)/elapsed.Seconds(), 0, true))
-	res.notef("a cycle is: open a tunnel, route one request to it, close it; 16 in parallel")
+	res.notef("a cycle is: open a tunnel, route one request to it, close it; %d in parallel over %d host ids; baseline after one warm-up cycle per id",
+		churnParallel, churnParallel*churnIDsPerWorker)
 	meter.fill(ctx, res)
 	return res, nil
 }
