@@ -26,6 +26,9 @@ type Machine struct {
 	GOARCH    string `json:"goarch"`
 	Commit    string `json:"commit,omitempty"`
 	Modified  bool   `json:"modified,omitempty"`
+	// LoadAvg is /proc/loadavg's 1-, 5- and 15-minute load when the run started: above the core count, other work
+	// competed with the bench and its figures are noisy.
+	LoadAvg string `json:"load_avg,omitempty"`
 }
 
 // machineFacts gathers Machine. The commit comes from the binary's build info, else from git in the working
@@ -51,6 +54,11 @@ func machineFacts(ctx context.Context) Machine {
 				m.CPUModel = strings.TrimSpace(v)
 				break
 			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
 		}
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {

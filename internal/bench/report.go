@@ -103,7 +103,8 @@ func (r *Result) notef(format string, args ...any) {
 // writeTable prints the report as an aligned table.
 func writeTable(w io.Writer, rep *Report) {
 	m := rep.Machine
-	fmt.Fprintf(w, "machine: %d cores, %d MiB, %s, %s, commit %s\n", m.Cores, m.MemoryMiB, m.CPUModel, m.GoVersion, shortCommit(m))
+	fmt.Fprintf(w, "machine: %d cores, %d MiB, %s, %s, commit %s, load average at start %s\n",
+		m.Cores, m.MemoryMiB, m.CPUModel, m.GoVersion, shortCommit(m), m.LoadAvg)
 	fmt.Fprintf(w, "origin: %s process\n\n", rep.OriginProcess)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tmetric\tunit\trelay\tdirect/baseline\tratio\tgoal\t")
@@ -188,8 +189,8 @@ func writeFiles(rep *Report, cfg Config, stdout io.Writer) error {
 func writeMarkdown(w io.Writer, rep *Report) {
 	m := rep.Machine
 	fmt.Fprintf(w, "Command: `%s`\n\n", rep.Command)
-	fmt.Fprintf(w, "Machine: %d cores, %d MiB, %s, Linux %s, %s, commit %s; origin in the %s process.\n\n",
-		m.Cores, m.MemoryMiB, m.CPUModel, m.Kernel, m.GoVersion, shortCommit(m), rep.OriginProcess)
+	fmt.Fprintf(w, "Machine: %d cores, %d MiB, %s, Linux %s, %s, commit %s, load average at start %s; origin in the %s process.\n\n",
+		m.Cores, m.MemoryMiB, m.CPUModel, m.Kernel, m.GoVersion, shortCommit(m), m.LoadAvg, rep.OriginProcess)
 	fmt.Fprintln(w, "| scenario | metric | unit | relay | direct / baseline | ratio | goal |")
 	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---|")
 	for _, s := range rep.Scenarios {

@@ -145,6 +145,7 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 	}
 	settle(ctx, max(time.Second, e.cfg.Duration))
 	after := footprint(ctx, r)
+	e.heapProfile(ctx, r, "tunnels")
 	selfAfter, _ := readProc(os.Getpid())
 	e.progressf("idle: %d tunnels in %.1f s; relay RSS %.1f → %.1f MiB, heap %.1f → %.1f MiB, goroutines %.0f → %.0f",
 		n, connect.Seconds(), float64(before.rssKiB)/1024, float64(after.rssKiB)/1024,
