@@ -232,6 +232,8 @@ func writeMarkdown(w io.Writer, rep *Report) {
 // baseLabel prints the direct or baseline figure and what it is.
 func baseLabel(r Row) string {
 	switch {
+	case r.Baseline == "" && r.Direct == 0:
+		return "–" // a figure with no counterpart (per-tunnel costs, rates)
 	case r.Baseline == "":
 		return fmtNum(r.Direct)
 	case r.Direct == 0:
