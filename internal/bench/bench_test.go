@@ -395,3 +395,72 @@ func tail(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// TestExistingRelay drives a relay the bench did not start (Config.Relay), as against a deployment: the relay's
+// process figures are absent, its metrics come from Config.RelayMetrics, and storm, which must restart the relay,
+// is skipped with a note.
+func TestExistingRelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the relay as a process")
+	}
+	if binary == "" {
+		t.Fatalf("no switchboard binary: %v", buildErr)
+	}
+	const secret = "existing-relay-test-secret-0123456789"
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := startChild(binary, "relay", "", []string{"serve", "--listen", addr, "--metrics-listen", maddr,
+		"--upgrade-rate", "1000", "--upgrade-burst", "1000"},
+		[]string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LOG_LEVEL=warn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(5 * time.Second)
+	if err := waitReady(t.Context(), "http://"+addr+"/healthz", p, 20*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var out bytes.Buffer
+	err = Run(t.Context(), Config{
+		Scenarios: []string{"rps", "idle", "storm"}, Exe: binary, Tiny: true, Duration: 300 * time.Millisecond,
+		Concurrency: []int{4}, IdleTunnels: 20, Relay: "http://" + addr, RelayMetrics: "http://" + maddr,
+		Secret: secret, JSON: filepath.Join(dir, "r.json"),
+	}, &out)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	var rep Report
+	js, err := os.ReadFile(filepath.Join(dir, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(js, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(rep.Scenarios), 3; got != want {
+		t.Fatalf("%d scenarios in the report, want %d", got, want)
+	}
+	rps, idle, storm := rep.Scenarios[0], rep.Scenarios[1], rep.Scenarios[2]
+	if len(rps.Rows) == 0 || rps.Rows[0].Relay <= 0 || rps.Relay != nil {
+		t.Fatalf("rps against an existing relay: rows %v, relay figures %v; want rows and no process figures", rps.Rows, rps.Relay)
+	}
+	var goroutines bool
+	for _, r := range idle.Rows {
+		goroutines = goroutines || strings.HasPrefix(r.Metric, "goroutines per tunnel")
+	}
+	if !goroutines {
+		t.Fatalf("idle against an existing relay lacks metrics rows: %+v", idle.Rows)
+	}
+	if len(storm.Rows) != 0 || len(storm.Notes) == 0 {
+		t.Fatalf("storm against an existing relay: rows %v, notes %v; want skipped with a note", storm.Rows, storm.Notes)
+	}
+	if p.exited() {
+		t.Fatalf("the existing relay was stopped by the bench: %s", p.describe())
+	}
+}
