@@ -161,8 +161,8 @@ func (e *env) progressf(format string, args ...any) {
 	fmt.Fprintf(e.progress, format+"\n", args...)
 }
 
-// Run runs the configured scenarios, printing progress and then a table to stdout, and writes the JSON and SVG
-// reports. A failing scenario is reported and the others still run; Run then returns an error naming it.
+// Run runs the configured scenarios, printing progress and then a table to stdout (to stderr when the JSON report
+// goes to stdout), and writes the JSON, Markdown and SVG reports. A failing scenario is reported and the others still run; Run then returns an error naming it.
 func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.OriginServe != "" {
 		return ServeOrigin(ctx, cfg.OriginServe)
@@ -173,7 +173,12 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(AllScenarios, ", "))
 		}
 	}
-	e := &env{cfg: cfg, exe: cfg.Exe, secret: cfg.Secret, progress: stdout}
+	// With the JSON report on stdout, progress and the table go to stderr so that stdout stays one JSON document.
+	human := stdout
+	if cfg.JSON == "-" {
+		human = os.Stderr
+	}
+	e := &env{cfg: cfg, exe: cfg.Exe, secret: cfg.Secret, progress: human}
 	if e.exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -248,8 +253,8 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	}
 	rep.Finished = time.Now().UTC()
 
-	fmt.Fprintln(stdout)
-	writeTable(stdout, rep)
+	fmt.Fprintln(human)
+	writeTable(human, rep)
 	if err := writeFiles(rep, cfg, stdout); err != nil {
 		return err
 	}
