@@ -26,6 +26,7 @@ type session struct {
 	ws    *websocket.Conn
 	mux   *yamux.Session
 	ctrl  net.Conn
+	ctrlR *bufio.Scanner // control messages; the first one ("ready") is read by dial
 	rec   *readErrConn
 	epoch uint64
 	relay string
@@ -199,7 +200,22 @@ func (l *Listener) dial(relay string) (*session, error) {
 		_ = ws.Close(tunnel.CloseInternal, "control stream failed")
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
-	return &session{ws: ws, mux: mux, ctrl: ctrl, rec: rec, epoch: epoch, relay: relay, since: time.Now()}, nil
+	// Requests may arrive only once the relay has registered the tunnel, which it says with "ready".
+	sc := bufio.NewScanner(ctrl)
+	sc.Buffer(make([]byte, 512), tunnel.MaxControlLine)
+	_ = ctrl.SetReadDeadline(time.Now().Add(l.cfg.ConnectTimeout))
+	if !sc.Scan() {
+		_ = mux.Close()
+		_ = ws.CloseNow()
+		return nil, fmt.Errorf("wait for the relay's ready message: %w", errOr(sc.Err(), rec.err()))
+	}
+	_ = ctrl.SetReadDeadline(time.Time{})
+	if c, err := tunnel.ParseControl(sc.Bytes()); err != nil || c.Type != tunnel.ControlReady {
+		_ = mux.Close()
+		_ = ws.Close(tunnel.CloseProtocol, "expected a ready message")
+		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
+	}
+	return &session{ws: ws, mux: mux, ctrl: ctrl, ctrlR: sc, rec: rec, epoch: epoch, relay: relay, since: time.Now()}, nil
 }
 
 // dialError explains a failed upgrade, reading the relay's JSON error when there is one.
@@ -258,8 +274,7 @@ func (l *Listener) acceptLoop(s *session) {
 
 // controlLoop reads the relay's control messages.
 func (l *Listener) controlLoop(s *session) {
-	sc := bufio.NewScanner(s.ctrl)
-	sc.Buffer(make([]byte, 512), tunnel.MaxControlLine)
+	sc := s.ctrlR
 	for sc.Scan() {
 		c, err := tunnel.ParseControl(sc.Bytes())
 		if err != nil {
@@ -318,6 +333,14 @@ func (l *Listener) closeAll() {
 		})
 	}
 	wg.Wait()
+}
+
+// errOr returns err, or fallback when err is nil.
+func errOr(err, fallback error) error {
+	if err != nil {
+		return err
+	}
+	return fallback
 }
 
 // readErrConn remembers the first read error of the WebSocket, which carries the relay's close code.

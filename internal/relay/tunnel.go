@@ -138,6 +138,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.metrics.registrations.WithLabelValues(regOK).Inc()
 	}
+	t.sendControl(tunnel.Control{Type: tunnel.ControlReady})
 	t.log.Info("tunnel up", "os", meta.OS, "agent_version", meta.AgentVersion, "remote", clientIP(r))
 	s.runTunnel(t)
 }
@@ -238,12 +239,16 @@ func (s *Server) releaseEntry(hostID string, epoch uint64) {
 
 // sendDrain tells the agent to open a new tunnel after delay and let this one finish.
 func (t *tunnelConn) sendDrain(delay time.Duration) {
+	t.sendControl(tunnel.Control{Type: tunnel.ControlDrain, DelayMillis: delay.Milliseconds()})
+}
+
+// sendControl writes one control message; a tunnel that cannot take it within 5 s is failing anyway.
+func (t *tunnelConn) sendControl(c tunnel.Control) {
 	t.ctrlMu.Lock()
 	defer t.ctrlMu.Unlock()
 	_ = t.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err := tunnel.WriteControl(t.ctrl, tunnel.Control{Type: tunnel.ControlDrain, DelayMillis: delay.Milliseconds()})
-	if err != nil {
-		t.log.Debug("drain notice not delivered", "err", err)
+	if err := tunnel.WriteControl(t.ctrl, c); err != nil {
+		t.log.Debug("control message not delivered", "type", c.Type, "err", err)
 	}
 }
 

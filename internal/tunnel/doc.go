@@ -23,7 +23,7 @@
 // exchange (streams are pooled and reused for keep-alive HTTP/1.1); each stream carries plain HTTP/1.1.
 //
 // The agent opens exactly one stream of its own right after the session starts: the control stream. The relay writes
-// control messages on it as JSON lines (see Control). The agent never writes on it.
+// control messages on it as JSON lines (see Control), the first always "ready". The agent never writes on it.
 //
 // # Liveness
 //

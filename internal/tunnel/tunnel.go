@@ -52,15 +52,21 @@ const (
 
 // Control is one message on the control stream, relay → agent, as one JSON object per line.
 type Control struct {
-	// Type is "drain": open a new tunnel after Delay, then let this one finish its in-flight streams (the relay
-	// closes it). Unknown types are ignored, so new messages can be added without breaking old agents.
+	// Type is "ready" (the first message: the tunnel is registered and routable) or "drain" (open a new tunnel
+	// after DelayMillis, then let this one finish its in-flight streams; the relay closes it). Unknown types are
+	// ignored, so new messages can be added without breaking old agents.
 	Type string `json:"type"`
 	// DelayMillis spreads reconnects of many agents over a jitter window.
 	DelayMillis int64 `json:"delay_ms,omitempty"`
 }
 
-// ControlDrain is the Control type that asks the agent to move to a new tunnel.
-const ControlDrain = "drain"
+// Control types.
+const (
+	// ControlReady is the relay's first message: the tunnel is registered, and requests may arrive.
+	ControlReady = "ready"
+	// ControlDrain asks the agent to move to a new tunnel.
+	ControlDrain = "drain"
+)
 
 // MaxControlLine bounds one control message.
 const MaxControlLine = 4096
