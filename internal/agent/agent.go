@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,8 +44,13 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// PingInterval is the keepalive cadence; the relay is considered dead after three missed. Zero means 10 s.
 	PingInterval time.Duration
+	// Transport is TransportAuto (the zero value: raw upgrade, falling back to WebSocket for good on a relay where
+	// it does not come through), TransportWebSocket or TransportRaw.
+	Transport string
 	// Dial, if set, replaces the default dialer of the tunnel (used by tests to inject faults).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSConfig, if set, is used for https/wss relays (e.g. a private CA). If nil, the system's roots.
+	TLSConfig *tls.Config
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 }
@@ -63,6 +69,13 @@ func (c *Config) validate() error {
 	}
 	if c.Token == "" && c.TokenFunc == nil {
 		return errors.New("agent: a token or a token command is required")
+	}
+	switch c.Transport {
+	case "":
+		c.Transport = TransportAuto
+	case TransportAuto, TransportWebSocket, TransportRaw:
+	default:
+		return fmt.Errorf("agent: transport %q: want auto, websocket or raw", c.Transport)
 	}
 	if c.MinBackoff <= 0 {
 		c.MinBackoff = time.Second
@@ -135,7 +148,8 @@ type Listener struct {
 	// Guarded by mu.
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	up       chan struct{} // closed while at least one session is up; replaced when none is
+	up       chan struct{}   // closed while at least one session is up; replaced when none is
+	wsOnly   map[string]bool // relays where the raw upgrade did not come through
 }
 
 // Listen starts keeping a tunnel to the relay and returns at once; connections arrive once a tunnel is up (see
@@ -150,6 +164,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		conns:    make(chan net.Conn),
 		events:   make(chan sessionEvent, 8),
 		sessions: make(map[*session]struct{}),
+		wsOnly:   make(map[string]bool),
 		up:       make(chan struct{}),
 	}
 	l.ctx, l.cancel = context.WithCancel(ctx)

@@ -41,6 +41,7 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 			}
 		},
 		Transport:     transport,
+		BufferPool:    bufferPool{},
 		FlushInterval: 0, // SSE and chunked bodies are flushed at once by ReverseProxy itself
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
@@ -85,3 +86,12 @@ func Host(ctx context.Context, cfg Config, upstream string, fixed http.Header) e
 	}
 	return serveErr
 }
+
+// copyBuffers lend large buffers to the reverse proxy: each write becomes one multiplexer frame, so big buffers
+// mean fewer frames and goroutine hand-offs per byte on bulk transfers.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

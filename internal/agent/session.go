@@ -11,8 +11,8 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -23,14 +23,17 @@ import (
 
 // session is one tunnel: a WebSocket carrying a yamux session.
 type session struct {
-	ws    *websocket.Conn
+	conn  *conn
 	mux   *yamux.Session
 	ctrl  net.Conn
 	ctrlR *bufio.Scanner // control messages; the first one ("ready") is read by dial
 	rec   *readErrConn
-	epoch uint64
-	relay string
-	since time.Time
+
+	ctrlDone  chan struct{} // closed when controlLoop returns
+	closeCode atomic.Int32  // the code of a "close" control message (raw transport)
+	epoch     uint64
+	relay     string
+	since     time.Time
 }
 
 // sessionEvent is what a session's goroutines tell the run loop.
@@ -159,10 +162,6 @@ func (l *Listener) dial(relay string) (*session, error) {
 		}
 		token = t
 	}
-	u, err := tunnelURL(relay)
-	if err != nil {
-		return nil, err
-	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
 	h.Set(tunnel.HeaderHostID, l.cfg.HostID)
@@ -174,30 +173,24 @@ func (l *Listener) dial(relay string) (*session, error) {
 	for k, v := range l.cfg.Labels {
 		h.Add(tunnel.HeaderHostLabel, k+"="+v)
 	}
-	opts := &websocket.DialOptions{
-		HTTPHeader:      h,
-		Subprotocols:    []string{tunnel.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	}
-	if l.cfg.Dial != nil {
-		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: l.cfg.Dial}}
-	}
-	ws, resp, err := websocket.Dial(ctx, u, opts)
+	c, err := l.connect(ctx, relay, h)
 	if err != nil {
-		return nil, dialError(resp, err)
+		return nil, err
 	}
-	ws.SetReadLimit(-1)
-	epoch, _ := strconv.ParseUint(resp.Header.Get(tunnel.HeaderEpoch), 10, 64)
-	rec := &readErrConn{Conn: tunnel.NetConn(l.ctx, ws)}
+	rec := &readErrConn{Conn: c.nc}
 	mux, err := yamux.Server(rec, tunnel.Options{PingInterval: l.cfg.PingInterval}.YamuxConfig())
 	if err != nil {
-		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")
+		c.closeWith(tunnel.CloseInternal, "multiplexer setup failed")
+		_ = c.nc.Close()
 		return nil, err
+	}
+	fail := func(code websocket.StatusCode, msg string) {
+		c.closeWith(code, msg)
+		_ = mux.Close()
 	}
 	ctrl, err := mux.OpenStream()
 	if err != nil {
-		_ = mux.Close()
-		_ = ws.Close(tunnel.CloseInternal, "control stream failed")
+		fail(tunnel.CloseInternal, "control stream failed")
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
 	// Requests may arrive only once the relay has registered the tunnel, which it says with "ready".
@@ -206,16 +199,14 @@ func (l *Listener) dial(relay string) (*session, error) {
 	_ = ctrl.SetReadDeadline(time.Now().Add(l.cfg.ConnectTimeout))
 	if !sc.Scan() {
 		_ = mux.Close()
-		_ = ws.CloseNow()
 		return nil, fmt.Errorf("wait for the relay's ready message: %w", errOr(sc.Err(), rec.err()))
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
-	if c, err := tunnel.ParseControl(sc.Bytes()); err != nil || c.Type != tunnel.ControlReady {
-		_ = mux.Close()
-		_ = ws.Close(tunnel.CloseProtocol, "expected a ready message")
+	if m, err := tunnel.ParseControl(sc.Bytes()); err != nil || m.Type != tunnel.ControlReady {
+		fail(tunnel.CloseProtocol, "expected a ready message")
 		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
 	}
-	return &session{ws: ws, mux: mux, ctrl: ctrl, ctrlR: sc, rec: rec, epoch: epoch, relay: relay, since: time.Now()}, nil
+	return &session{conn: c, mux: mux, ctrl: ctrl, ctrlR: sc, ctrlDone: make(chan struct{}), rec: rec, epoch: c.epoch, relay: relay, since: time.Now()}, nil
 }
 
 // dialError explains a failed upgrade, reading the relay's JSON error when there is one.
@@ -274,6 +265,7 @@ func (l *Listener) acceptLoop(s *session) {
 
 // controlLoop reads the relay's control messages.
 func (l *Listener) controlLoop(s *session) {
+	defer close(s.ctrlDone)
 	sc := s.ctrlR
 	for sc.Scan() {
 		c, err := tunnel.ParseControl(sc.Bytes())
@@ -281,9 +273,14 @@ func (l *Listener) controlLoop(s *session) {
 			l.log.Warn("ignoring bad control message", "err", err)
 			continue
 		}
-		if c.Type == tunnel.ControlDrain {
+		switch c.Type {
+		case tunnel.ControlDrain:
 			delay := min(max(time.Duration(c.DelayMillis)*time.Millisecond, 0), time.Minute)
 			l.notify(sessionEvent{s: s, drain: true, delay: delay})
+		case tunnel.ControlClose:
+			// Raw transport: the relay's close code, just before it closes. Close our side at once.
+			s.closeCode.Store(int32(c.Code))
+			_ = s.mux.Close()
 		}
 	}
 }
@@ -293,13 +290,16 @@ func (l *Listener) watch(s *session) {
 	select {
 	case <-s.mux.CloseChan():
 	case <-l.ctx.Done():
-		_ = s.ws.Close(tunnel.CloseNormal, "agent shutting down")
+		s.conn.closeWith(tunnel.CloseNormal, "agent shutting down")
 		_ = s.mux.Close()
 	}
+	_ = s.mux.Close()
+	<-s.ctrlDone // a "close" control message, if any, has been read
 	err := s.rec.err()
 	code := websocket.CloseStatus(err)
-	_ = s.mux.Close()
-	_ = s.ws.CloseNow()
+	if c := s.closeCode.Load(); c != 0 {
+		code = websocket.StatusCode(c)
+	}
 
 	l.mu.Lock()
 	delete(l.sessions, s)
@@ -328,7 +328,7 @@ func (l *Listener) closeAll() {
 	var wg sync.WaitGroup
 	for _, s := range ss {
 		wg.Go(func() {
-			_ = s.ws.Close(tunnel.CloseNormal, "agent shutting down")
+			s.conn.closeWith(tunnel.CloseNormal, "agent shutting down")
 			_ = s.mux.Close()
 		})
 	}

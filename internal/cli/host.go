@@ -25,6 +25,7 @@ type HostCmd struct {
 	PingInterval   time.Duration     `help:"Keepalive cadence; the relay is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
 	MinBackoff     time.Duration     `help:"Reconnect backoff floor." default:"1s" env:"SWITCHBOARD_MIN_BACKOFF"`
 	MaxBackoff     time.Duration     `help:"Reconnect backoff ceiling." default:"5s" env:"SWITCHBOARD_MAX_BACKOFF"`
+	Transport      string            `help:"Tunnel transport: auto (raw upgrade, falling back to WebSocket), websocket, raw." default:"auto" enum:"auto,websocket,raw" env:"SWITCHBOARD_TRANSPORT"`
 }
 
 // Run keeps the tunnel until the process is told to stop.
@@ -45,6 +46,7 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 		PingInterval: c.PingInterval,
 		MinBackoff:   c.MinBackoff,
 		MaxBackoff:   c.MaxBackoff,
+		Transport:    c.Transport,
 		Logger:       g.logger(),
 		Version:      version(),
 	}

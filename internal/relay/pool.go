@@ -3,7 +3,7 @@ package relay
 import "sync"
 
 // copyBufferSize is the size of the buffers that move bodies: large enough to fill yamux frames.
-const copyBufferSize = 64 << 10
+const copyBufferSize = 256 << 10
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 

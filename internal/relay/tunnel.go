@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,7 +29,7 @@ type tunnelConn struct {
 	// Immutable after register.
 	hostID      string
 	epoch       uint64
-	ws          *websocket.Conn
+	closeConn   closeFunc
 	sess        *yamux.Session
 	ctrl        net.Conn
 	transport   *http.Transport
@@ -85,8 +86,8 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
 		return
 	}
-	if !websocketRequested(r) {
-		reject(http.StatusBadRequest, codeNotWebSocket, "tunnels are WebSocket upgrades", regBadRequest)
+	if !websocketRequested(r) && !(headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade)) {
+		reject(http.StatusBadRequest, codeNotWebSocket, "tunnels are WebSocket upgrades (or Upgrade: "+tunnel.RawUpgrade+")", regBadRequest)
 		return
 	}
 	meta := metadataFrom(r.Header)
@@ -98,25 +99,13 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
 		return
 	}
-	w.Header().Set(tunnel.HeaderEpoch, strconv.FormatUint(entry.Epoch, 10))
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{tunnel.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
+	nc, closeConn, ok := s.upgradeTunnel(w, r, entry.Epoch)
+	if !ok {
 		s.releaseEntry(id, entry.Epoch)
 		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
-		return // Accept wrote the error response
+		return // the upgrade failed and answered (or the client is gone)
 	}
-	if ws.Subprotocol() != tunnel.Subprotocol {
-		s.releaseEntry(id, entry.Epoch)
-		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
-		_ = ws.Close(websocket.StatusPolicyViolation, "subprotocol "+tunnel.Subprotocol+" required")
-		return
-	}
-	ws.SetReadLimit(-1) // NetConn streams each message; yamux bounds what is buffered.
-
-	t, err := s.startTunnel(id, entry, ws, meta)
+	t, err := s.startTunnel(id, entry, nc, closeConn, meta)
 	if err != nil {
 		s.releaseEntry(id, entry.Epoch)
 		s.metrics.registrations.WithLabelValues(regFailed).Inc()
@@ -143,12 +132,73 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	s.runTunnel(t)
 }
 
-// startTunnel runs the multiplexer over ws and accepts the agent's control stream.
-func (s *Server) startTunnel(id string, entry directory.Entry, ws *websocket.Conn, meta directory.Metadata) (*tunnelConn, error) {
-	nc := tunnel.NetConn(s.ctx, ws)
+// upgradeTunnel completes the upgrade on the transport the agent asked for: raw (an HTTP/1.1 upgrade to
+// tunnel.RawUpgrade, yamux directly on the connection) or WebSocket. It returns the byte stream for yamux and how
+// to close it with a close code.
+func (s *Server) upgradeTunnel(w http.ResponseWriter, r *http.Request, epoch uint64) (net.Conn, closeFunc, bool) {
+	if headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, codeBadRequest, "this listener cannot upgrade connections")
+			return nil, nil, false
+		}
+		_ = conn.SetDeadline(time.Time{})
+		_, err = fmt.Fprintf(brw.Writer, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %d\r\n\r\n",
+			tunnel.RawUpgrade, tunnel.HeaderEpoch, epoch)
+		if err == nil {
+			err = brw.Writer.Flush()
+		}
+		if err != nil {
+			_ = conn.Close()
+			return nil, nil, false
+		}
+		nc := tunnel.Coalesce(&tunnel.BufferedConn{Conn: conn, R: brw.Reader})
+		return nc, rawClose(conn), true
+	}
+	w.Header().Set(tunnel.HeaderEpoch, strconv.FormatUint(epoch, 10))
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{tunnel.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, nil, false // Accept wrote the error response
+	}
+	if ws.Subprotocol() != tunnel.Subprotocol {
+		_ = ws.Close(websocket.StatusPolicyViolation, "subprotocol "+tunnel.Subprotocol+" required")
+		return nil, nil, false
+	}
+	ws.SetReadLimit(-1) // NetConn streams each message; yamux bounds what is buffered.
+	return tunnel.NetConn(s.ctx, ws), func(_ *tunnelConn, code websocket.StatusCode, msg string) {
+		// The close handshake waits for the agent's answer, bounded by coder/websocket (5 s).
+		_ = ws.Close(code, msg)
+	}, true
+}
+
+// closeFunc ends a tunnel's transport with a close code, before its session is closed.
+type closeFunc func(t *tunnelConn, code websocket.StatusCode, msg string)
+
+// rawClose closes a raw tunnel: the code goes as a control message (there are no close frames), then the relay
+// half-closes and gives the agent a moment to close its side, so the message is not lost to a reset.
+func rawClose(conn net.Conn) closeFunc {
+	return func(t *tunnelConn, code websocket.StatusCode, msg string) {
+		t.sendControl(tunnel.Control{Type: tunnel.ControlClose, Code: int(code), Reason: msg})
+		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		timer := time.NewTimer(time.Second)
+		defer timer.Stop()
+		select {
+		case <-t.sess.CloseChan():
+		case <-timer.C:
+		}
+	}
+}
+
+// startTunnel runs the multiplexer over nc and accepts the agent's control stream.
+func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
 	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig())
 	if err != nil {
-		_ = ws.Close(tunnel.CloseInternal, "multiplexer setup failed")
+		_ = nc.Close()
 		return nil, err
 	}
 	type accepted struct {
@@ -170,15 +220,14 @@ func (s *Server) startTunnel(id string, entry directory.Entry, ws *websocket.Con
 		err = s.ctx.Err()
 	}
 	if err != nil {
-		_ = sess.Close() // unblocks the Accept goroutine
+		_ = sess.Close() // unblocks the Accept goroutine and closes nc
 		<-ch
-		_ = ws.Close(tunnel.CloseProtocol, "control stream expected")
 		return nil, err
 	}
 	t := &tunnelConn{
 		hostID:      id,
 		epoch:       entry.Epoch,
-		ws:          ws,
+		closeConn:   closeConn,
 		sess:        sess,
 		ctrl:        ctrl,
 		meta:        meta,
@@ -257,9 +306,8 @@ func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 	t.closeOnce.Do(func() {
 		t.closeReason = reason
 		t.transport.CloseIdleConnections()
-		// The close handshake waits for the agent's answer, bounded by coder/websocket (5 s); do it before the
-		// session goes so the agent sees the code, not a bare EOF.
-		_ = t.ws.Close(code, msg)
+		// Send the code before the session goes, so the agent sees it rather than a bare EOF.
+		t.closeConn(t, code, msg)
 		_ = t.sess.Close()
 		close(t.done)
 	})

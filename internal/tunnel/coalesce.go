@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 
 	"github.com/coder/websocket"
@@ -78,3 +79,12 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// BufferedConn reads from r, which holds bytes already buffered from the connection (after an HTTP upgrade), and
+// writes to the connection directly.
+type BufferedConn struct {
+	net.Conn
+	R io.Reader
+}
+
+func (c *BufferedConn) Read(p []byte) (int, error) { return c.R.Read(p) }

@@ -58,6 +58,10 @@ type Control struct {
 	Type string `json:"type"`
 	// DelayMillis spreads reconnects of many agents over a jitter window.
 	DelayMillis int64 `json:"delay_ms,omitempty"`
+	// Code and Reason come with "close" on the raw transport, which has no close frames: the tunnel's close code
+	// (the same codes as the WebSocket close codes below), sent just before the relay closes the connection.
+	Code   int    `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Control types.
@@ -66,7 +70,14 @@ const (
 	ControlReady = "ready"
 	// ControlDrain asks the agent to move to a new tunnel.
 	ControlDrain = "drain"
+	// ControlClose carries the close code on the raw transport.
+	ControlClose = "close"
 )
+
+// RawUpgrade is the Upgrade token of the raw transport: an HTTP/1.1 upgrade after which yamux runs directly on
+// the connection, without WebSocket framing (no masking, no per-message headers, large writes). Agents try it
+// first and fall back to WebSocket where a proxy on the path does not pass it.
+const RawUpgrade = "switchboard.v1"
 
 // MaxControlLine bounds one control message.
 const MaxControlLine = 4096
