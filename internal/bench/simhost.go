@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -24,6 +26,8 @@ import (
 // and the control-stream reader) and no keepalive timer: the relay pings and yamux answers in its reader.
 type fleet struct {
 	url    string // ws://relay/v1/tunnel
+	raw    bool   // dial the raw transport (the agent's default) instead of WebSocket
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	token  func(id string) (string, error)
 	client *http.Client // dials the upgrade; rotates source addresses
 	srv    *http.Server // answers every stream; shared by all tunnels
@@ -57,6 +61,8 @@ func newFleet(r *relayProc, token func(string) (string, error), sources int) *fl
 	ycfg.EnableKeepAlive = false
 	return &fleet{
 		url:    r.tunnelURL(),
+		raw:    true,
+		dialer: tr.DialContext,
 		token:  token,
 		client: &http.Client{Transport: tr},
 		srv: &http.Server{
@@ -81,7 +87,8 @@ func (f *fleet) close() {
 // simTunnel is one simulated host's tunnel.
 type simTunnel struct {
 	id   string
-	ws   *websocket.Conn
+	ws   *websocket.Conn // nil on the raw transport
+	conn net.Conn        // the connection under yamux
 	sess *yamux.Session
 	ctrl net.Conn
 	done chan struct{} // closed when the tunnel's goroutines have ended
@@ -100,35 +107,47 @@ func (f *fleet) dial(ctx context.Context, id string) (*simTunnel, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c, resp, err := websocket.Dial(dctx, f.url, &websocket.DialOptions{
-		HTTPClient:   f.client,
-		Subprotocols: []string{tunnel.Subprotocol},
-		HTTPHeader: http.Header{
-			"Authorization":     {"Bearer " + tok},
-			tunnel.HeaderHostID: {id},
-		},
-	})
-	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("dial tunnel %s: status %d: %w", id, resp.StatusCode, err)
+	var (
+		c    *websocket.Conn
+		conn net.Conn
+	)
+	if f.raw {
+		conn, err = f.dialRaw(dctx, id, tok)
+		if err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+	} else {
+		var resp *http.Response
+		c, resp, err = websocket.Dial(dctx, f.url, &websocket.DialOptions{
+			HTTPClient:   f.client,
+			Subprotocols: []string{tunnel.Subprotocol},
+			HTTPHeader: http.Header{
+				"Authorization":     {"Bearer " + tok},
+				tunnel.HeaderHostID: {id},
+			},
+		})
+		if err != nil {
+			if resp != nil {
+				return nil, fmt.Errorf("dial tunnel %s: status %d: %w", id, resp.StatusCode, err)
+			}
+			return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+		}
+		c.SetReadLimit(-1)
+		// The tunnel lives until closed, not until ctx: its NetConn gets a background context.
+		conn = abruptConn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary), ws: c}
 	}
-	c.SetReadLimit(-1)
-	// The tunnel lives until closed, not until ctx: its NetConn gets a background context.
-	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-	sess, err := yamux.Server(abruptConn{Conn: nc, ws: c}, f.ycfg)
+	sess, err := yamux.Server(conn, f.ycfg)
 	if err != nil {
-		c.CloseNow()
+		_ = conn.Close()
 		return nil, fmt.Errorf("start yamux for %s: %w", id, err)
 	}
 	ctrl, err := sess.OpenStream()
 	if err != nil {
 		sess.Close()
-		c.CloseNow()
+		_ = conn.Close()
 		return nil, fmt.Errorf("open control stream for %s: %w", id, err)
 	}
-	t := &simTunnel{id: id, ws: c, sess: sess, ctrl: ctrl, done: make(chan struct{})}
+	t := &simTunnel{id: id, ws: c, conn: conn, sess: sess, ctrl: ctrl, done: make(chan struct{})}
 	f.active.Add(1)
 	go t.run(f)
 	return t, nil
@@ -207,9 +226,42 @@ func (t *simTunnel) run(f *fleet) {
 		}
 	}
 	t.unblockReads()
-	t.ws.CloseNow()
+	_ = t.conn.Close()
 	t.sess.Close()
 	<-served
+}
+
+// dialRaw upgrades a connection to the raw transport (see tunnel.RawUpgrade).
+func (f *fleet) dialRaw(ctx context.Context, id, tok string) (net.Conn, error) {
+	u, err := url.Parse(f.url)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := f.dialer(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\nAuthorization: Bearer %s\r\n%s: %s\r\n\r\n",
+		u.Path, u.Host, tunnel.RawUpgrade, tok, tunnel.HeaderHostID, id)
+	if _, err := io.WriteString(nc, req); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+	}
+	br := bufio.NewReaderSize(nc, 512)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("dial tunnel %s: %w", id, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		_ = nc.Close()
+		return nil, fmt.Errorf("dial tunnel %s: status %d", id, resp.StatusCode)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return &tunnel.BufferedConn{Conn: nc, R: br}, nil
 }
 
 // abruptConn is the connection yamux runs on: its Close drops the WebSocket at once instead of running the close
@@ -234,8 +286,10 @@ func (c abruptConn) Close() error {
 // close ends the tunnel the way an exiting agent does (normal closure) and waits for its goroutines.
 func (t *simTunnel) close() {
 	t.unblockReads()
-	_ = t.ws.Close(tunnel.CloseNormal, "bench done")
-	t.ws.CloseNow()
+	if t.ws != nil {
+		_ = t.ws.Close(tunnel.CloseNormal, "bench done")
+	}
+	_ = t.conn.Close()
 	t.sess.Close()
 	<-t.done
 }
@@ -243,7 +297,7 @@ func (t *simTunnel) close() {
 // abort ends the tunnel at once, without a close handshake, and waits for its goroutines.
 func (t *simTunnel) abort() {
 	t.unblockReads()
-	t.ws.CloseNow()
+	_ = t.conn.Close()
 	t.sess.Close()
 	<-t.done
 }

@@ -179,8 +179,12 @@ func (s *Server) MetricsHandler() http.Handler {
 	return m
 }
 
-// Run runs the relay's background upkeep until ctx ends.
+// Run runs the relay's background upkeep until ctx ends or the Server closes: tunnel liveness pings (without Run,
+// dead tunnels are found only by the agents' own pings and TCP) and rate-limiter sweeping.
 func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.pingLoop(ctx) })
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -243,7 +247,10 @@ func (s *Server) waitIdle(ctx context.Context) error {
 // Close stops the relay now: every tunnel is closed and Close waits for every goroutine the Server started.
 // It is idempotent.
 func (s *Server) Close() error {
-	if s.closed.Swap(true) {
+	s.mu.Lock() // no tunnel goroutine starts after this (see handleTunnel)
+	already := s.closed.Swap(true)
+	s.mu.Unlock()
+	if already {
 		return nil
 	}
 	s.cancel()

@@ -37,7 +37,8 @@ type tunnelConn struct {
 	connectedAt time.Time
 	log         *slog.Logger
 
-	active atomic.Int64 // exchanges in flight
+	active  atomic.Int64 // exchanges in flight
+	pinging atomic.Bool  // a liveness ping is outstanding
 
 	closeOnce   sync.Once
 	closeReason string        // written once in close, read after done
@@ -112,8 +113,26 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("tunnel setup failed", "host_id", id, "err", err)
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
+	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
+	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
+	remote := clientIP(r)
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
+		s.releaseEntry(id, entry.Epoch)
+		return
+	}
+	s.wg.Add(1) // under mu, so Close cannot be waiting already
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		s.serveTunnel(t, remote)
+	}()
+}
+
+// serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
+func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	old, current := s.register(t)
 	switch {
 	case !current:
@@ -123,12 +142,15 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	case old != nil:
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 		old.log.Info("tunnel replaced by a newer registration", "new_epoch", t.epoch)
-		old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+		// Closing waits for the agent's answer; the new tunnel must not wait for that.
+		s.wg.Go(func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") })
 	default:
 		s.metrics.registrations.WithLabelValues(regOK).Inc()
 	}
-	t.sendControl(tunnel.Control{Type: tunnel.ControlReady})
-	t.log.Info("tunnel up", "os", meta.OS, "agent_version", meta.AgentVersion, "remote", clientIP(r))
+	if current {
+		t.sendControl(tunnel.Control{Type: tunnel.ControlReady})
+		t.log.Info("tunnel up", "os", t.meta.OS, "agent_version", t.meta.AgentVersion, "remote", remote)
+	}
 	s.runTunnel(t)
 }
 
@@ -196,7 +218,9 @@ func rawClose(conn net.Conn) closeFunc {
 
 // startTunnel runs the multiplexer over nc and accepts the agent's control stream.
 func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
-	sess, err := yamux.Client(nc, tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig())
+	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig()
+	ycfg.EnableKeepAlive = false // Server.pingLoop pings every tunnel from one goroutine
+	sess, err := yamux.Client(nc, ycfg)
 	if err != nil {
 		_ = nc.Close()
 		return nil, err

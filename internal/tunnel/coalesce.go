@@ -2,8 +2,8 @@ package tunnel
 
 import (
 	"context"
+	"bufio"
 	"encoding/binary"
-	"io"
 	"net"
 
 	"github.com/coder/websocket"
@@ -80,11 +80,20 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// BufferedConn reads from r, which holds bytes already buffered from the connection (after an HTTP upgrade), and
-// writes to the connection directly.
+// BufferedConn reads first what R holds already buffered from the connection (after an HTTP upgrade), then from
+// the connection directly, dropping R so its buffer is not kept for the life of the connection. Writes go to the
+// connection. Reads must not be concurrent (yamux has one reader).
 type BufferedConn struct {
 	net.Conn
-	R io.Reader
+	R *bufio.Reader
 }
 
-func (c *BufferedConn) Read(p []byte) (int, error) { return c.R.Read(p) }
+func (c *BufferedConn) Read(p []byte) (int, error) {
+	if c.R != nil {
+		if c.R.Buffered() > 0 {
+			return c.R.Read(p)
+		}
+		c.R = nil
+	}
+	return c.Conn.Read(p)
+}
