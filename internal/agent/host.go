@@ -39,6 +39,9 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 			for k, v := range fixed {
 				pr.Out.Header[k] = v
 			}
+			// Request trailers arrive in the incoming map when its body ends; the transport writes the outgoing
+			// map after the body, so share the map (Clone gave Out an empty copy).
+			pr.Out.Trailer = pr.In.Trailer
 		},
 		Transport:     transport,
 		BufferPool:    bufferPool{},

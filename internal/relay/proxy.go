@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -116,6 +117,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		FlushInterval: 0, // ReverseProxy flushes at once anyway for SSE and unknown-length (chunked) bodies
 		ErrorHandler:  s.proxyError,
 		BufferPool:    bufferPool{},
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }
 
@@ -139,6 +141,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
+	// Request trailers: the server fills the incoming request's map when its body ends, and the transport writes
+	// the outgoing map after the body, so they must be the same map (Clone gave Out an empty copy).
+	out.Trailer = pr.In.Trailer
 }
 
 // setPath points u at the escaped path p.
