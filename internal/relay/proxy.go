@@ -30,10 +30,9 @@ type exchangeKey struct{}
 // to forward ("/" when there is none).
 func splitHostPath(escaped string) (id, rest string, err error) {
 	p := strings.TrimPrefix(escaped, hostsPrefix)
-	rawID, tail, found := strings.Cut(p, "/")
-	rest = "/" + tail
-	if !found {
-		rest = "/"
+	rawID, rest := p, "/"
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		rawID, rest = p[:i], p[i:] // a slice of the input: no allocation on the hot path
 	}
 	id, err = url.PathUnescape(rawID)
 	return id, rest, err
