@@ -248,6 +248,8 @@ type recorder struct {
 	start   time.Time
 	status  int
 	outcome string
+	// deadline is the client connection's current write deadline, zero until the first body write.
+	deadline time.Time
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -262,9 +264,27 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.WriteHeader(http.StatusOK)
 	}
+	r.extendDeadline()
 	n, err := r.ResponseWriter.Write(p)
+	if err != nil && isTimeout(err) {
+		r.outcome = "timeout"
+	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
+}
+
+// extendDeadline gives the client IdleTimeout to take the next bytes: a client that stops reading makes no
+// progress and is cut like a host that stops sending. The deadline moves only when a quarter of it has passed, so
+// a fast body does not touch the connection's timer on every write. The deadline also covers the server's final
+// flush after the handler returns; http.Server clears it before the connection's next request.
+func (r *recorder) extendDeadline() {
+	idle := r.s.cfg.IdleTimeout
+	now := time.Now()
+	if !r.deadline.IsZero() && r.deadline.Sub(now) > idle-idle/4 {
+		return
+	}
+	r.deadline = now.Add(idle)
+	_ = http.NewResponseController(r.ResponseWriter).SetWriteDeadline(r.deadline)
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.

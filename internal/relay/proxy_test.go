@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"runtime"
 	"runtime/metrics"
@@ -754,5 +755,63 @@ func TestProxyErrors(t *testing.T) {
 				t.Fatalf("503 without Retry-After")
 			}
 		})
+	}
+}
+
+// TestProxyStalledClientIsCut checks the idle timeout in the other direction: a client that stops reading a
+// download makes no progress, so the relay cuts the exchange and the upstream's writes fail, instead of holding a
+// stream (and its window of buffered bytes) for as long as the client stays connected.
+func TestProxyStalledClientIsCut(t *testing.T) {
+	handlerDone := make(chan struct{})
+	e := startProxy(t, upstreamHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(handlerDone)
+		buf := make([]byte, 32<<10)
+		for range (1 << 30) / len(buf) {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	}), func(c *relay.Config) { c.IdleTimeout = 300 * time.Millisecond }, nil)
+	resp := e.do(t, newClient(t), "GET", "/big", nil)
+	defer resp.Body.Close()
+	waitChan(t, handlerDone, 10*time.Second, "the relay to cut a download its client stopped reading")
+}
+
+// TestProxyKeepAliveAfterQuietSpell checks that a client connection that stays idle longer than the idle timeout
+// between exchanges still carries the next ones, bodyless answers included: no write deadline of an earlier
+// exchange lingers on it.
+func TestProxyKeepAliveAfterQuietSpell(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	e := startProxy(t, listenerHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/empty" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		_, _ = io.WriteString(w, "body")
+	}), func(c *relay.Config) { c.IdleTimeout = idle }, nil)
+	c := newClient(t)
+	for i, path := range []string{"/body", "/empty", "/body", "/empty"} {
+		if i > 0 {
+			quiet := time.NewTimer(2 * idle) // the point of the test: stay idle past the timeout
+			<-quiet.C
+		}
+		var reused bool
+		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", e.base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("exchange %d %s: %v", i, path, err)
+		}
+		body := readAll(t, resp)
+		if want := map[string]int{"/body": 200, "/empty": 204}[path]; resp.StatusCode != want {
+			t.Fatalf("exchange %d %s: status %d, want %d", i, path, resp.StatusCode, want)
+		}
+		if path == "/body" && body != "body" {
+			t.Fatalf("exchange %d: body %q", i, body)
+		}
+		if i > 0 && !reused {
+			t.Fatalf("exchange %d did not reuse the keep-alive connection", i)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -25,12 +26,15 @@ func (e proxyEnv) wsURL(path string) string {
 	return "ws" + strings.TrimPrefix(e.base, "http") + path
 }
 
-// dialWS dials a WebSocket through the relay, with token as a bearer header when not empty.
-func dialWS(t testing.TB, url, token string) (*websocket.Conn, *http.Response, error) {
+// dialWS dials a WebSocket through the relay, with token as a bearer header when not empty, and extra headers.
+func dialWS(t testing.TB, url, token string, extra ...string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts := &websocket.DialOptions{HTTPHeader: http.Header{}, HTTPClient: newClient(t)}
+	for i := 0; i+1 < len(extra); i += 2 {
+		opts.HTTPHeader.Set(extra[i], extra[i+1])
+	}
 	if token != "" {
 		opts.HTTPHeader.Set("Authorization", "Bearer "+token)
 	}
@@ -87,13 +91,21 @@ func TestWebSocketFramesBothWays(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			up := newEchoUpstream()
 			e := startProxy(t, kind, up, nil, nil)
-			c, _, err := dialWS(t, e.wsURL("/echo?x=1"), e.token)
+			c, _, err := dialWS(t, e.wsURL("/echo?x=1"), e.token,
+				"X-Switchboard-Subject", "mallory", "X-Forwarded-For", "203.0.113.9")
 			if err != nil {
 				t.Fatalf("dial: %v", err)
 			}
 			r := waitChan(t, up.requests, 5*time.Second, "the upgrade at the upstream")
-			if got := r.Header.Get("X-Switchboard-Subject"); got != "alice" {
-				t.Errorf("subject at the upstream = %q, want alice", got)
+			for k, want := range map[string]string{
+				"X-Switchboard-Subject": "alice",
+				"X-Forwarded-For":       "127.0.0.1",
+				"X-Forwarded-Proto":     "http",
+				"X-Forwarded-Host":      strings.TrimPrefix(e.relay.URL, "http://"),
+			} {
+				if got := r.Header.Values(k); strings.Join(got, ",") != want {
+					t.Errorf("header %s at the upstream = %q, want %q", k, got, want)
+				}
 			}
 			if got := r.Header.Get("Authorization"); got != "" {
 				t.Errorf("Authorization reached the upstream: %q", got)
@@ -321,6 +333,45 @@ func TestWebSocketRefusedUpgrade(t *testing.T) {
 			}
 			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Why") != "nope" {
 				t.Fatalf("got %d X-Why=%q, want 403 nope", resp.StatusCode, resp.Header.Get("X-Why"))
+			}
+		})
+	}
+}
+
+// TestWebSocketUpgradeHopHeaders sends an upgrade by hand (WebSocket libraries set Connection themselves) and checks
+// that headers the client's Connection lists stay on the client's hop while the upgrade still reaches the upstream.
+func TestWebSocketUpgradeHopHeaders(t *testing.T) {
+	for _, kind := range hostKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			up := newEchoUpstream()
+			e := startProxy(t, kind, up, nil, nil)
+			conn, err := net.Dial("tcp", strings.TrimPrefix(e.relay.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = fmt.Fprintf(conn, "GET /hosts/%s/ws HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer %s\r\n"+
+				"Connection: keep-alive, Upgrade, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", hostID, e.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status = %d, want 101", resp.StatusCode)
+			}
+			if got := resp.Header.Get("Sec-WebSocket-Accept"); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+				t.Fatalf("Sec-WebSocket-Accept = %q", got)
+			}
+			r := waitChan(t, up.requests, 5*time.Second, "the upgrade at the upstream")
+			for _, k := range []string{"X-Hop", "Keep-Alive", "Authorization"} {
+				if v, ok := r.Header[k]; ok {
+					t.Errorf("header %s reached the upstream: %q", k, v)
+				}
 			}
 		})
 	}
