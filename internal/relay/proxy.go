@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -224,21 +226,60 @@ func (s *Server) newTransport(t *tunnelConn) *http.Transport {
 	}
 }
 
-// idleConn is a stream whose every read and write must make progress within idle: a moving stream never times
-// out, a stalled one does.
+// idleConn is a stream that times out only when neither direction made progress for idle: a request body that is
+// still moving keeps the wait for the answer alive (the transport's reader waits for it all along), and an answer
+// that is moving keeps a blocked body write alive. Deadlines move at most every idle/4, so a busy stream seldom
+// touches them; a blocked call is woken by the move and waits on.
 type idleConn struct {
 	*yamux.Stream
-	idle time.Duration
+	idle     time.Duration
+	moved    atomic.Int64 // unix nanoseconds when the deadlines were last moved
+	timedOut atomic.Bool  // a read or write hit the idle deadline
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
-	_ = c.Stream.SetReadDeadline(time.Now().Add(c.idle))
-	return c.Stream.Read(p)
+	c.progress()
+	n, err := c.Stream.Read(p)
+	if n > 0 {
+		c.progress()
+	}
+	return n, c.classify(err)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	_ = c.Stream.SetWriteDeadline(time.Now().Add(c.idle))
-	return c.Stream.Write(p)
+	c.progress()
+	n, err := c.Stream.Write(p)
+	if n > 0 {
+		c.progress()
+	}
+	return n, c.classify(err)
+}
+
+// progress gives both directions idle more time, unless they got it less than idle/4 ago.
+func (c *idleConn) progress() {
+	now := time.Now()
+	if now.UnixNano()-c.moved.Load() < int64(c.idle/4) {
+		return
+	}
+	c.moved.Store(now.UnixNano())
+	_ = c.Stream.SetDeadline(now.Add(c.idle))
+}
+
+// classify reports the idle timeout as the cause of every error after it: when one direction times out the
+// transport closes the stream, and the other direction's "stream closed" must still read as a timeout (504), not
+// as a failed tunnel (502).
+func (c *idleConn) classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isTimeout(err):
+		c.timedOut.Store(true)
+		return err
+	case c.timedOut.Load():
+		return fmt.Errorf("%w (%w)", yamux.ErrTimeout, err)
+	default:
+		return err
+	}
 }
 
 // recorder notes the status and body bytes of a proxied response for metrics.

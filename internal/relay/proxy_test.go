@@ -310,6 +310,7 @@ func TestProxyBulkDownload(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Header().Set("Content-Length", fmt.Sprint(down)) // sized: the upload below goes chunked
 				_, _ = io.CopyBuffer(w, patternReader(1, down), make([]byte, 64<<10))
 			}), nil, nil)
 			want := patternSum(t, 1, down)
@@ -318,6 +319,9 @@ func TestProxyBulkDownload(t *testing.T) {
 			start := time.Now()
 			resp := e.do(t, c, "GET", "/download", nil)
 			defer resp.Body.Close()
+			if resp.ContentLength != down {
+				t.Fatalf("ContentLength = %d, want %d", resp.ContentLength, down)
+			}
 			h := sha256.New()
 			n, err := io.CopyBuffer(h, resp.Body, make([]byte, 256<<10))
 			grew := hw.growth()
@@ -813,5 +817,133 @@ func TestProxyKeepAliveAfterQuietSpell(t *testing.T) {
 		if i > 0 && !reused {
 			t.Fatalf("exchange %d did not reuse the keep-alive connection", i)
 		}
+	}
+}
+
+// TestProxyStalledUpload checks the idle timeout on request bodies, both ways a body can stop moving: the client
+// stops sending it, or the host stops reading it.
+func TestProxyStalledUpload(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	short := func(c *relay.Config) { c.IdleTimeout = idle }
+	for _, kind := range hostKinds {
+		t.Run(string(kind)+"/client_stops_sending", func(t *testing.T) {
+			bodyErr := make(chan error, 1)
+			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, err := io.Copy(io.Discard, r.Body)
+				bodyErr <- err
+			}), short, nil)
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() { _, _ = pw.Write(make([]byte, 1024)) }() // then nothing more, and no end
+			req, _ := http.NewRequest("PUT", e.base+"/up", pr)
+			req.ContentLength = 1 << 20
+			req.Header.Set("Authorization", "Bearer "+e.token)
+			go func() {
+				if resp, err := newClient(t).Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			if err := waitChan(t, bodyErr, 10*time.Second, "the host's body read to fail after the client stalled"); err == nil {
+				t.Fatalf("the host read a complete body from a client that stalled")
+			}
+		})
+		t.Run(string(kind)+"/host_stops_reading", func(t *testing.T) {
+			release := make(chan struct{})
+			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select { // never reads the body, never answers
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}), short, nil)
+			defer close(release)
+			resp := e.do(t, newClient(t), "PUT", "/up", io.MultiReader(patternReader(3, 64<<20)))
+			if resp.StatusCode != http.StatusGatewayTimeout {
+				t.Fatalf("status = %d, want 504", resp.StatusCode)
+			}
+			if code := errorCode(t, resp); code != "upstream_timeout" {
+				t.Fatalf("code = %q, want upstream_timeout", code)
+			}
+		})
+	}
+}
+
+// TestProxyBodilessAnswers checks answers that carry no body however they look: HEAD, 204 and 304.
+func TestProxyBodilessAnswers(t *testing.T) {
+	for _, kind := range hostKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/204":
+					w.WriteHeader(http.StatusNoContent)
+				case "/304":
+					w.Header().Set("ETag", `"v1"`)
+					w.WriteHeader(http.StatusNotModified)
+				default:
+					w.Header().Set("Content-Length", "11")
+					_, _ = io.WriteString(w, "hello world")
+				}
+			}), nil, nil)
+			c := newClient(t)
+			cases := []struct {
+				method, path string
+				status       int
+				length       int64
+			}{
+				{"HEAD", "/file", 200, 11},
+				{"GET", "/file", 200, 11},
+				{"GET", "/204", 204, 0},
+				{"GET", "/304", 304, 0},
+				{"HEAD", "/file", 200, 11},
+			}
+			for _, tc := range cases {
+				resp := e.do(t, c, tc.method, tc.path, nil)
+				body := readAll(t, resp)
+				if resp.StatusCode != tc.status {
+					t.Fatalf("%s %s: status %d, want %d", tc.method, tc.path, resp.StatusCode, tc.status)
+				}
+				if tc.status == 200 && resp.ContentLength != tc.length {
+					t.Fatalf("%s %s: ContentLength %d, want %d", tc.method, tc.path, resp.ContentLength, tc.length)
+				}
+				if want := map[bool]string{true: "hello world", false: ""}[tc.method == "GET" && tc.status == 200]; body != want {
+					t.Fatalf("%s %s: body %q, want %q", tc.method, tc.path, body, want)
+				}
+			}
+		})
+	}
+}
+
+// TestProxySlowUploadNotCut checks that an upload that keeps moving is not cut though the host answers only at its
+// end, long after the idle timeout: progress on the request body counts as progress of the exchange.
+func TestProxySlowUploadNotCut(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	for _, kind := range hostKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, err := io.Copy(io.Discard, r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				_, _ = fmt.Fprint(w, n)
+			}), func(c *relay.Config) { c.IdleTimeout = idle }, nil)
+			pr, pw := io.Pipe()
+			const chunks = 12 // 1.2 s: four idle timeouts
+			go func() {
+				tick := time.NewTicker(100 * time.Millisecond)
+				defer tick.Stop()
+				for range chunks {
+					if _, err := pw.Write(make([]byte, 1000)); err != nil {
+						return
+					}
+					<-tick.C
+				}
+				_ = pw.Close()
+			}()
+			defer pr.Close()
+			resp := e.do(t, newClient(t), "POST", "/slow-upload", pr)
+			if got := readAll(t, resp); resp.StatusCode != 200 || got != fmt.Sprint(chunks*1000) {
+				t.Fatalf("got %d %q, want 200 %d", resp.StatusCode, got, chunks*1000)
+			}
+		})
 	}
 }
