@@ -947,3 +947,45 @@ func TestProxySlowUploadNotCut(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyHostGoneMidBody checks that a body cut short by a lost tunnel reaches the client as an error, never as
+// a clean, shorter body, whether the answer was sized or chunked.
+func TestProxyHostGoneMidBody(t *testing.T) {
+	for _, sized := range []bool{true, false} {
+		t.Run(fmt.Sprint("sized=", sized), func(t *testing.T) {
+			r := relaytest.StartRelay(t, nil)
+			wrote := make(chan struct{})
+			ln := relaytest.StartHost(t, r.URL, hostID, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if sized {
+					w.Header().Set("Content-Length", "100000")
+				}
+				_, _ = w.Write(make([]byte, 1000))
+				http.NewResponseController(w).Flush()
+				close(wrote)
+				<-req.Context().Done()
+			}), nil)
+			e := proxyEnv{relay: r, base: r.URL + "/hosts/" + hostID, token: relaytest.ClientToken(t, "alice", "org:*")}
+			// The relay may hold a sized answer's first bytes (and its header) until its buffer fills, so the
+			// exchange runs beside the test: either the request or the body read must fail.
+			c := newClient(t)
+			done := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequest("GET", e.base+"/partial", nil)
+				req.Header.Set("Authorization", "Bearer "+e.token)
+				resp, err := c.Do(req)
+				if err != nil {
+					done <- err
+					return
+				}
+				defer resp.Body.Close()
+				_, err = io.ReadAll(resp.Body)
+				done <- err
+			}()
+			waitChan(t, wrote, 5*time.Second, "the first part of the body")
+			_ = ln.Close() // the tunnel goes away mid-body
+			if err := waitChan(t, done, 10*time.Second, "the client's exchange to end"); err == nil {
+				t.Fatalf("a body cut by a lost tunnel ended cleanly")
+			}
+		})
+	}
+}

@@ -187,6 +187,18 @@ func TestWebSocketCloseCodesKept(t *testing.T) {
 				t.Fatalf("upstream saw close %d, want 4001", got)
 			}
 		})
+		t.Run(string(kind)+"/client_vanishes", func(t *testing.T) {
+			up := newEchoUpstream()
+			e := startProxy(t, kind, up, nil, nil)
+			c, _, err := dialWS(t, e.wsURL("/"), e.token)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			_ = c.CloseNow() // no close frame
+			if got := waitChan(t, up.closed, 5*time.Second, "the close at the upstream"); got != websocket.StatusInternalError {
+				t.Fatalf("upstream saw close %d, want 1011", got)
+			}
+		})
 	}
 }
 
