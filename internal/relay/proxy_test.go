@@ -989,3 +989,33 @@ func TestProxyHostGoneMidBody(t *testing.T) {
 		})
 	}
 }
+
+// TestProxyTrustForwardedFor checks that behind a trusted proxy the client's X-Forwarded-For is extended, not
+// replaced, for plain exchanges and WebSocket upgrades alike.
+func TestProxyTrustForwardedFor(t *testing.T) {
+	seen := make(chan string, 2)
+	e := startProxy(t, upstreamHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- strings.Join(r.Header.Values("X-Forwarded-For"), ", ")
+		if r.Header.Get("Upgrade") != "" {
+			http.Error(w, "no", http.StatusForbidden)
+		}
+	}), func(c *relay.Config) { c.TrustForwardedFor = true }, nil)
+	const want = "203.0.113.9, 127.0.0.1"
+	for _, upgrade := range []bool{false, true} {
+		req, _ := http.NewRequest("GET", e.base+"/xff", nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		req.Header.Set("X-Forwarded-For", "203.0.113.9")
+		if upgrade {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		}
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		if got := waitChan(t, seen, 5*time.Second, "the upstream request"); got != want {
+			t.Errorf("upgrade=%v: X-Forwarded-For at the upstream = %q, want %q", upgrade, got, want)
+		}
+	}
+}

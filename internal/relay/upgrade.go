@@ -57,8 +57,8 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 			w.Header()[k] = v
 		}
 		w.WriteHeader(resp.StatusCode)
-		_ = st.SetDeadline(time.Time{})
-		_, _ = io.Copy(w, resp.Body)
+		// The refusal's body is an ordinary answer: it may take long but must keep moving.
+		_, _ = io.Copy(w, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
 		return "refused", resp.StatusCode
 	}
 	_ = st.SetDeadline(time.Time{}) // WebSockets idle for long; their own pings keep them honest.
@@ -122,6 +122,21 @@ func (s *Server) pump(dst *wsframe.Follower, src io.Reader, direction string) {
 	defer copyBuffers.Put(bp)
 	n, _ := io.CopyBuffer(writerOnly{dst}, src, *bp)
 	s.metrics.bytes.WithLabelValues(direction).Add(float64(n))
+}
+
+// idleReader reads r, which reads from c's stream, moving c's idle deadline as the bytes move.
+type idleReader struct {
+	r io.Reader
+	c *idleConn
+}
+
+func (ir idleReader) Read(p []byte) (int, error) {
+	ir.c.progress()
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.c.progress()
+	}
+	return n, err
 }
 
 // writerOnly hides ReadFrom so io.CopyBuffer uses the given buffer.

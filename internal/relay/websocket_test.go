@@ -388,3 +388,40 @@ func TestWebSocketUpgradeHopHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketRefusalBodyStallIsCut checks that the body of a refused upgrade is under the idle timeout like any
+// other answer: a host that stops sending it is cut.
+func TestWebSocketRefusalBodyStallIsCut(t *testing.T) {
+	e := startProxy(t, listenerHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, "partial")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	}), func(c *relay.Config) { c.IdleTimeout = 300 * time.Millisecond }, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.relay.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	_, err = fmt.Fprintf(conn, "GET /hosts/%s/ws HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer %s\r\n"+
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+		hostID, e.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.ReadAll(resp.Body)
+		done <- err
+	}()
+	if err := waitChan(t, done, 10*time.Second, "the refusal's stalled body to be cut"); err == nil {
+		t.Fatalf("a refusal body that stalled ended cleanly")
+	}
+}
