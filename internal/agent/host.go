@@ -45,7 +45,7 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 		},
 		Transport:     transport,
 		BufferPool:    bufferPool{},
-		FlushInterval: 0, // SSE and chunked bodies are flushed at once by ReverseProxy itself
+		FlushInterval: 5 * time.Millisecond, // SSE and chunked bodies: at once (ReverseProxy); sized ones: within 5 ms
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody is listening

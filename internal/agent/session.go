@@ -251,6 +251,7 @@ func (l *Listener) acceptLoop(s *session) {
 		if err != nil {
 			return
 		}
+		c = &eofCloseConn{Conn: c}
 		select {
 		case l.conns <- c:
 		case <-l.ctx.Done():
@@ -333,6 +334,21 @@ func (l *Listener) closeAll() {
 		})
 	}
 	wg.Wait()
+}
+
+// eofCloseConn closes a stream fully once the relay has closed its side. The relay ends its side only when it
+// gives up on an exchange (a plain HTTP exchange never half-closes), and a handler blocked writing to a stream the
+// relay no longer reads would otherwise wait for yamux's stream-close timeout.
+type eofCloseConn struct {
+	net.Conn
+}
+
+func (c *eofCloseConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if errors.Is(err, io.EOF) {
+		_ = c.Conn.Close()
+	}
+	return n, err
 }
 
 // errOr returns err, or fallback when err is nil.

@@ -115,7 +115,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:       s.rewrite,
 		Transport:     tunnelRoundTripper{},
-		FlushInterval: 0, // ReverseProxy flushes at once anyway for SSE and unknown-length (chunked) bodies
+		// SSE and unknown-length (chunked) bodies are flushed at once by ReverseProxy itself; a sized body that
+		// trickles is flushed within flushLatency instead of waiting for the write buffer to fill.
+		FlushInterval: flushLatency,
 		ErrorHandler:  s.proxyError,
 		BufferPool:    bufferPool{},
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -342,3 +344,6 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	b.s.metrics.bytes.WithLabelValues("to_host").Add(float64(n))
 	return n, err
 }
+
+// flushLatency bounds how long bytes of a sized response body may wait in the relay's write buffer.
+const flushLatency = 5 * time.Millisecond
