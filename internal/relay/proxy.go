@@ -113,8 +113,8 @@ func (s *Server) countExchange(kind, outcome string, status int) {
 // newReverseProxy builds the relay's reverse proxy; the tunnel of each request travels in its context.
 func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:       s.rewrite,
-		Transport:     tunnelRoundTripper{},
+		Rewrite:   s.rewrite,
+		Transport: tunnelRoundTripper{},
 		// SSE and unknown-length (chunked) bodies are flushed at once by ReverseProxy itself; a sized body that
 		// trickles is flushed within flushLatency instead of waiting for the write buffer to fill.
 		FlushInterval: flushLatency,

@@ -1,8 +1,8 @@
 package tunnel
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"encoding/binary"
 	"net"
 
