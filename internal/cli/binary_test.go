@@ -391,3 +391,41 @@ func TestBadFlagsExit2AndHelpExits0(t *testing.T) {
 		t.Fatalf("--help: exit %d, output %q", code, out)
 	}
 }
+
+// TestTokenCommandRunsOnEveryAttempt: the agent asks --token-command for a token before every connection attempt,
+// so it reconnects with a fresh one after the relay restarts.
+func TestTokenCommandRunsOnEveryAttempt(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer upstream.Close()
+	dir := t.TempDir()
+	tokenFile, countFile := filepath.Join(dir, "token"), filepath.Join(dir, "count")
+	if err := os.WriteFile(tokenFile, []byte(mint(t, "token", "host", "--id", "h1")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	env := []string{"SWITCHBOARD_SECRET=" + secret}
+	relay := start(t, env, "serve", "--listen", addr, "--metrics-listen", "", "--drain-timeout", "1s")
+	waitHTTP(t, "http://"+addr+"/healthz", 200)
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--upstream", upstream.URL,
+		"--token-command", fmt.Sprintf("echo x >> %s; cat %s", countFile, tokenFile),
+		"--min-backoff", "100ms", "--max-backoff", "300ms")
+	client := mint(t, "token", "client", "--hosts", "h1")
+	waitFor(t, func() bool { return tryGet("http://"+addr+"/hosts/h1/", client) == 200 })
+	runs := func() int {
+		b, _ := os.ReadFile(countFile)
+		return strings.Count(string(b), "x")
+	}
+	before := runs()
+	if before < 1 {
+		t.Fatalf("token command ran %d times before the first tunnel", before)
+	}
+	_ = relay.cmd.Process.Signal(syscall.SIGTERM)
+	relay.wait(t, 10*time.Second)
+	start(t, env, "serve", "--listen", addr, "--metrics-listen", "")
+	waitFor(t, func() bool { return tryGet("http://"+addr+"/hosts/h1/", client) == 200 })
+	if after := runs(); after <= before {
+		t.Fatalf("token command ran %d times in all, %d before the restart: not re-run on reconnect", after, before)
+	}
+}
