@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // pingLoop pings every tunnel once per PingInterval and closes a tunnel whose ping is not answered within two
@@ -34,7 +32,7 @@ func (s *Server) pingLoop(ctx context.Context) {
 				defer tc.pinging.Store(false)
 				if _, err := tc.sess.Ping(); err != nil && !tc.sess.IsClosed() {
 					tc.log.Info("tunnel ping unanswered: closing", "err", err)
-					tc.close(tunnel.CloseInternal, "ping timeout", "ping_timeout")
+					tc.abort("ping_timeout")
 				}
 			})
 		}

@@ -337,6 +337,16 @@ func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 	})
 }
 
+// abort ends a tunnel whose peer is gone: no close code, no waiting for an answer that will not come.
+func (t *tunnelConn) abort(reason string) {
+	t.closeOnce.Do(func() {
+		t.closeReason = reason
+		t.transport.CloseIdleConnections()
+		_ = t.sess.Close()
+		close(t.done)
+	})
+}
+
 // metadataFrom reads host metadata from the handshake headers, bounded in size.
 func metadataFrom(h http.Header) directory.Metadata {
 	clip := func(s string, n int) string {
