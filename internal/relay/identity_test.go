@@ -1,13 +1,18 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -21,21 +26,35 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
-// tunnelAttempt sends one raw tunnel upgrade and returns the status and error code the relay answered.
+// tunnelAttempt sends one raw tunnel upgrade, written by hand so that any header bytes can be sent, and returns
+// the status and error code the relay answered. A 101 is closed at once.
 func tunnelAttempt(t *testing.T, relayURL, id, token string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", relayURL+tunnel.Path, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	u, _ := url.Parse(relayURL)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
 	}
-	req.Header.Set(tunnel.HeaderHostID, id)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", tunnel.RawUpgrade)
-	resp, err := http.DefaultClient.Do(req)
+	defer c.Close()
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n",
+		tunnel.Path, u.Host, tunnel.RawUpgrade, tunnel.HeaderHostID, id)
+	if token != "" {
+		fmt.Fprintf(&b, "Authorization: Bearer %s\r\n", token)
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return resp.StatusCode, ""
+	}
 	var body struct {
 		Error struct{ Code string } `json:"error"`
 	}

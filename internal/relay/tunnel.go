@@ -54,10 +54,16 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.metrics.registrations.WithLabelValues(outcome).Inc()
 		writeError(w, status, code, msg)
 	}
+	// The handler is tracked like the tunnel it sets up, so Close waits for a setup in progress.
+	s.mu.Lock()
 	if s.draining.Load() || s.closed.Load() {
+		s.mu.Unlock()
 		reject(http.StatusServiceUnavailable, codeDraining, "relay is draining; connect to another replica or retry", regDraining)
 		return
 	}
+	s.wg.Add(1) // under mu, so Close cannot be waiting already
+	s.mu.Unlock()
+	defer s.wg.Done()
 	if !s.limiter.allow(clientIP(r), time.Now()) {
 		s.metrics.upgradesLimited.Inc()
 		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
@@ -116,15 +122,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
 	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
 	remote := clientIP(r)
-	s.mu.Lock()
-	if s.closed.Load() {
-		s.mu.Unlock()
-		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
-		s.releaseEntry(id, entry.Epoch)
-		return
-	}
-	s.wg.Add(1) // under mu, so Close cannot be waiting already
-	s.mu.Unlock()
+	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	go func() {
 		defer s.wg.Done()
 		s.serveTunnel(t, remote)
@@ -135,6 +133,8 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	old, current := s.register(t)
 	switch {
+	case !current && s.closed.Load():
+		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
 	case !current:
 		// A newer registration of the same host won the race while this one was being set up.
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
@@ -234,10 +234,10 @@ func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, clos
 	timer := time.NewTimer(controlAcceptTimeout)
 	defer timer.Stop()
 	var ctrl net.Conn
+	received := false
 	select {
 	case a := <-ch:
-		err = a.err
-		ctrl = a.c
+		received, err, ctrl = true, a.err, a.c
 	case <-timer.C:
 		err = errors.New("agent did not open its control stream in time")
 	case <-s.ctx.Done():
@@ -245,7 +245,9 @@ func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, clos
 	}
 	if err != nil {
 		_ = sess.Close() // unblocks the Accept goroutine and closes nc
-		<-ch
+		if !received {
+			<-ch
+		}
 		return nil, err
 	}
 	t := &tunnelConn{
@@ -268,6 +270,10 @@ func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, clos
 func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed.Load() {
+		// Close has taken (or is taking) its snapshot of tunnels to close: t would be missed.
+		return nil, false
+	}
 	old = s.tunnels[t.hostID]
 	if old != nil && old.epoch > t.epoch {
 		return nil, false
