@@ -122,4 +122,3 @@ func startSilencingProxy(t *testing.T, target string, refuse *atomic.Bool, onCon
 	})
 	return ln.Addr().String()
 }
-
