@@ -8,8 +8,10 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-relay/switchboard/internal/agent"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // HostCmd is `switchboard host`.
@@ -28,8 +30,40 @@ type HostCmd struct {
 	Transport      string            `help:"Tunnel transport: auto (raw upgrade, falling back to WebSocket), websocket, raw." default:"auto" enum:"auto,websocket,raw" env:"SWITCHBOARD_TRANSPORT"`
 }
 
+// Validate rejects flag values the relay would refuse at every attempt, so the agent exits 2 at once instead of
+// retrying forever.
+func (c *HostCmd) Validate() error {
+	if err := checkHostID(c.ID); c.ID != "" && err != nil { // a missing --id is kong's to report
+		return err
+	}
+	if c.PingInterval < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 {
+		return errors.New("--ping-interval, --min-backoff and --max-backoff must not be negative")
+	}
+	if c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
+		return fmt.Errorf("--min-backoff %v is above --max-backoff %v", c.MinBackoff, c.MaxBackoff)
+	}
+	return nil
+}
+
+// checkHostID applies the relay's host id rule: 1 to tunnel.MaxHostIDLen bytes of printable UTF-8 without '/'
+// (the relay answers 400 to anything else).
+func checkHostID(id string) error {
+	if id == "" || len(id) > tunnel.MaxHostIDLen || !utf8.ValidString(id) {
+		return fmt.Errorf("--id %q: a host id is 1 to %d bytes of printable UTF-8", id, tunnel.MaxHostIDLen)
+	}
+	for _, r := range id {
+		if r <= ' ' || r == 0x7f || r == '/' || (r >= 0x80 && r <= 0x9f) {
+			return fmt.Errorf("--id %q: a host id may not contain spaces, control characters or '/'", id)
+		}
+	}
+	return nil
+}
+
 // Run keeps the tunnel until the process is told to stop.
 func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
+	if err := checkHostID(c.ID); err != nil { // an explicit --id "" passes kong's required check
+		return &exitError{code: 2, err: err}
+	}
 	if c.Token == "" && c.TokenCommand == "" {
 		return &exitError{code: 2, err: errors.New("a host token is required: --token, SWITCHBOARD_TOKEN or --token-command")}
 	}

@@ -51,6 +51,35 @@ type ServeCmd struct {
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 }
 
+// Validate refuses negative limits and durations: the relay would silently replace them with its defaults, which
+// is not what someone asking for -1 meant.
+func (c *ServeCmd) Validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
+		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    float64
+	}{
+		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
+		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
+		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
+		}
+	}
+	return nil
+}
+
 // Run serves until ctx ends, then drains and exits 0.
 func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	log := g.logger()
@@ -123,7 +152,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		"directory", c.Directory, "auth", c.Auth)
 
 	<-ctx.Done()
-	log.Info("shutdown signal: draining", "drain_timeout", c.DrainTimeout.String())
+	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	if err := srv.Drain(drainCtx); err != nil {

@@ -21,10 +21,21 @@ type TokenHostCmd struct {
 	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
 }
 
+// Validate checks the id and lifetime before anything is signed.
+func (c *TokenHostCmd) Validate() error {
+	if err := checkHostID(c.ID); c.ID != "" && err != nil { // a missing --id is kong's to report
+		return err
+	}
+	return checkTTL(c.TTL)
+}
+
 // Run prints the token.
 func (c *TokenHostCmd) Run(g *Globals) error {
 	if c.Secret == "" {
 		return errNoSecret
+	}
+	if err := checkHostID(c.ID); err != nil { // an explicit --id "" passes kong's required check
+		return &exitError{code: 2, err: err}
 	}
 	tok, err := auth.MintHost([]byte(c.Secret), c.ID, c.TTL)
 	if err != nil {
@@ -42,21 +53,33 @@ type TokenClientCmd struct {
 	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
 }
 
+// Validate checks the host list and lifetime before anything is signed.
+func (c *TokenClientCmd) Validate() error {
+	if len(splitList(c.Hosts)) == 0 {
+		return errors.New("--hosts needs at least one host id or pattern")
+	}
+	return checkTTL(c.TTL)
+}
+
 // Run prints the token.
 func (c *TokenClientCmd) Run(g *Globals) error {
 	if c.Secret == "" {
 		return errNoSecret
 	}
-	hosts := splitList(c.Hosts)
-	if len(hosts) == 0 {
-		return &exitError{code: 2, err: errors.New("--hosts needs at least one host id or pattern")}
-	}
-	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, hosts, c.TTL)
+	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, splitList(c.Hosts), c.TTL)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(g.stdout, tok)
 	return err
+}
+
+// checkTTL refuses a lifetime that would mint an already expired token.
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("--ttl %v: a token lifetime must be positive", ttl)
+	}
+	return nil
 }
 
 var errNoSecret = &exitError{code: 2, err: errors.New("no signing secret: set SWITCHBOARD_SECRET (the relay's secret) or pass --secret")}

@@ -1,0 +1,117 @@
+package cli_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestQuickStart is the README's quick start with the real binary: serve, token host, host --upstream, then a
+// client call and a presence query with a token client token; SIGTERM stops the host cleanly.
+func TestQuickStart(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from the upstream: %s %s as %s", r.Method, r.URL.RequestURI(), r.Header.Get("X-Switchboard-Subject"))
+	})
+	_, addr, _ := startRelay(t, withSecret)
+	host := start(t, nil, "host", "--relay", "http://"+addr, "--id", "org:laptop",
+		"--token", mint(t, "host", "--id", "org:laptop"), "--upstream", up, "--name", "laptop", "--label", "env=dev")
+	tok := mint(t, "client", "--hosts", "org:*", "--sub", "alice")
+
+	body := waitStatus(t, "http://"+addr+"/hosts/org:laptop/", tok, 200)
+	if want := "hello from the upstream: GET / as alice"; body != want {
+		t.Fatalf("body = %q, want %q", body, want)
+	}
+	if code, body := get("http://"+addr+"/hosts/org:laptop/a/b?x=1", tok); code != 200 || !strings.HasSuffix(body, "GET /a/b?x=1 as alice") {
+		t.Fatalf("path and query: %d %q", code, body)
+	}
+	code, body := get("http://"+addr+"/v1/hosts/org:laptop", tok)
+	for _, want := range []string{`"online":true`, `"name":"laptop"`, `"env":"dev"`, `"agent_version"`} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("presence: %d %s, want %s", code, body, want)
+		}
+	}
+
+	host.signal(t, syscall.SIGTERM)
+	if code := host.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("host exit code after SIGTERM: %d, want 0", code)
+	}
+	waitFor(t, "host offline", func() bool {
+		_, body := get("http://"+addr+"/v1/hosts/org:laptop", tok)
+		return strings.Contains(body, `"online":false`)
+	})
+}
+
+// TestUpstreamHeader: every --upstream-header reaches the upstream on every request.
+func TestUpstreamHeader(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s|%s", r.Header.Get("X-Pre-Shared"), r.Header.Get("X-Other"))
+	})
+	_, addr, _ := startRelay(t, withSecret)
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
+		"--upstream", up, "--upstream-header", "X-Pre-Shared: abc", "--upstream-header", "X-Other:  two words ")
+	tok := mint(t, "client", "--hosts", "h1")
+	for range 3 {
+		if body := waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200); body != "abc|two words" {
+			t.Fatalf("upstream saw %q, want %q", body, "abc|two words")
+		}
+	}
+}
+
+// TestTokenCommand: `--token-command 'printf TOKEN'` supplies the token, and it is run again for the reconnect
+// after the relay is killed and started again on the same port.
+func TestTokenCommand(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	runs := filepath.Join(t.TempDir(), "runs")
+	count := func() int {
+		b, _ := os.ReadFile(runs)
+		return len(b)
+	}
+	relay, addr, metrics := startRelay(t, withSecret)
+	command := fmt.Sprintf("printf x >> '%s'; printf '%s'", runs, mint(t, "host", "--id", "h1"))
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token-command", command, "--upstream", up,
+		"--min-backoff", "50ms", "--max-backoff", "200ms")
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200)
+	before := count()
+	if before < 1 {
+		t.Fatalf("the token command ran %d times before the first tunnel", before)
+	}
+
+	relay.signal(t, syscall.SIGKILL)
+	relay.exitCode(t, 10*time.Second)
+	start(t, withSecret, "serve", "--listen", addr, "--metrics-listen", metrics)
+	waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200)
+	if after := count(); after <= before {
+		t.Fatalf("the token command ran %d times in all, %d before the restart: not run again to reconnect", after, before)
+	}
+}
+
+// TestTokenCommandFreshToken: the token command's current answer is used on reconnect, so a relay that comes back
+// with a new secret accepts the host once the command prints a token signed with it.
+func TestTokenCommandFreshToken(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(mint(t, "host", "--id", "h1")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay, addr, metrics := startRelay(t, withSecret)
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token-command", "cat '"+tokenFile+"'", "--upstream", up,
+		"--min-backoff", "50ms", "--max-backoff", "200ms")
+	waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200)
+
+	const rotated = "rotated-secret-0123456789abcdef"
+	newToken := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "host", "--id", "h1")
+	if err := os.WriteFile(tokenFile, []byte(newToken.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay.signal(t, syscall.SIGKILL)
+	relay.exitCode(t, 10*time.Second)
+	start(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "serve", "--listen", addr, "--metrics-listen", metrics)
+	tok := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "client", "--hosts", "h1").stdout
+	waitStatus(t, "http://"+addr+"/hosts/h1/", strings.TrimSpace(tok), 200)
+}

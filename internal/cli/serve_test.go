@@ -1,0 +1,210 @@
+package cli_test
+
+import (
+	"bufio"
+	"net/http"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestServeGeneratesSecret: with no SWITCHBOARD_SECRET the relay starts, says it generated a secret, and prints
+// instructions that really mint tokens it accepts.
+func TestServeGeneratesSecret(t *testing.T) {
+	p, addr, metrics := startRelay(t, nil)
+	for _, url := range []string{"http://" + metrics + "/healthz", "http://" + metrics + "/readyz", "http://" + addr + "/readyz"} {
+		if code, body := get(url, ""); code != 200 {
+			t.Fatalf("GET %s: %d %s", url, code, body)
+		}
+	}
+	p.waitOutput(t, "switchboard token client")
+	out := p.output()
+	if !strings.Contains(out, "SWITCHBOARD_SECRET is not set") || !strings.Contains(out, "switchboard token host") {
+		t.Fatalf("serve without a secret did not explain itself:\n%s", out)
+	}
+	m := regexp.MustCompile(`export SWITCHBOARD_SECRET=(\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no export line in:\n%s", out)
+	}
+	printed := run(t, []string{"SWITCHBOARD_SECRET=" + m[1]}, "token", "client", "--hosts", "*")
+	if printed.code != 0 {
+		t.Fatalf("minting with the printed secret: %d %s", printed.code, printed.stderr)
+	}
+	// A token signed with the printed secret is accepted (404: no such host), one signed otherwise is not.
+	if code, body := get("http://"+addr+"/v1/hosts/nobody", strings.TrimSpace(printed.stdout)); code != 404 {
+		t.Fatalf("token minted as instructed: %d %s, want 404", code, body)
+	}
+	if code, _ := get("http://"+addr+"/v1/hosts/nobody", mint(t, "client", "--hosts", "*")); code != 401 {
+		t.Fatalf("token with another secret: %d, want 401", code)
+	}
+}
+
+// TestServeWithSecret: with SWITCHBOARD_SECRET set the relay neither generates a secret nor prints it.
+func TestServeWithSecret(t *testing.T) {
+	p, addr, _ := startRelay(t, withSecret)
+	if code, _ := get("http://"+addr+"/v1/hosts/nobody", mint(t, "client", "--hosts", "*")); code != 404 {
+		t.Fatalf("token signed with SWITCHBOARD_SECRET: %d, want 404", code)
+	}
+	p.waitOutput(t, "relay listening")
+	out := p.output()
+	if strings.Contains(out, "is not set") || strings.Contains(out, "export SWITCHBOARD_SECRET") || strings.Contains(out, secret) {
+		t.Fatalf("serve with a secret generated or printed one:\n%s", out)
+	}
+}
+
+// TestSingleInstanceGuard: on a platform that may run several instances the in-memory directory refuses to start
+// with one ERROR line naming both ways out, unless bypassed.
+func TestSingleInstanceGuard(t *testing.T) {
+	for _, platform := range []string{"FLY_APP_NAME=x", "KUBERNETES_SERVICE_HOST=x"} {
+		t.Run(platform, func(t *testing.T) {
+			p := start(t, []string{platform, "SWITCHBOARD_SECRET=" + secret},
+				"serve", "--listen", freeAddr(t), "--metrics-listen", freeAddr(t))
+			if code := p.exitCode(t, 10*time.Second); code != 2 {
+				t.Fatalf("exit code %d, want 2", code)
+			}
+			var errorLines []string
+			sc := bufio.NewScanner(strings.NewReader(p.output()))
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), `"level":"ERROR"`) {
+					errorLines = append(errorLines, sc.Text())
+				}
+			}
+			if len(errorLines) != 1 {
+				t.Fatalf("%d ERROR lines, want 1:\n%s", len(errorLines), p.output())
+			}
+			name, _, _ := strings.Cut(platform, "=")
+			for _, want := range []string{"SWITCHBOARD_SINGLE_INSTANCE=1", "Redis directory", "--directory redis://", name} {
+				if !strings.Contains(errorLines[0], want) {
+					t.Fatalf("the ERROR line does not name %q: %s", want, errorLines[0])
+				}
+			}
+		})
+		t.Run(platform+"+SWITCHBOARD_SINGLE_INSTANCE=1", func(t *testing.T) {
+			startRelay(t, []string{platform, "SWITCHBOARD_SINGLE_INSTANCE=1", "SWITCHBOARD_SECRET=" + secret})
+		})
+	}
+}
+
+// TestAuthNoneWarns: --auth none starts without a secret, logs a warning, and lets any caller in.
+func TestAuthNoneWarns(t *testing.T) {
+	p, addr, _ := startRelay(t, nil, "--auth", "none")
+	if code, body := get("http://"+addr+"/v1/hosts/nobody", ""); code != 404 {
+		t.Fatalf("no token with --auth none: %d %s, want 404", code, body)
+	}
+	p.waitOutput(t, "relay listening")
+	var warned bool
+	sc := bufio.NewScanner(strings.NewReader(p.output()))
+	for sc.Scan() {
+		warned = warned || strings.Contains(sc.Text(), `"level":"WARN"`) && strings.Contains(sc.Text(), "AUTH DISABLED")
+	}
+	if !warned || strings.Contains(p.output(), "SWITCHBOARD_SECRET is not set") {
+		t.Fatalf("--auth none: want one warning and no secret talk:\n%s", p.output())
+	}
+}
+
+// TestDrainOnSIGTERM: on SIGTERM /readyz turns 503, new tunnels get 503, the in-flight exchange completes, the
+// process exits 0 within the drain timeout, and the agent comes back to a relay started again on the same port.
+func TestDrainOnSIGTERM(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			select { // about a second of work, or until the test has checked the drain
+			case <-release:
+			case <-time.After(time.Second):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		_, _ = w.Write([]byte("done " + r.URL.Path))
+	})
+	t.Cleanup(func() { close(release) }) // runs before the upstream is closed
+
+	const drainTimeout = 10 * time.Second
+	relayArgs := []string{"--drain-timeout", drainTimeout.String(), "--drain-jitter", "100ms"}
+	relay, addr, metrics := startRelay(t, withSecret, relayArgs...)
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
+		"--upstream", up, "--min-backoff", "50ms", "--max-backoff", "200ms")
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+addr+"/hosts/h1/ping", tok, 200)
+
+	type answer struct {
+		code int
+		body string
+	}
+	slow := make(chan answer, 1)
+	go func() {
+		code, body := get("http://"+addr+"/hosts/h1/slow", tok)
+		slow <- answer{code, body}
+	}()
+	<-started
+	sigterm := time.Now()
+	relay.signal(t, syscall.SIGTERM)
+	waitStatus(t, "http://"+metrics+"/readyz", "", 503)
+	waitStatus(t, "http://"+addr+"/readyz", "", 503)
+
+	// New tunnels, over either transport, are refused before the upgrade.
+	for _, upgrade := range []string{"websocket", "switchboard.v1"} {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v1/tunnel", nil)
+		req.Header.Set("Authorization", "Bearer "+mint(t, "host", "--id", "h2"))
+		req.Header.Set("Switchboard-Host-Id", "h2")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", upgrade)
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		req.Header.Set("Sec-WebSocket-Protocol", "switchboard.v1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s upgrade while draining: %v", upgrade, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Fatalf("%s upgrade while draining: %d, want 503", upgrade, resp.StatusCode)
+		}
+	}
+
+	release <- struct{}{}
+	if a := <-slow; a.code != 200 || a.body != "done /slow" {
+		t.Fatalf("in-flight exchange: %d %q, want 200", a.code, a.body)
+	}
+	if code := relay.exitCode(t, drainTimeout); code != 0 {
+		t.Fatalf("relay exit code %d, want 0", code)
+	}
+	t.Logf("relay exited %v after SIGTERM", time.Since(sigterm).Round(time.Millisecond))
+
+	start(t, withSecret, append([]string{"serve", "--listen", addr, "--metrics-listen", metrics}, relayArgs...)...)
+	waitStatus(t, "http://"+addr+"/hosts/h1/again", tok, 200)
+}
+
+// TestSecondSignalStopsAtOnce: a second SIGTERM during a drain ends the process without waiting for it.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	started := make(chan struct{}, 1)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-r.Context().Done() // never answers; ends when the relay goes away
+	})
+	relay, addr, metrics := startRelay(t, withSecret, "--drain-timeout", "1m", "--drain-jitter", "100ms")
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
+		"--upstream", up)
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+addr+"/v1/hosts/h1", tok, 200)
+	waitFor(t, "host online", func() bool {
+		_, body := get("http://"+addr+"/v1/hosts/h1", tok)
+		return strings.Contains(body, `"online":true`)
+	})
+	stuck := make(chan int, 1)
+	go func() {
+		code, _ := get("http://"+addr+"/hosts/h1/stuck", tok)
+		stuck <- code
+	}()
+	<-started
+	relay.signal(t, syscall.SIGTERM)
+	waitStatus(t, "http://"+metrics+"/readyz", "", 503)
+	relay.signal(t, syscall.SIGTERM)
+	if code := relay.exitCode(t, 10*time.Second); code == 0 {
+		t.Fatalf("exit code %d after a second signal, want a signal death", code)
+	}
+	<-stuck
+}
