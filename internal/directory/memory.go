@@ -19,6 +19,7 @@ type Memory struct {
 	// Guarded by mu.
 	mu     sync.Mutex
 	hosts  map[string]*memHost
+	peers  map[string]string // replica → internal URL (see Advertise)
 	closed bool
 }
 

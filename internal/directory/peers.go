@@ -1,0 +1,72 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+)
+
+// Peers lets relay replicas find each other's internal listeners, so that a replica can forward a request to the
+// replica that holds the host's tunnel. Memory and Redis implement it.
+type Peers interface {
+	// Advertise records url as the internal address of replica. Replicas call it at start and then periodically,
+	// so that the address comes back after the directory lost its data.
+	Advertise(ctx context.Context, replica, url string) error
+
+	// PeerURL returns the internal address advertised by replica, or ErrNotFound.
+	PeerURL(ctx context.Context, replica string) (string, error)
+}
+
+var (
+	_ Peers = (*Memory)(nil)
+	_ Peers = (*Redis)(nil)
+)
+
+// checkPeer validates the arguments of Advertise.
+func checkPeer(replica, u string) error {
+	if replica == "" {
+		return fmt.Errorf("%w: empty replica id", ErrInvalid)
+	}
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("%w: internal url %q is not an absolute http(s) URL", ErrInvalid, u)
+	}
+	return nil
+}
+
+// Advertise implements Peers.
+func (m *Memory) Advertise(ctx context.Context, replica, u string) error {
+	if err := checkPeer(replica, u); err != nil {
+		return fmt.Errorf("advertise %s: %w", replica, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("advertise %s: %w", replica, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("advertise %s: %w", replica, ErrClosed)
+	}
+	if m.peers == nil {
+		m.peers = make(map[string]string)
+	}
+	m.peers[replica] = u
+	return nil
+}
+
+// PeerURL implements Peers.
+func (m *Memory) PeerURL(ctx context.Context, replica string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("peer url %s: %w", replica, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", fmt.Errorf("peer url %s: %w", replica, ErrClosed)
+	}
+	u, ok := m.peers[replica]
+	if !ok {
+		return "", ErrNotFound
+	}
+	return u, nil
+}

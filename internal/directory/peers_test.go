@@ -1,0 +1,58 @@
+package directory
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/switchboard-relay/switchboard/internal/redistest"
+)
+
+// runPeersContract checks Advertise and PeerURL on a fresh directory from newDir.
+func runPeersContract(t *testing.T, newDir func(t *testing.T) Directory) {
+	t.Run("AdvertiseThenPeerURL", func(t *testing.T) {
+		p := newDir(t).(Peers)
+		if _, err := p.PeerURL(t.Context(), "r9"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("peer url of unknown replica: %v, want ErrNotFound", err)
+		}
+		if err := p.Advertise(t.Context(), "r9", "http://10.0.0.9:7000"); err != nil {
+			t.Fatalf("advertise: %v", err)
+		}
+		if err := p.Advertise(t.Context(), "r9", "http://10.0.0.9:7001"); err != nil {
+			t.Fatalf("advertise again: %v", err)
+		}
+		got, err := p.PeerURL(t.Context(), "r9")
+		if err != nil {
+			t.Fatalf("peer url: %v", err)
+		}
+		if want := "http://10.0.0.9:7001"; got != want {
+			t.Fatalf("peer url = %q, want %q", got, want)
+		}
+	})
+	t.Run("AdvertiseRejectsBadInput", func(t *testing.T) {
+		p := newDir(t).(Peers)
+		for _, tc := range []struct{ replica, url string }{
+			{"", "http://a:1"},
+			{"r1", ""},
+			{"r1", "a:1"},
+			{"r1", "ftp://a:1"},
+			{"r1", "http://"},
+		} {
+			if err := p.Advertise(t.Context(), tc.replica, tc.url); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("advertise(%q, %q) = %v, want ErrInvalid", tc.replica, tc.url, err)
+			}
+		}
+	})
+}
+
+func TestMemoryPeers(t *testing.T) {
+	runPeersContract(t, func(t *testing.T) Directory {
+		m := NewMemory()
+		t.Cleanup(func() { m.Close() })
+		return m
+	})
+}
+
+func TestRedisPeers(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	runPeersContract(t, redisContractDir([]string{addr}))
+}
