@@ -31,6 +31,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"host", "--relay", "http://127.0.0.1:1", "--id", "h1"}, "missing flags: --upstream"},
 		{host, "a host token is required: --token, SWITCHBOARD_TOKEN or --token-command"},
 		{append(host, "--token", "t", "--upstream-header", "no colon"), `--upstream-header "no colon": want 'Name: value'`},
+		{append(host, "--token", "t", "--upstream-header", "Host: example.com"), `--upstream-header "Host: example.com": Host cannot be fixed`},
 		{append(host, "--token", "t", "--label", "novalue"), `--label: expected "<key>=<value>"`},
 		{append(host, "--token", "t", "--relay", "ftp://x"), `relay URL "ftp://x": scheme must be http, https, ws or wss`},
 		{append(host, "--token", "t", "--upstream", "127.0.0.1:2"), `upstream "127.0.0.1:2" must be an http:// or https:// URL`},

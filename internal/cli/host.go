@@ -93,18 +93,50 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-// parseHeaders parses "K: V" flags.
+// parseHeaders parses "Name: value" flags. It refuses what the upstream transport would refuse on every request
+// (a name that is not an HTTP token, control characters in the value) and the headers that frame the message or
+// belong to one hop, which a fixed value would break or which the transport ignores (Host).
 func parseHeaders(kvs []string) (http.Header, error) {
 	h := http.Header{}
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, ":")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" || strings.ContainsAny(k, " \t\r\n") || strings.ContainsAny(v, "\r\n") {
-			return nil, fmt.Errorf("--upstream-header %q: want 'Name: value'", kv)
+		v = strings.Trim(v, " \t")
+		if !ok || !validHeaderName(k) || !validHeaderValue(v) {
+			return nil, fmt.Errorf("--upstream-header %q: want 'Name: value' with a token name and a value "+
+				"without control characters", kv)
 		}
-		h.Add(k, strings.TrimSpace(v))
+		switch ck := http.CanonicalHeaderKey(k); ck {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "Te", "Trailer",
+			"Keep-Alive", "Proxy-Connection":
+			return nil, fmt.Errorf("--upstream-header %q: %s cannot be fixed", kv, ck)
+		}
+		h.Add(k, v)
 	}
 	return h, nil
+}
+
+// validHeaderName reports whether k is an RFC 9110 token.
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := range len(k) {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether v has no control characters other than horizontal tab.
+func validHeaderValue(v string) bool {
+	for i := range len(v) {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // commandToken runs a shell command for every token it is asked for.
