@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Runs every fuzz target in the module for FUZZTIME each (default 10s). Targets are found, not listed, so a new
-# one is fuzzed without touching this script.
+# Runs every fuzz target in the module for FUZZTIME each (default 10s; any -fuzztime value, e.g. 500x). Targets are
+# found (every `func Fuzz...` in a _test.go file), not listed by hand, so a new one is fuzzed without touching this
+# script. `fuzz.sh --list` prints the targets as "package target" and runs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime="${FUZZTIME:-10s}"
+
+targets() {
+  { git ls-files --cached --others --exclude-standard -z '*_test.go' |
+    xargs -0 -r grep -Ho '^func Fuzz[A-Za-z0-9_]*' || true; } |
+    sed 's|:func |:|' | sort -u
+}
+
+if [ "${1:-}" = "--list" ]; then
+  targets | while IFS=: read -r file name; do echo "./$(dirname "$file") $name"; done
+  exit 0
+fi
+
 found=0
 while IFS=: read -r file name; do
   pkg="./$(dirname "$file")"
@@ -21,6 +34,6 @@ while IFS=: read -r file name; do
     echo "$out" | tail -n 2
   fi
   found=$((found + 1))
-done < <(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed 's|^\./||; s|:func |:|' | sort)
+done < <(targets)
 echo "$found fuzz targets run"
 [ "$found" -gt 0 ]
