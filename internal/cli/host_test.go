@@ -115,3 +115,18 @@ func TestTokenCommandFreshToken(t *testing.T) {
 	tok := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "client", "--hosts", "h1").stdout
 	waitStatus(t, "http://"+addr+"/hosts/h1/", strings.TrimSpace(tok), 200)
 }
+
+// TestConfigFromEnvironment: a relay and a host configured only through SWITCHBOARD_ variables carry a request.
+func TestConfigFromEnvironment(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(r.Header.Get("X-Pre-Shared"))) })
+	addr, metrics := freeAddr(t), freeAddr(t)
+	start(t, []string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LISTEN=" + addr, "SWITCHBOARD_METRICS_LISTEN=" + metrics}, "serve")
+	waitStatus(t, "http://"+metrics+"/healthz", "", 200)
+	start(t, []string{
+		"SWITCHBOARD_RELAY=ws://" + addr, "SWITCHBOARD_HOST_ID=h1", "SWITCHBOARD_TOKEN=" + mint(t, "host", "--id", "h1"),
+		"SWITCHBOARD_UPSTREAM=" + up, "SWITCHBOARD_UPSTREAM_HEADER=X-Pre-Shared: from-env",
+	}, "host")
+	if body := waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200); body != "from-env" {
+		t.Fatalf("upstream saw %q, want %q", body, "from-env")
+	}
+}

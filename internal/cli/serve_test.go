@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,16 +112,16 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			started <- struct{}{}
-			select { // about a second of work, or until the test has checked the drain
+			select { // busy until the test has checked the drain around it
 			case <-release:
-			case <-time.After(time.Second):
 			case <-r.Context().Done():
 				return
 			}
 		}
 		_, _ = w.Write([]byte("done " + r.URL.Path))
 	})
-	t.Cleanup(func() { close(release) }) // runs before the upstream is closed
+	finish := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(finish) // runs before the upstream is closed
 
 	const drainTimeout = 10 * time.Second
 	relayArgs := []string{"--drain-timeout", drainTimeout.String(), "--drain-jitter", "100ms"}
@@ -165,7 +166,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		}
 	}
 
-	release <- struct{}{}
+	finish()
 	if a := <-slow; a.code != 200 || a.body != "done /slow" {
 		t.Fatalf("in-flight exchange: %d %q, want 200", a.code, a.body)
 	}
