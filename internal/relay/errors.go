@@ -23,6 +23,7 @@ const (
 	codeNotWebSocket     = "websocket_required"
 	codeTooManyIDs       = "too_many_ids"
 	codeMethodNotAllowed = "method_not_allowed"
+	codeWrongReplica     = "wrong_replica"
 )
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.

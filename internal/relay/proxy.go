@@ -66,10 +66,15 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	t := s.lookup(id)
 	if t == nil {
-		s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
-		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+		s.routeMiss(w, r, id, rest, kind, claims.Subject) // forward.go
 		return
 	}
+	s.serveLocal(w, r, t, kind, rest, claims.Subject, false)
+}
+
+// serveLocal carries an exchange over t, a tunnel registered here. hop marks a request forwarded by a peer, whose
+// forwarding headers are kept as the peer set them.
+func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelConn, kind, rest, subject string, hop bool) {
 	if n := t.active.Add(1); n > int64(s.cfg.MaxStreamsPerHost) {
 		t.active.Add(-1)
 		s.countExchange(kind, "too_many_streams", http.StatusTooManyRequests)
@@ -82,7 +87,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
 		s.metrics.activeStreams.Dec()
 	}()
 
-	ex := &exchange{t: t, path: rest, subject: claims.Subject, start: time.Now()}
+	ex := &exchange{t: t, path: rest, subject: subject, start: time.Now(), hop: hop}
 	if kind == "websocket" {
 		s.proxyWebSocket(w, r, ex)
 		return
@@ -104,6 +109,7 @@ type exchange struct {
 	path    string // escaped path to forward
 	subject string
 	start   time.Time
+	hop     bool // forwarded by a peer replica
 }
 
 func (s *Server) countExchange(kind, outcome string, status int) {
@@ -132,15 +138,26 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = "host"
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
-	if s.cfg.TrustForwardedFor {
-		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-			out.Header["X-Forwarded-For"] = prior
+	if ex.hop {
+		// The replica that forwarded the request set these by its own trust rules.
+		for _, k := range forwardedHeaders {
+			if v := pr.In.Header[k]; len(v) > 0 {
+				out.Header[k] = v
+			}
 		}
+	} else {
+		if s.cfg.TrustForwardedFor {
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				out.Header["X-Forwarded-For"] = prior
+			}
+		}
+		pr.SetXForwarded()
 	}
-	pr.SetXForwarded()
 	out.Host = pr.In.Host
 	out.Header.Del("Authorization")
 	out.Header.Del(HeaderSubject)
+	delete(out.Header, headerHop)
+	delete(out.Header, headerHopSubject)
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
@@ -148,6 +165,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	// the outgoing map after the body, so they must be the same map (Clone gave Out an empty copy).
 	out.Trailer = pr.In.Trailer
 }
+
+// forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards.
+var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
 
 // setPath points u at the escaped path p.
 func setPath(u *url.URL, p string) {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,19 +59,40 @@ type Config struct {
 	MaxBatchIDs int
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
+
+	// Scale-out (docs/scaling.md). With the zero values the relay is a single node: a request for a host without
+	// a tunnel here is answered 503 at once.
+
+	// InternalURL is the base URL (scheme://host:port) at which peers reach this replica's InternalHandler; Run
+	// advertises it in the directory. If empty, peers cannot forward to this replica.
+	InternalURL string
+	// ClusterSecret keys the HMAC that authenticates requests between replicas. If empty, forwarding is off both
+	// ways: this replica forwards nothing and its InternalHandler refuses everything.
+	ClusterSecret []byte
+	// RouteMode is RouteForward or RouteFlyReplay. If empty, RouteForward.
+	RouteMode string
+	// MissWait is how long a request for a host connected nowhere is held, waiting for the host to connect to any
+	// replica, before it is answered 503. Zero (or negative) answers at once; `switchboard serve` defaults to 2 s.
+	MissWait time.Duration
 }
 
 // Server is the relay. It is an http.Handler.
 type Server struct {
 	// Immutable after New.
 	cfg     Config
-	dir     directory.Directory
+	dir     *timedDirectory
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
 	mux     *http.ServeMux
 	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
+
+	// Scale-out; immutable after New except where noted.
+	cluster       *clusterMetrics
+	fwd           *httputil.ReverseProxy // forwards to peers
+	peerTransport *http.Transport
+	peerURLs      peerURLs // has its own lock
 
 	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
 	ctx    context.Context
@@ -81,8 +103,15 @@ type Server struct {
 	closed   atomic.Bool
 
 	// Guarded by mu.
-	mu      sync.Mutex
-	tunnels map[string]*tunnelConn
+	mu        sync.Mutex
+	tunnels   map[string]*tunnelConn
+	settingUp int // tunnels between reserveSlot and register: they count against MaxTunnels
+
+	// Entries accepted while the directory was unreachable (claimLocally), to be written behind. Guarded by
+	// behindMu, which is never held with mu.
+	behindMu       sync.Mutex
+	behind         map[string]directory.Entry
+	lastLocalEpoch uint64
 }
 
 // New validates cfg, applies defaults and returns a Server. It starts nothing.
@@ -122,6 +151,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatchIDs <= 0 {
 		cfg.MaxBatchIDs = 100
 	}
+	switch cfg.RouteMode {
+	case "":
+		cfg.RouteMode = RouteForward
+	case RouteForward, RouteFlyReplay:
+	default:
+		return nil, fmt.Errorf("relay: Config.RouteMode %q: want %q or %q", cfg.RouteMode, RouteForward, RouteFlyReplay)
+	}
+	if cfg.InternalURL != "" {
+		if u, err := url.Parse(cfg.InternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("relay: Config.InternalURL %q is not an absolute http(s) URL", cfg.InternalURL)
+		}
+	}
 	if cfg.Registerer == nil {
 		reg := prometheus.NewRegistry()
 		cfg.Registerer = reg
@@ -130,18 +171,24 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:     cfg,
-		dir:     cfg.Directory,
-		log:     cfg.Logger,
-		metrics: newMetrics(cfg.Registerer),
-		limiter: newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
-		tunnels: make(map[string]*tunnelConn),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(cfg.Registerer),
+		cluster:  newClusterMetrics(cfg.Registerer),
+		limiter:  newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		tunnels:  make(map[string]*tunnelConn),
+		behind:   make(map[string]directory.Entry),
+		peerURLs: peerURLs{byID: make(map[string]*url.URL)},
 	}
-	if s.dir == nil {
-		s.dir = directory.NewMemory()
+	dir := cfg.Directory
+	if dir == nil {
+		dir = directory.NewMemory()
 		s.ownDir = true
 	}
+	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors}
 	s.rp = s.newReverseProxy()
+	s.peerTransport = s.newPeerTransport()
+	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET "+tunnel.Path, s.handleTunnel)
@@ -180,11 +227,25 @@ func (s *Server) MetricsHandler() http.Handler {
 }
 
 // Run runs the relay's background upkeep until ctx ends or the Server closes: tunnel liveness pings (without Run,
-// dead tunnels are found only by the agents' own pings and TCP) and rate-limiter sweeping.
+// dead tunnels are found only by the agents' own pings and TCP), rate-limiter sweeping, advertising InternalURL,
+// writing behind entries accepted while the directory was unreachable, and the directory's own Run loop if it has
+// one (directory.Redis: the replica lease and re-assertion after data loss).
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // before wg.Wait
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
 	wg.Go(func() { s.pingLoop(ctx) })
+	wg.Go(func() { s.clusterLoop(ctx) })
+	if r, ok := s.dir.Directory.(runner); ok {
+		wg.Go(func() {
+			if err := r.Run(ctx); err != nil {
+				s.log.Error("directory upkeep stopped", "err", err)
+			}
+		})
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

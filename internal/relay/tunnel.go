@@ -69,18 +69,21 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
 		return
 	}
-	s.mu.Lock()
-	n := len(s.tunnels)
-	s.mu.Unlock()
-	if n >= s.cfg.MaxTunnels {
-		reject(http.StatusServiceUnavailable, codeTooManyTunnels, "relay is at its tunnel limit", regFull)
-		return
-	}
 	id := r.Header.Get(tunnel.HeaderHostID)
 	if !validHostID(id) {
 		reject(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
 		return
 	}
+	if !s.reserveSlot(id) {
+		reject(http.StatusServiceUnavailable, codeTooManyTunnels, "relay is at its tunnel limit", regFull)
+		return
+	}
+	handedOff := false // to serveTunnel, whose register gives the slot back
+	defer func() {
+		if !handedOff {
+			s.releaseSlot()
+		}
+	}()
 	token, _ := auth.FromRequest(r)
 	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
 	if err != nil {
@@ -100,11 +103,18 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	meta := metadataFrom(r.Header)
 
 	// Claim before the upgrade so the 101 can carry the epoch.
+	prev := s.prevOwner(r.Context(), id) // another replica holding this host, to be told it lost it
 	entry, err := s.dir.Claim(r.Context(), id, s.cfg.Replica, meta)
 	if err != nil {
-		s.log.Error("directory claim failed", "host_id", id, "err", err)
-		reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
-		return
+		var ok bool
+		if entry, ok = s.claimLocally(id, meta); !ok {
+			s.log.Error("directory claim failed", "host_id", id, "err", err)
+			reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
+			return
+		}
+		prev = ""
+		s.log.Warn("directory claim failed; tunnel accepted here and written behind", "host_id", id,
+			"epoch", entry.Epoch, "err", err)
 	}
 	nc, closeConn, ok := s.upgradeTunnel(w, r, entry.Epoch)
 	if !ok {
@@ -119,9 +129,13 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("tunnel setup failed", "host_id", id, "err", err)
 		return
 	}
+	if prev != "" {
+		s.wg.Go(func() { s.notifyEvict(prev, id, entry.Epoch) }) // this handler holds the group
+	}
 	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
 	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
 	remote := clientIP(r)
+	handedOff = true
 	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	go func() {
 		defer s.wg.Done()
@@ -265,11 +279,13 @@ func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, clos
 	return t, nil
 }
 
-// register installs t as its host's tunnel and returns the tunnel it replaced, if any. A tunnel with an older
+// register installs t as its host's tunnel and returns the tunnel it replaced, if any. It gives back the slot
+// handleTunnel reserved for t. A tunnel with an older
 // epoch than the one registered never replaces it: then current is false and t is stale.
 func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settingUp-- // the slot reserved by handleTunnel becomes the registration (or is given up)
 	if s.closed.Load() {
 		// Close has taken (or is taking) its snapshot of tunnels to close: t would be missed.
 		return nil, false

@@ -157,10 +157,14 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	auth.StripQueryToken(out.URL)
 	out.Header.Del("Authorization")
 	out.Header.Del(HeaderSubject)
+	delete(out.Header, headerHop)
+	delete(out.Header, headerHopSubject)
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
-	setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
+	if !ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set
+		setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
+	}
 	out.Body = nil
 	out.ContentLength = 0
 	out.RequestURI = ""

@@ -1,0 +1,51 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// clusterMetrics are the series of routing between replicas and of the directory.
+type clusterMetrics struct {
+	dirSeconds *prometheus.HistogramVec // op
+	dirErrors  *prometheus.CounterVec   // op
+	forwards   *prometheus.CounterVec   // outcome
+	missWaits  *prometheus.CounterVec   // outcome
+}
+
+// Forward outcomes (switchboard_forwards_total). The first group is counted by the replica that forwards, the
+// second by the replica that receives.
+const (
+	fwdOK              = "ok"
+	fwdFlyReplay       = "fly_replay"
+	fwdPeerUnreachable = "peer_unreachable"
+	fwdPeerTimeout     = "peer_timeout"
+	fwdPeerFailed      = "peer_failed"
+	fwdClientGone      = "client_gone"
+
+	fwdReceived     = "received"
+	fwdReceivedMiss = "received_miss"
+	fwdRejected     = "rejected"
+)
+
+func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
+	m := &clusterMetrics{
+		dirSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "switchboard", Name: "directory_op_seconds",
+			Help:    "Latency of directory operations by op (claim, release, lookup, records, advertise, peer_url, reassert).",
+			Buckets: []float64{.00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op"}),
+		dirErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "directory_errors_total",
+			Help: "Directory operations that failed, by op (not found is not an error).",
+		}, []string{"op"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "forwards_total",
+			Help: "Exchanges routed between replicas by outcome: sent (ok, fly_replay, peer_unreachable, peer_timeout, " +
+				"peer_failed, client_gone) and received (received, received_miss, rejected).",
+		}, []string{"outcome"}),
+		missWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "miss_waits_total",
+			Help: "Requests held for a host connected nowhere, by outcome (appeared, timed_out, client_gone).",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits)
+	return m
+}

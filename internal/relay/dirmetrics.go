@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+)
+
+// Directory operation labels of switchboard_directory_op_seconds and switchboard_directory_errors_total.
+const (
+	opClaim     = "claim"
+	opRelease   = "release"
+	opLookup    = "lookup"
+	opRecords   = "records"
+	opAdvertise = "advertise"
+	opPeerURL   = "peer_url"
+	opReassert  = "reassert"
+)
+
+// timedDirectory measures every call the relay makes to its directory. ErrNotFound is an answer, not an error.
+type timedDirectory struct {
+	directory.Directory
+	seconds *prometheus.HistogramVec // op
+	errors  *prometheus.CounterVec   // op
+}
+
+func (d *timedDirectory) observe(op string, start time.Time, err error) {
+	d.seconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, directory.ErrNotFound) {
+		d.errors.WithLabelValues(op).Inc()
+	}
+}
+
+func (d *timedDirectory) Claim(ctx context.Context, hostID, replica string, meta directory.Metadata) (directory.Entry, error) {
+	start := time.Now()
+	e, err := d.Directory.Claim(ctx, hostID, replica, meta)
+	d.observe(opClaim, start, err)
+	return e, err
+}
+
+func (d *timedDirectory) Release(ctx context.Context, hostID string, epoch uint64) (bool, error) {
+	start := time.Now()
+	ok, err := d.Directory.Release(ctx, hostID, epoch)
+	d.observe(opRelease, start, err)
+	return ok, err
+}
+
+func (d *timedDirectory) Lookup(ctx context.Context, hostID string) (directory.Entry, error) {
+	start := time.Now()
+	e, err := d.Directory.Lookup(ctx, hostID)
+	d.observe(opLookup, start, err)
+	return e, err
+}
+
+func (d *timedDirectory) Records(ctx context.Context, hostIDs []string) ([]directory.Record, error) {
+	start := time.Now()
+	r, err := d.Directory.Records(ctx, hostIDs)
+	d.observe(opRecords, start, err)
+	return r, err
+}
+
+// peers returns the directory's Peers, or nil if it has none.
+func (d *timedDirectory) peers() directory.Peers {
+	p, _ := d.Directory.(directory.Peers)
+	return p
+}
+
+// advertise records this replica's internal URL, if the directory keeps peers.
+func (d *timedDirectory) advertise(ctx context.Context, replica, url string) error {
+	p := d.peers()
+	if p == nil {
+		return nil
+	}
+	start := time.Now()
+	err := p.Advertise(ctx, replica, url)
+	d.observe(opAdvertise, start, err)
+	return err
+}
+
+// peerURL returns replica's internal URL, or ErrNotFound when the directory keeps no peers.
+func (d *timedDirectory) peerURL(ctx context.Context, replica string) (string, error) {
+	p := d.peers()
+	if p == nil {
+		return "", directory.ErrNotFound
+	}
+	start := time.Now()
+	u, err := p.PeerURL(ctx, replica)
+	d.observe(opPeerURL, start, err)
+	return u, err
+}
+
+// reasserter is implemented by directories that can write back entries they lost (directory.Redis).
+type reasserter interface {
+	Reassert(ctx context.Context, entries []directory.Entry) (int, error)
+}
+
+// reassert writes entries back if the directory supports it; ok is false if it does not.
+func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry) (ok bool, err error) {
+	r, isR := d.Directory.(reasserter)
+	if !isR {
+		return false, nil
+	}
+	start := time.Now()
+	_, err = r.Reassert(ctx, entries)
+	d.observe(opReassert, start, err)
+	return true, err
+}
+
+// runner is implemented by directories with background upkeep (directory.Redis: the replica lease).
+type runner interface {
+	Run(ctx context.Context) error
+}

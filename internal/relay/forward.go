@@ -1,0 +1,328 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
+)
+
+// Route modes (Config.RouteMode).
+const (
+	// RouteForward forwards every request for a host held by another replica to that replica's internal listener.
+	RouteForward = "forward"
+	// RouteFlyReplay answers plain HTTP requests for a host held by another replica with the header
+	// "fly-replay: instance=<replica id>", so that Fly.io's proxy replays them there; WebSocket upgrades and
+	// streaming requests (Accept: text/event-stream) are still forwarded.
+	RouteFlyReplay = "fly-replay"
+)
+
+// missPoll is how often a request held on a miss looks for its host again.
+const missPoll = 25 * time.Millisecond
+
+// forwardKey carries a forwarded exchange in its request's context.
+type forwardKey struct{}
+
+// forwardEx is one client exchange forwarded to the replica that holds the host's tunnel.
+type forwardEx struct {
+	peer    *url.URL
+	subject string
+	status  int    // status of the peer's answer; 0 if none
+	outcome string // set by forwardError
+}
+
+// routeMiss serves a request for a host with no tunnel here: forward it to the replica that holds the tunnel (or
+// ask Fly to replay it there), else hold it up to MissWait for the host to connect anywhere, then answer 503.
+func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kind, subject string) {
+	var deadline time.Time
+	var tick *time.Ticker // set when a hold-on-miss wait begins
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	for {
+		if t := s.lookup(id); t != nil {
+			s.countMissWait(tick, missAppeared)
+			s.serveLocal(w, r, t, kind, rest, subject, false)
+			return
+		}
+		if e, err := s.dir.Lookup(r.Context(), id); err == nil {
+			if e.Replica != s.cfg.Replica {
+				if peer, err := s.peer(r.Context(), e.Replica); err == nil {
+					s.countMissWait(tick, missAppeared)
+					s.routeRemote(w, r, e.Replica, peer, kind, subject)
+					return
+				}
+			} else {
+				// Named here without a tunnel here: being registered right now, or stale.
+				s.repairStale(e)
+			}
+		}
+		if tick == nil {
+			if s.cfg.MissWait <= 0 {
+				break
+			}
+			deadline = time.Now().Add(s.cfg.MissWait)
+			tick = time.NewTicker(missPoll)
+		}
+		if !time.Now().Before(deadline) {
+			s.countMissWait(tick, missTimedOut)
+			break
+		}
+		select {
+		case <-r.Context().Done():
+			s.countMissWait(tick, missClientGone)
+			s.countExchange(kind, "client_gone", 499)
+			return
+		case <-tick.C:
+		}
+	}
+	s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
+	writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+}
+
+// Hold-on-miss outcomes (switchboard_miss_waits_total).
+const (
+	missAppeared   = "appeared"
+	missTimedOut   = "timed_out"
+	missClientGone = "client_gone"
+)
+
+// countMissWait counts the end of a hold-on-miss wait, if one began (tick is its ticker).
+func (s *Server) countMissWait(tick *time.Ticker, outcome string) {
+	if tick != nil {
+		s.cluster.missWaits.WithLabelValues(outcome).Inc()
+	}
+}
+
+// routeRemote sends a request for a host held by replica: a fly-replay answer, or a forward to its internal URL.
+func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica string, peer *url.URL, kind, subject string) {
+	if s.cfg.RouteMode == RouteFlyReplay && kind == "http" && !headerHasToken(r.Header, "Accept", "text/event-stream") &&
+		r.Header.Get("Fly-Replay-Src") == "" {
+		// A request Fly already replayed (Fly-Replay-Src) is forwarded instead: the directory may have moved on,
+		// and replaying again could loop.
+		s.cluster.forwards.WithLabelValues(fwdFlyReplay).Inc()
+		w.Header().Set("Fly-Replay", "instance="+replica)
+		writeError(w, http.StatusConflict, codeWrongReplica, "this replica does not hold the host's tunnel; replay at instance "+replica)
+		return
+	}
+	fw := &forwardEx{peer: peer, subject: subject}
+	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	if fw.outcome == "" {
+		fw.outcome = fwdOK
+	}
+	s.cluster.forwards.WithLabelValues(fw.outcome).Inc()
+}
+
+// newForwardProxy builds the proxy that forwards client exchanges (HTTP, streams and WebSocket upgrades alike) to
+// peers; the peer of each request travels in its context.
+func (s *Server) newForwardProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:   s.rewriteForward,
+		Transport: s.peerTransport,
+		// SSE and chunked answers are flushed at once by ReverseProxy itself; sized ones within flushLatency.
+		FlushInterval: flushLatency,
+		ErrorHandler:  s.forwardError,
+		ModifyResponse: func(resp *http.Response) error {
+			if fw, ok := resp.Request.Context().Value(forwardKey{}).(*forwardEx); ok {
+				fw.status = resp.StatusCode
+			}
+			return nil
+		},
+		BufferPool: bufferPool{},
+		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// newPeerTransport is the HTTP client of the internal listeners of peers.
+func (s *Server) newPeerTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		// The owner answers 504 itself after its idle timeout; this only catches an owner that hangs.
+		ResponseHeaderTimeout: s.cfg.IdleTimeout + 10*time.Second,
+		DisableCompression:    true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// rewriteForward prepares a forwarded request: same path and query (token removed), forwarding headers set by this
+// replica's trust rules, credentials removed, the verified subject and the hop signature in.
+func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
+	fw := pr.In.Context().Value(forwardKey{}).(*forwardEx)
+	out := pr.Out
+	out.URL.Scheme = fw.peer.Scheme
+	out.URL.Host = fw.peer.Host
+	auth.StripQueryToken(out.URL)
+	if s.cfg.TrustForwardedFor {
+		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+			out.Header["X-Forwarded-For"] = prior
+		}
+	}
+	pr.SetXForwarded()
+	out.Host = pr.In.Host
+	out.Header.Del("Authorization")
+	out.Header.Del(HeaderSubject)
+	s.signHop(out, fw.subject)
+	out.Trailer = pr.In.Trailer
+}
+
+// forwardError answers a forward that failed before the peer answered.
+func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error) {
+	fw, _ := r.Context().Value(forwardKey{}).(*forwardEx)
+	set := func(o string) {
+		if fw != nil {
+			fw.outcome = o
+		}
+	}
+	var op *net.OpError
+	switch {
+	case r.Context().Err() != nil:
+		set(fwdClientGone)
+	case errors.As(err, &op) && op.Op == "dial":
+		set(fwdPeerUnreachable)
+		s.log.Warn("owner replica unreachable", "err", err)
+		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "the replica holding the host's tunnel is unreachable")
+	case isTimeout(err):
+		set(fwdPeerTimeout)
+		writeError(w, http.StatusGatewayTimeout, codeUpstreamTimeout, "the replica holding the host's tunnel did not answer in time")
+	default:
+		set(fwdPeerFailed)
+		s.log.Debug("forward failed", "err", err)
+		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "forwarding to the replica holding the host's tunnel failed")
+	}
+}
+
+// peerURLs caches parsed internal URLs of peers.
+type peerURLs struct {
+	mu   sync.Mutex
+	byID map[string]*url.URL // raw URL → parsed
+}
+
+// peer returns the internal base URL of replica.
+func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
+	if len(s.cfg.ClusterSecret) == 0 {
+		return nil, errors.New("forwarding disabled: no cluster secret")
+	}
+	raw, err := s.dir.peerURL(ctx, replica)
+	if err != nil {
+		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
+	}
+	s.peerURLs.mu.Lock()
+	defer s.peerURLs.mu.Unlock()
+	if u, ok := s.peerURLs.byID[raw]; ok {
+		return u, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
+	}
+	if len(s.peerURLs.byID) > 1024 {
+		clear(s.peerURLs.byID)
+	}
+	s.peerURLs.byID[raw] = u
+	return u, nil
+}
+
+// prevOwner returns the replica that holds hostID's tunnel according to the directory, if it is another replica
+// and forwarding is on; "" otherwise. It is asked before a claim, so the previous owner can be told to close its
+// tunnel. It waits at most a moment: an unreachable directory must not slow registration much.
+func (s *Server) prevOwner(ctx context.Context, hostID string) string {
+	if len(s.cfg.ClusterSecret) == 0 {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
+	e, err := s.dir.Lookup(ctx, hostID)
+	if err != nil || e.Replica == s.cfg.Replica {
+		return ""
+	}
+	return e.Replica
+}
+
+// claimLocally accepts a tunnel while the directory is unreachable: the entry gets an epoch from this replica's
+// clock (Unix microseconds, the directory's own floor) and is written behind by the cluster loop. It reports false
+// when the directory cannot take entries written behind (it has no Reassert).
+func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Entry, bool) {
+	if _, ok := s.dir.Directory.(reasserter); !ok {
+		return directory.Entry{}, false
+	}
+	now := time.Now()
+	s.behindMu.Lock()
+	defer s.behindMu.Unlock()
+	epoch := max(uint64(now.UnixMicro()), s.lastLocalEpoch+1)
+	s.lastLocalEpoch = epoch
+	e := directory.Entry{HostID: id, Replica: s.cfg.Replica, Epoch: epoch, ConnectedAt: now, Metadata: meta}
+	s.behind[id] = e
+	return e, true
+}
+
+// writeBehind writes the entries accepted while the directory was unreachable, for tunnels still registered here.
+func (s *Server) writeBehind(ctx context.Context) {
+	s.behindMu.Lock()
+	pending := make([]directory.Entry, 0, len(s.behind))
+	for id, e := range s.behind {
+		if t := s.lookup(id); t != nil && t.epoch == e.Epoch {
+			pending = append(pending, e)
+		} else if t == nil || t.epoch > e.Epoch {
+			delete(s.behind, id) // the tunnel ended or was replaced: nothing to write
+		}
+	}
+	s.behindMu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	if _, err := s.dir.reassert(ctx, pending); err != nil {
+		s.log.Debug("write-behind of directory entries failed; will retry", "entries", len(pending), "err", err)
+		return
+	}
+	s.behindMu.Lock()
+	for _, e := range pending {
+		if s.behind[e.HostID].Epoch == e.Epoch {
+			delete(s.behind, e.HostID)
+		}
+	}
+	s.behindMu.Unlock()
+	s.log.Info("directory entries written behind", "entries", len(pending))
+}
+
+// advertiseEvery is how often the cluster loop re-advertises this replica's internal URL.
+const advertiseEvery = 2 * time.Second
+
+// clusterLoop advertises this replica's internal URL and writes entries behind, until ctx ends.
+func (s *Server) clusterLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var advertised time.Time
+	for {
+		if s.cfg.InternalURL != "" && time.Since(advertised) >= advertiseEvery {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := s.dir.advertise(actx, s.cfg.Replica, s.cfg.InternalURL); err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("advertising the internal url failed", "err", err)
+				}
+			} else {
+				advertised = time.Now()
+			}
+			cancel()
+		}
+		s.writeBehind(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

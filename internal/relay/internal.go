@@ -1,0 +1,280 @@
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// Headers of a request sent from one replica to another (see docs/scaling.md).
+//
+//	Switchboard-Hop: <sending replica id>,<unix seconds>,<hex HMAC-SHA256>
+//	Switchboard-Hop-Subject: <verified client subject, query-escaped>   (absent if none)
+//
+// The HMAC is keyed with the cluster secret over
+//
+//	"switchboard-hop-v1\n" + replica + "\n" + unix + "\n" + method + "\n" + request-URI + "\n" + subject
+//
+// so a hop cannot be forged without the secret, nor moved to another method, path, host or subject. The receiver
+// accepts it for hopMaxAge either side of its own clock. Both headers are removed before a request reaches a host.
+const (
+	headerHop        = "Switchboard-Hop"
+	headerHopSubject = "Switchboard-Hop-Subject"
+)
+
+// hopMaxAge bounds how far a hop's timestamp may be from the receiver's clock (replay window and clock skew).
+const hopMaxAge = 30 * time.Second
+
+// evictPath is the internal endpoint by which a replica that claimed a host tells the previous owner to close its
+// older tunnel: POST /internal/v1/evict?host=ID&epoch=N.
+const evictPath = "/internal/v1/evict"
+
+// errHop is the cause of every refused hop.
+var errHop = errors.New("hop not authenticated")
+
+// hopMAC computes the hop signature.
+func hopMAC(secret []byte, replica, unix, method, requestURI, subject string) string {
+	m := hmac.New(sha256.New, secret)
+	for _, p := range []string{"switchboard-hop-v1", replica, unix, method, requestURI} {
+		_, _ = io.WriteString(m, p)
+		_, _ = io.WriteString(m, "\n")
+	}
+	_, _ = io.WriteString(m, subject)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// signHop sets the hop headers on out, a request from this replica to a peer. out.URL must be final.
+func (s *Server) signHop(out *http.Request, subject string) {
+	unix := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hopMAC(s.cfg.ClusterSecret, s.cfg.Replica, unix, out.Method, out.URL.RequestURI(), subject)
+	out.Header.Set(headerHop, s.cfg.Replica+","+unix+","+mac)
+	if subject != "" {
+		out.Header.Set(headerHopSubject, url.QueryEscape(subject))
+	} else {
+		out.Header.Del(headerHopSubject)
+	}
+}
+
+// verifyHop checks the hop headers of r, a request on the internal listener, and returns the sending replica and
+// the client subject it vouches for.
+func (s *Server) verifyHop(r *http.Request, now time.Time) (from, subject string, err error) {
+	if len(s.cfg.ClusterSecret) == 0 {
+		return "", "", fmt.Errorf("%w: no cluster secret configured", errHop)
+	}
+	v := r.Header.Get(headerHop)
+	i := strings.LastIndexByte(v, ',')
+	if i < 0 {
+		return "", "", fmt.Errorf("%w: missing or malformed %s", errHop, headerHop)
+	}
+	head, mac := v[:i], v[i+1:]
+	j := strings.LastIndexByte(head, ',')
+	if j <= 0 {
+		return "", "", fmt.Errorf("%w: malformed %s", errHop, headerHop)
+	}
+	from, unix := head[:j], head[j+1:]
+	ts, err := strconv.ParseInt(unix, 10, 64)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: bad timestamp", errHop)
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > hopMaxAge || d < -hopMaxAge {
+		return "", "", fmt.Errorf("%w: timestamp %v away from this replica's clock", errHop, d.Round(time.Second))
+	}
+	if raw := r.Header.Get(headerHopSubject); raw != "" {
+		if subject, err = url.QueryUnescape(raw); err != nil {
+			return "", "", fmt.Errorf("%w: bad subject encoding", errHop)
+		}
+	}
+	want := hopMAC(s.cfg.ClusterSecret, from, unix, r.Method, r.RequestURI, subject)
+	if !hmac.Equal([]byte(mac), []byte(want)) {
+		return "", "", fmt.Errorf("%w: bad signature", errHop)
+	}
+	return from, subject, nil
+}
+
+// InternalHandler serves requests from peer replicas: forwarded client exchanges for hosts whose tunnels are here,
+// and eviction notices. Every request must carry a valid hop signature (Config.ClusterSecret); others get 403.
+// A forwarded request is never forwarded again: if the host's tunnel is not here it is answered 503. Serve it on a
+// listener that only peers can reach (Config.InternalURL names it to them).
+func (s *Server) InternalHandler() http.Handler { return http.HandlerFunc(s.serveInternal) }
+
+func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
+	from, subject, err := s.verifyHop(r, time.Now())
+	if err != nil {
+		s.cluster.forwards.WithLabelValues(fwdRejected).Inc()
+		s.log.Warn("internal request refused", "err", err, "remote", clientIP(r))
+		writeError(w, http.StatusForbidden, codeForbidden, "requests between replicas must be signed with the cluster secret")
+		return
+	}
+	switch {
+	case strings.HasPrefix(r.URL.Path, hostsPrefix):
+		s.handleForwarded(w, r, subject)
+	case r.URL.Path == evictPath && r.Method == http.MethodPost:
+		s.handleEvict(w, r, from)
+	default:
+		writeError(w, http.StatusNotFound, codeNotFound, "no such internal endpoint")
+	}
+}
+
+// handleForwarded serves an exchange a peer forwarded here because the directory named this replica as the owner.
+func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject string) {
+	id, rest, err := splitHostPath(r.URL.EscapedPath())
+	if err != nil || !validHostID(id) {
+		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
+		return
+	}
+	kind := "http"
+	if websocketRequested(r) {
+		kind = "websocket"
+	}
+	t := s.lookup(id)
+	if t == nil {
+		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.
+		t = s.awaitLocal(r.Context(), id)
+	}
+	if t == nil {
+		s.cluster.forwards.WithLabelValues(fwdReceivedMiss).Inc()
+		s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
+		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+		return
+	}
+	s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
+	s.serveLocal(w, r, t, kind, rest, subject, true)
+}
+
+// awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with
+// a claim younger than registerWindow, for at most registerWindow. Otherwise it repairs a stale entry naming this
+// replica and returns nil at once.
+func (s *Server) awaitLocal(ctx context.Context, hostID string) *tunnelConn {
+	ctx, cancel := context.WithTimeout(ctx, registerWindow)
+	defer cancel()
+	tick := time.NewTicker(missPoll)
+	defer tick.Stop()
+	for {
+		e, err := s.dir.Lookup(ctx, hostID)
+		if err != nil || e.Replica != s.cfg.Replica {
+			return s.lookup(hostID)
+		}
+		if time.Since(e.ConnectedAt) >= registerWindow {
+			s.repairStale(e)
+			return s.lookup(hostID)
+		}
+		select {
+		case <-ctx.Done():
+			return s.lookup(hostID)
+		case <-tick.C:
+		}
+		if t := s.lookup(hostID); t != nil {
+			return t
+		}
+	}
+}
+
+// registerWindow bounds the time between a tunnel's directory claim and its local registration (the upgrade and
+// the agent's control stream): an entry naming this replica without a local tunnel is stale only when older.
+const registerWindow = controlAcceptTimeout + 5*time.Second
+
+// repairStale releases e, an entry naming this replica that is older than registerWindow, if no tunnel here holds
+// its host: a release that failed, or a crash between claim and cleanup, left it behind.
+func (s *Server) repairStale(e directory.Entry) {
+	if e.Replica != s.cfg.Replica || time.Since(e.ConnectedAt) < registerWindow || s.lookup(e.HostID) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	ok, err := s.dir.Release(ctx, e.HostID, e.Epoch)
+	if err != nil {
+		s.log.Warn("stale directory entry not repaired", "host_id", e.HostID, "epoch", e.Epoch, "err", err)
+		return
+	}
+	if ok {
+		s.log.Info("stale directory entry released: it named this replica, which holds no such tunnel",
+			"host_id", e.HostID, "epoch", e.Epoch)
+	}
+}
+
+// handleEvict closes the local tunnel of a host that another replica has claimed with a newer epoch.
+func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string) {
+	q := r.URL.Query()
+	id := q.Get("host")
+	epoch, err := strconv.ParseUint(q.Get("epoch"), 10, 64)
+	if !validHostID(id) || err != nil {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "evict needs host and epoch")
+		return
+	}
+	if t := s.lookup(id); t != nil && t.epoch < epoch {
+		s.evictLocal(t, from, epoch)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// evictLocal closes t as replaced by a newer tunnel on replica from.
+func (s *Server) evictLocal(t *tunnelConn, from string, epoch uint64) {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1) // under mu, so Close is not waiting yet
+	s.mu.Unlock()
+	s.metrics.registrations.WithLabelValues(regReplaced).Inc()
+	t.log.Info("tunnel replaced by a newer registration on another replica", "new_epoch", epoch, "new_replica", from)
+	go func() {
+		defer s.wg.Done()
+		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+	}()
+}
+
+// notifyEvict tells replica, the previous owner of hostID, that this replica now holds it with epoch. Failures
+// are logged: the old tunnel then lingers on that replica (serving only requests that land there) until it ends.
+func (s *Server) notifyEvict(replica, hostID string, epoch uint64) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	base, err := s.peer(ctx, replica)
+	if err != nil {
+		s.log.Warn("previous owner not told of the newer tunnel", "host_id", hostID, "previous_replica", replica, "err", err)
+		return
+	}
+	u := *base
+	u.Path = evictPath
+	u.RawQuery = url.Values{"host": {hostID}, "epoch": {strconv.FormatUint(epoch, 10)}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return
+	}
+	s.signHop(req, "")
+	resp, err := s.peerTransport.RoundTrip(req)
+	if err != nil {
+		s.log.Warn("previous owner not told of the newer tunnel", "host_id", hostID, "previous_replica", replica, "err", err)
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		s.log.Warn("previous owner refused the eviction notice", "host_id", hostID, "previous_replica", replica,
+			"status", resp.StatusCode)
+	}
+}
+
+// Owned returns an entry for every tunnel registered here: what this replica re-asserts when the directory lost
+// its data (directory.RedisConfig.Owned).
+func (s *Server) Owned() []directory.Entry {
+	ts := s.snapshot()
+	out := make([]directory.Entry, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, directory.Entry{HostID: t.hostID, Replica: s.cfg.Replica, Epoch: t.epoch,
+			ConnectedAt: t.connectedAt, Metadata: t.meta})
+	}
+	return out
+}

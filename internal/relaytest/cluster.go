@@ -1,0 +1,97 @@
+package relaytest
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/relay"
+)
+
+// ClusterSecret keys the hops between replicas started by these fixtures.
+const ClusterSecret = "relaytest-cluster-secret"
+
+// ReplicaLease is the replica lease of directories made by StartRedisReplica: short, so that tests of lease loss
+// are quick, yet several heartbeats long on a loaded machine.
+const ReplicaLease = 1500 * time.Millisecond
+
+// Replica is one relay replica of a cluster: a Relay, its internal listener and its directory.
+type Replica struct {
+	*Relay
+	ID          string
+	Internal    *httptest.Server // serves Server.InternalHandler
+	InternalURL string
+	Directory   directory.Directory
+}
+
+var replicaSeq atomic.Int64
+
+// StartRelayOn starts a replica on dir with forwarding on (ClusterSecret) and an internal listener, and waits
+// until its internal URL is advertised in dir. The replica id is cfg.Replica if mutate sets it, else a fresh one.
+// mutate, if not nil, adjusts the config before New. Everything is stopped in t.Cleanup; dir is not closed.
+func StartRelayOn(t testing.TB, dir directory.Directory, mutate func(*relay.Config)) *Replica {
+	t.Helper()
+	internal := httptest.NewUnstartedServer(nil)
+	internalURL := "http://" + internal.Listener.Addr().String()
+	var id string
+	r := StartRelay(t, func(c *relay.Config) {
+		c.Directory = dir
+		c.Replica = fmt.Sprintf("replica-%d", replicaSeq.Add(1))
+		c.InternalURL = internalURL
+		c.ClusterSecret = []byte(ClusterSecret)
+		if mutate != nil {
+			mutate(c)
+		}
+		id = c.Replica
+	})
+	internal.Config.Handler = r.InternalHandler()
+	internal.Start()
+	t.Cleanup(func() {
+		internal.CloseClientConnections()
+		internal.Close()
+	})
+	if p, ok := dir.(directory.Peers); ok {
+		Eventually(t, 10*time.Second, "replica "+id+" advertised", func() bool {
+			u, err := p.PeerURL(context.Background(), id)
+			return err == nil && u == internalURL
+		})
+	}
+	return &Replica{Relay: r, ID: id, Internal: internal, InternalURL: internalURL, Directory: dir}
+}
+
+// StartRedisReplica starts replica id on its own Redis directory at addrs under key prefix (replicas of one
+// cluster share addrs and prefix), with lease ReplicaLease and the relay's tunnels re-asserted after data loss.
+// The relay runs the directory's upkeep; the directory is closed in t.Cleanup after the relay.
+func StartRedisReplica(t testing.TB, addrs []string, prefix, id string, mutate func(*relay.Config)) *Replica {
+	t.Helper()
+	var srv atomic.Pointer[relay.Server]
+	dir, err := directory.NewRedis(context.Background(), directory.RedisConfig{
+		Addrs:   addrs,
+		Replica: id,
+		Prefix:  prefix,
+		Lease:   ReplicaLease,
+		Logger:  Logger(t).With("side", "directory"),
+		Owned: func() []directory.Entry {
+			if s := srv.Load(); s != nil {
+				return s.Owned()
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("redis directory for %s: %v", id, err)
+	}
+	t.Cleanup(func() { _ = dir.Close() })
+	r := StartRelayOn(t, dir, func(c *relay.Config) {
+		c.Replica = id
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	srv.Store(r.Server)
+	return r
+}
