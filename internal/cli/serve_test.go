@@ -209,3 +209,40 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	}
 	<-stuck
 }
+
+// TestDrainTimeoutEndsStuckExchanges: an exchange that never finishes holds the relay no longer than
+// --drain-timeout; the relay still exits 0 and the stuck client gets an answer or a closed connection.
+func TestDrainTimeoutEndsStuckExchanges(t *testing.T) {
+	started := make(chan struct{}, 1)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-r.Context().Done()
+	})
+	relay, addr, _ := startRelay(t, withSecret, "--drain-timeout", "1s", "--drain-jitter", "100ms")
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
+		"--upstream", up)
+	tok := mint(t, "client", "--hosts", "h1")
+	waitFor(t, "host online", func() bool {
+		_, body := get("http://"+addr+"/v1/hosts/h1", tok)
+		return strings.Contains(body, `"online":true`)
+	})
+	stuck := make(chan int, 1)
+	go func() {
+		code, _ := get("http://"+addr+"/hosts/h1/stuck", tok)
+		stuck <- code
+	}()
+	<-started
+	sigterm := time.Now()
+	relay.signal(t, syscall.SIGTERM)
+	if code := relay.exitCode(t, 8*time.Second); code != 0 {
+		t.Fatalf("relay exit code %d, want 0", code)
+	}
+	took := time.Since(sigterm)
+	if took < time.Second {
+		t.Fatalf("relay exited %v after SIGTERM, before the 1s drain timeout with an exchange in flight", took)
+	}
+	if code := <-stuck; code == 200 {
+		t.Fatalf("the stuck exchange answered %d", code)
+	}
+	t.Logf("relay exited %v after SIGTERM", took.Round(time.Millisecond))
+}
