@@ -105,10 +105,14 @@ func (l *Listener) run() {
 		}
 		switch {
 		case ev.drain:
+			// A draining relay refuses new tunnels: with more than one relay, move to the next one rather than
+			// spend an attempt and a backoff on this one.
 			l.log.Info("relay asked to move; opening a new tunnel", "delay", ev.delay.String())
 			current, wait = nil, ev.delay
+			relayIx++
 		case ev.code == tunnel.CloseDrain:
 			current, wait = nil, 0
+			relayIx++
 		case ev.code == tunnel.CloseReplaced:
 			l.log.Warn("tunnel replaced by another agent with the same host id", "retry_in", l.cfg.ReplacedBackoff.String())
 			current, wait = nil, l.cfg.ReplacedBackoff

@@ -121,6 +121,11 @@ func (l *Listener) dialRaw(ctx context.Context, relay string, h http.Header) (*c
 	if dl, has := ctx.Deadline(); has {
 		_ = nc.SetDeadline(dl)
 	}
+	// The handshake blocks on the connection, which knows only the deadline: end it as soon as ctx ends (the
+	// listener closing), not when the connect timeout passes.
+	tcp := nc
+	stop := context.AfterFunc(ctx, func() { _ = tcp.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if secure {
 		cfg := &tls.Config{}
 		if l.cfg.TLSConfig != nil {

@@ -26,6 +26,31 @@ func validHostID(id string) bool {
 	return true
 }
 
+// reserveSlot takes a place under MaxTunnels for a tunnel of id about to be set up, or reports false at the limit.
+// Setups in progress hold their place, so a burst of half-open upgrades cannot pass the limit. A tunnel for an id
+// registered here will replace that one, so it needs no new place: a host whose old tunnel is a zombie the relay
+// has not noticed yet can still reconnect at the limit. The place is given back by register or releaseSlot.
+func (s *Server) reserveSlot(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	used := len(s.tunnels) + s.settingUp
+	if s.tunnels[id] != nil {
+		used--
+	}
+	if used >= s.cfg.MaxTunnels {
+		return false
+	}
+	s.settingUp++
+	return true
+}
+
+// releaseSlot gives back the place of a setup that failed before register.
+func (s *Server) releaseSlot() {
+	s.mu.Lock()
+	s.settingUp--
+	s.mu.Unlock()
+}
+
 // ipLimiter rate-limits tunnel upgrades per client IP. Entries idle for a while are swept.
 type ipLimiter struct {
 	limit rate.Limit
