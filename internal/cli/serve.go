@@ -35,8 +35,13 @@ type ServeCmd struct {
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
 	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens." env:"SWITCHBOARD_JWKS_AUDIENCE"`
 
-	Directory string `help:"Tunnel directory: 'memory' (one node)." default:"memory" enum:"memory" env:"SWITCHBOARD_DIRECTORY"`
-	ReplicaID string `help:"Name of this replica (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
+	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
+	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
+	InternalListen    string        `help:"Address of the internal listener peers forward requests to (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
+	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address, if it names one)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
+	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
+	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
+	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
 
 	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
 	DrainJitter       time.Duration `help:"Window over which agents are told to reconnect." default:"2s" env:"SWITCHBOARD_DRAIN_JITTER"`
@@ -95,9 +100,13 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if replica == "" {
 		replica = defaultReplicaID()
 	}
+	cl, err := c.openCluster(ctx, replica, log)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := relay.New(relay.Config{
+	rcfg := relay.Config{
 		Verifier:          verifier,
 		Replica:           replica,
 		Logger:            log,
@@ -111,13 +120,17 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
-	})
+	}
+	cl.configure(c, &rcfg)
+	srv, err := relay.New(rcfg)
 	if err != nil {
+		cl.abort()
 		return &exitError{code: 2, err: err}
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		_ = srv.Close()
+		cl.abort()
 		return &exitError{code: 2, err: fmt.Errorf("listen: %w", err)}
 	}
 	main := &http.Server{
@@ -135,6 +148,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			_ = ln.Close()
 			_ = srv.Close()
+			cl.abort()
 			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
 		}
 		metricsAddr = mln.Addr().String()
@@ -148,8 +162,12 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if mln != nil {
 		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
 	}
+	if is := cl.internalServer(srv, log); is != nil {
+		servers = append(servers, is)
+		wg.Go(func() { serveUntilClosed(is, cl.internal, log) })
+	}
 	log.Info("relay listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "replica", replica,
-		"directory", c.Directory, "auth", c.Auth)
+		"directory", redactDirectory(c.Directory), "internal_url", cl.url, "route_mode", c.RouteMode, "auth", c.Auth)
 
 	<-ctx.Done()
 	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String())
@@ -166,6 +184,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	_ = srv.Close()
 	stopRun()
 	wg.Wait()
+	cl.close(log)
 	log.Info("relay stopped")
 	return nil
 }

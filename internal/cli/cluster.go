@@ -1,0 +1,140 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/relay"
+)
+
+// cluster is the scale-out part of `switchboard serve`: the directory and the internal listener peers forward to.
+type cluster struct {
+	dir      directory.Directory
+	redis    *directory.Redis             // nil with the memory directory
+	internal net.Listener                 // nil without --internal-listen
+	url      string                       // advertised internal URL
+	srv      atomic.Pointer[relay.Server] // set once the relay exists; its tunnels are re-asserted after data loss
+}
+
+// openCluster builds the directory named by --directory and, for Redis, the internal listener. It returns nil
+// with the memory directory and no internal listener.
+func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Logger) (*cluster, error) {
+	cl := &cluster{}
+	if c.Directory == "" || c.Directory == "memory" {
+		if c.InternalListen != "" {
+			return nil, errors.New("--internal-listen needs a shared directory (--directory redis://...)")
+		}
+		return cl, nil
+	}
+	if !strings.Contains(c.Directory, "://") && !strings.Contains(c.Directory, ":") {
+		return nil, fmt.Errorf("--directory %q: want memory, redis://HOST:PORT/DB, rediss://... or a HOST:PORT,HOST:PORT cluster seed list", c.Directory)
+	}
+	cfg, err := directory.ParseRedisURL(c.Directory)
+	if err != nil {
+		return nil, fmt.Errorf("--directory: %w", err)
+	}
+	if c.ClusterSecret == "" {
+		return nil, errors.New("a shared directory needs --cluster-secret (or SWITCHBOARD_CLUSTER_SECRET): replicas authenticate forwarded requests with it")
+	}
+	if c.InternalListen == "" {
+		return nil, errors.New("a shared directory needs --internal-listen: peers forward requests for this replica's hosts there")
+	}
+	cl.url = c.AdvertiseInternal
+	cl.internal, err = net.Listen("tcp", c.InternalListen)
+	if err != nil {
+		return nil, fmt.Errorf("internal listen: %w", err)
+	}
+	if cl.url == "" {
+		host, _, _ := net.SplitHostPort(c.InternalListen)
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			_ = cl.internal.Close()
+			return nil, fmt.Errorf("--internal-listen %s listens on every address: set --advertise-internal to the URL peers should use", c.InternalListen)
+		}
+		cl.url = "http://" + cl.internal.Addr().String()
+	}
+	cfg.Replica = replica
+	cfg.Logger = log
+	cfg.Owned = func() []directory.Entry {
+		if s := cl.srv.Load(); s != nil {
+			return s.Owned()
+		}
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cl.redis, err = directory.NewRedis(dctx, cfg)
+	if err != nil {
+		_ = cl.internal.Close()
+		return nil, fmt.Errorf("--directory: %w", err)
+	}
+	cl.dir = cl.redis
+	return cl, nil
+}
+
+// configure sets the relay's scale-out fields.
+func (cl *cluster) configure(c *ServeCmd, cfg *relay.Config) {
+	cfg.Directory = cl.dir // nil: the relay's own memory directory
+	cfg.InternalURL = cl.url
+	cfg.ClusterSecret = []byte(c.ClusterSecret)
+	cfg.RouteMode = c.RouteMode
+	cfg.MissWait = c.MissWait
+}
+
+// internalServer returns the HTTP server of the internal listener, or nil if there is none.
+func (cl *cluster) internalServer(srv *relay.Server, log *slog.Logger) *http.Server {
+	cl.srv.Store(srv)
+	if cl.internal == nil {
+		return nil
+	}
+	return &http.Server{
+		Handler:           srv.InternalHandler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// close resigns this replica's lease, so its remaining entries stop routing at once, and closes the directory.
+func (cl *cluster) close(log *slog.Logger) {
+	if cl.redis == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := cl.redis.Resign(ctx); err != nil {
+		log.Warn("directory lease not resigned; entries expire with the lease", "err", err)
+	}
+	_ = cl.redis.Close()
+}
+
+// abort undoes openCluster when serve fails before it runs.
+func (cl *cluster) abort() {
+	if cl.internal != nil {
+		_ = cl.internal.Close()
+	}
+	if cl.redis != nil {
+		_ = cl.redis.Close()
+	}
+}
+
+// redactDirectory hides a Redis password in --directory for logs.
+func redactDirectory(s string) string {
+	var parts []string
+	for p := range strings.SplitSeq(s, ",") {
+		if i := strings.Index(p, "://"); i >= 0 {
+			if j := strings.LastIndexByte(p, '@'); j > i {
+				p = p[:i+3] + "REDACTED@" + p[j+1:]
+			}
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ",")
+}
