@@ -528,3 +528,29 @@ func (c *readErr) err() error {
 	defer c.mu.Unlock()
 	return c.first
 }
+
+// TestClusterRedisDownAcceptsTunnels: with Redis stopped, a new tunnel is still accepted and served locally; when
+// Redis comes back empty, the entry is written back and the other replica routes to it.
+func TestClusterRedisDownAcceptsTunnels(t *testing.T) {
+	rs := redistest.StartServer(t)
+	prefix := fmt.Sprintf("c%d:", clusterSeq.Add(1))
+	a := relaytest.StartRedisReplica(t, []string{rs.Addr}, prefix, "A", nil)
+	rs.Stop()
+	relaytest.StartHost(t, a.URL, "h2", textHandler("local"), nil)
+	tok := relaytest.ClientToken(t, "c", "h2")
+	if code, body := getText(t, a.URL+"/hosts/h2/", tok); code != 200 || body != "local" {
+		t.Fatalf("local exchange with Redis down: %d %q", code, body)
+	}
+	rs.Restart()
+	b := relaytest.StartRedisReplica(t, []string{rs.Addr}, prefix, "B", nil)
+	relaytest.Eventually(t, 15*time.Second, "h2 routable via B after Redis returned", func() bool {
+		code, body := getText(t, b.URL+"/hosts/h2/", tok)
+		return code == 200 && body == "local"
+	})
+	if n := metricValue(t, a.Relay, "switchboard_tunnel_registrations_total", "outcome", "ok"); n != 1 {
+		t.Fatalf("A registrations = %v, want 1 (no reconnect)", n)
+	}
+	if n := metricValue(t, a.Relay, "switchboard_directory_errors_total", "op", "claim"); n < 1 {
+		t.Fatalf("A directory claim errors = %v, want ≥ 1", n)
+	}
+}
