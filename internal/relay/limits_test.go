@@ -37,6 +37,19 @@ func TestMalformedWebSocketTunnelTraffic(t *testing.T) {
 		{"a data frame over the window", true, websocket.MessageBinary, []byte{0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0}},
 		{"a text message", true, websocket.MessageText, []byte("hello")},
 	}
+	t.Run("a write on the control stream", func(t *testing.T) {
+		// The control stream carries messages from the relay only: writing on it is a protocol error.
+		rt := dialRawTunnel(t, r.URL, "bad", relaytest.HostToken(t, "bad"), true)
+		if _, err := rt.ctrl.Write([]byte("{\"type\":\"ready\"}\n")); err != nil {
+			t.Fatal(err)
+		}
+		if code := rt.closeCode(t); code != tunnel.CloseProtocol {
+			t.Fatalf("closed with %d, want %d", code, tunnel.CloseProtocol)
+		}
+		if code, body := getText(t, r.URL+"/hosts/good/ok", tok); code != 200 || body != "echoPath /ok" {
+			t.Fatalf("the other host: %d %q", code, body)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rt := dialRawTunnel(t, r.URL, "bad", relaytest.HostToken(t, "bad"), tt.control)
