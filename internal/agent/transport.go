@@ -159,7 +159,10 @@ func (l *Listener) dialRaw(ctx context.Context, relay string, h http.Header) (*c
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, &DialError{Err: fmt.Errorf("%w: %w", errNoRaw, err)}
+		// No answer at all (a relay restarting, a dropped connection) says nothing about whether the path passes
+		// the raw upgrade: fail this attempt, do not give up on raw for good. Proxies that refuse the upgrade
+		// answer with an HTTP status, handled below.
+		return nil, &DialError{Err: fmt.Errorf("read the relay's answer to the raw upgrade: %w", err)}
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
