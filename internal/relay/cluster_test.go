@@ -454,6 +454,12 @@ type bareTunnel struct {
 // dialBareTunnel registers id at relayURL, waits for "ready" and serves body. It is closed in t.Cleanup.
 func dialBareTunnel(t *testing.T, relayURL, id, body string) *bareTunnel {
 	t.Helper()
+	return dialBare(t, relayURL, id, body, true)
+}
+
+// dialBare is dialBareTunnel; without ready it does not wait for the relay's "ready".
+func dialBare(t *testing.T, relayURL, id, body string, ready bool) *bareTunnel {
+	t.Helper()
 	h := http.Header{}
 	h.Set(tunnel.HeaderHostID, id)
 	h.Set("Authorization", "Bearer "+relaytest.HostToken(t, id))
@@ -481,6 +487,10 @@ func dialBareTunnel(t *testing.T, relayURL, id, body string) *bareTunnel {
 	if err != nil {
 		t.Fatalf("control stream: %v", err)
 	}
+	wg.Go(func() { _ = http.Serve(bt.sess, textHandler(body)) })
+	if !ready {
+		return bt
+	}
 	_ = ctrl.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(ctrl).ReadBytes('\n')
 	if err != nil {
@@ -489,7 +499,6 @@ func dialBareTunnel(t *testing.T, relayURL, id, body string) *bareTunnel {
 	if c, err := tunnel.ParseControl(bytes.TrimSpace(line)); err != nil || c.Type != tunnel.ControlReady {
 		t.Fatalf("first control message %q (%v), want ready", line, err)
 	}
-	wg.Go(func() { _ = http.Serve(bt.sess, textHandler(body)) })
 	return bt
 }
 
@@ -501,10 +510,16 @@ func (bt *bareTunnel) closeCode(t *testing.T) websocket.StatusCode {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay did not close the tunnel")
 	}
+	// The session may end on a write error before the read that carries the close frame returns.
+	deadline := time.Now().Add(2 * time.Second)
+	for websocket.CloseStatus(bt.rec.err()) == -1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	return websocket.CloseStatus(bt.rec.err())
 }
 
-// readErr remembers the first read error of a connection (for a WebSocket, it carries the close code).
+// readErr remembers the close code the peer sent, from whichever of a read or a write saw it first (yamux's send
+// loop may be the first to hit the closed WebSocket), or else the first read error.
 type readErr struct {
 	net.Conn
 	mu    sync.Mutex
@@ -513,14 +528,27 @@ type readErr struct {
 
 func (c *readErr) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.mu.Lock()
-		if c.first == nil {
-			c.first = err
-		}
-		c.mu.Unlock()
+	c.record(err)
+	return n, err
+}
+
+func (c *readErr) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if websocket.CloseStatus(err) != -1 {
+		c.record(err)
 	}
 	return n, err
+}
+
+func (c *readErr) record(err error) {
+	if err == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first == nil || (websocket.CloseStatus(c.first) == -1 && websocket.CloseStatus(err) != -1) {
+		c.first = err
+	}
 }
 
 func (c *readErr) err() error {
@@ -552,5 +580,35 @@ func TestClusterRedisDownAcceptsTunnels(t *testing.T) {
 	}
 	if n := metricValue(t, a.Relay, "switchboard_directory_errors_total", "op", "claim"); n < 1 {
 		t.Fatalf("A directory claim errors = %v, want ≥ 1", n)
+	}
+}
+
+// TestClusterEvictBeforeRegister: an eviction notice that arrives before the older tunnel registered (two replicas
+// claimed at once) still closes that tunnel with 4409 when it registers; an older notice closes nothing.
+func TestClusterEvictBeforeRegister(t *testing.T) {
+	a, _, _ := startPair(t, nil)
+	evict := func(host string, epoch uint64) {
+		t.Helper()
+		uri := "/internal/v1/evict?epoch=" + strconv.FormatUint(epoch, 10) + "&host=" + host
+		req, _ := http.NewRequest("POST", a.InternalURL+uri, nil)
+		req.Header.Set("Switchboard-Hop", hopHeader(relaytest.ClusterSecret, "B", time.Now(), "POST", uri, ""))
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("evict: %d", resp.StatusCode)
+		}
+	}
+	evict("early", uint64(time.Now().Add(time.Hour).UnixMicro()))
+	evict("stale", 1)
+	early := dialBare(t, a.URL, "early", "early", false)
+	if code := early.closeCode(t); code != tunnel.CloseReplaced {
+		t.Fatalf("tunnel registered after a newer eviction notice closed with %d, want %d", code, tunnel.CloseReplaced)
+	}
+	dialBareTunnel(t, a.URL, "stale", "stale")
+	if code, body := getText(t, a.URL+"/hosts/stale/", relaytest.ClientToken(t, "c", "stale")); code != 200 || body != "stale" {
+		t.Fatalf("tunnel after an older eviction notice: %d %q", code, body)
 	}
 }

@@ -63,6 +63,20 @@ func (d *timedDirectory) Records(ctx context.Context, hostIDs []string) ([]direc
 	return r, err
 }
 
+// claimReplacing claims hostID for replica and returns the entry it replaced, if the directory can tell
+// (directory.Replacer); otherwise prev is zero.
+func (d *timedDirectory) claimReplacing(ctx context.Context, hostID, replica string, meta directory.Metadata) (e, prev directory.Entry, err error) {
+	r, ok := d.Directory.(directory.Replacer)
+	if !ok {
+		e, err = d.Claim(ctx, hostID, replica, meta)
+		return e, directory.Entry{}, err
+	}
+	start := time.Now()
+	e, prev, err = r.ClaimReplacing(ctx, hostID, replica, meta)
+	d.observe(opClaim, start, err)
+	return e, prev, err
+}
+
 // peers returns the directory's Peers, or nil if it has none.
 func (d *timedDirectory) peers() directory.Peers {
 	p, _ := d.Directory.(directory.Peers)

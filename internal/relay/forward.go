@@ -236,20 +236,30 @@ func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
 	return u, nil
 }
 
-// prevOwner returns the replica that holds hostID's tunnel according to the directory, if it is another replica
-// and forwarding is on; "" otherwise. It is asked before a claim, so the previous owner can be told to close its
-// tunnel. It waits at most a moment: an unreachable directory must not slow registration much.
-func (s *Server) prevOwner(ctx context.Context, hostID string) string {
-	if len(s.cfg.ClusterSecret) == 0 {
-		return ""
+// claim claims hostID for this replica and returns the other replica whose entry it replaced, to be told to close
+// its older tunnel ("" if none, or if forwarding is off). A directory that cannot report the replaced entry
+// atomically (not a directory.Replacer) is asked before the claim, which misses a claim racing this one.
+func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metadata) (directory.Entry, string, error) {
+	forwarding := len(s.cfg.ClusterSecret) > 0
+	var before string
+	if _, atomic := s.dir.Directory.(directory.Replacer); forwarding && !atomic {
+		lctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond) // an unreachable directory must not slow this
+		if e, err := s.dir.Lookup(lctx, hostID); err == nil {
+			before = e.Replica
+		}
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-	defer cancel()
-	e, err := s.dir.Lookup(ctx, hostID)
-	if err != nil || e.Replica == s.cfg.Replica {
-		return ""
+	e, prev, err := s.dir.claimReplacing(ctx, hostID, s.cfg.Replica, meta)
+	if err != nil {
+		return e, "", err
 	}
-	return e.Replica
+	if prev.Replica != "" {
+		before = prev.Replica
+	}
+	if !forwarding || before == s.cfg.Replica {
+		return e, "", nil
+	}
+	return e, before, nil
 }
 
 // claimLocally accepts a tunnel while the directory is unreachable: the entry gets an epoch from this replica's

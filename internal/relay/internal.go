@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
@@ -213,10 +214,52 @@ func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string
 		writeError(w, http.StatusBadRequest, codeBadRequest, "evict needs host and epoch")
 		return
 	}
+	// Noted before the lookup, so a tunnel registering meanwhile sees the note or is found (see serveTunnel).
+	s.evictions.note(id, epoch)
 	if t := s.lookup(id); t != nil && t.epoch < epoch {
 		s.evictLocal(t, from, epoch)
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// evictions remembers, for registerWindow, eviction notices for hosts whose tunnel had not registered here yet: a
+// tunnel that registers afterwards with an older epoch is closed as replaced.
+type evictions struct {
+	mu sync.Mutex
+	m  map[string]evictNote
+}
+
+type evictNote struct {
+	epoch uint64
+	until time.Time
+}
+
+// note records that hostID was claimed elsewhere with epoch.
+func (e *evictions) note(hostID string, epoch uint64) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = make(map[string]evictNote)
+	}
+	if len(e.m) >= 1024 {
+		for id, n := range e.m {
+			if now.After(n.until) {
+				delete(e.m, id)
+			}
+		}
+	}
+	if n, ok := e.m[hostID]; !ok || n.epoch < epoch || now.After(n.until) {
+		e.m[hostID] = evictNote{epoch: epoch, until: now.Add(registerWindow)}
+	}
+}
+
+// supersedes reports whether a recent eviction notice for hostID carries an epoch newer than epoch.
+func (e *evictions) supersedes(hostID string, epoch uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, ok := e.m[hostID]
+	return ok && n.epoch > epoch && time.Now().Before(n.until)
 }
 
 // evictLocal closes t as replaced by a newer tunnel on replica from.

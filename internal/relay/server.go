@@ -92,7 +92,8 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerURLs      peerURLs // has its own lock
+	peerURLs      peerURLs  // has its own lock
+	evictions     evictions // has its own lock
 
 	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
 	ctx    context.Context

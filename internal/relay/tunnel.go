@@ -103,8 +103,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	meta := metadataFrom(r.Header)
 
 	// Claim before the upgrade so the 101 can carry the epoch.
-	prev := s.prevOwner(r.Context(), id) // another replica holding this host, to be told it lost it
-	entry, err := s.dir.Claim(r.Context(), id, s.cfg.Replica, meta)
+	entry, prev, err := s.claim(r.Context(), id, meta) // prev: another replica to be told it lost the host
 	if err != nil {
 		var ok bool
 		if entry, ok = s.claimLocally(id, meta); !ok {
@@ -146,6 +145,16 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 // serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
 func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	old, current := s.register(t)
+	if current && s.evictions.supersedes(t.hostID, t.epoch) {
+		// Another replica claimed the host with a newer epoch and said so before this tunnel registered.
+		if old != nil {
+			s.wg.Go(func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") })
+		}
+		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
+		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+		s.runTunnel(t)
+		return
+	}
 	switch {
 	case !current && s.closed.Load():
 		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
