@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/redis/rueidis"
 
+	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"
@@ -610,5 +611,71 @@ func TestClusterEvictBeforeRegister(t *testing.T) {
 	dialBareTunnel(t, a.URL, "stale", "stale")
 	if code, body := getText(t, a.URL+"/hosts/stale/", relaytest.ClientToken(t, "c", "stale")); code != 200 || body != "stale" {
 		t.Fatalf("tunnel after an older eviction notice: %d %q", code, body)
+	}
+}
+
+// TestClusterDrainMovesTunnel: make-before-break across replicas. A drains while an exchange is in flight on its
+// tunnel; the agent opens a new tunnel on B, the directory flips to it and new exchanges go there through either
+// replica, while the in-flight exchange finishes on the old tunnel; then A's drain ends.
+func TestClusterDrainMovesTunnel(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := fmt.Sprintf("c%d:", clusterSeq.Add(1))
+	a := relaytest.StartRedisReplica(t, []string{addr}, prefix, "A", func(c *relay.Config) { c.DrainJitter = 10 * time.Millisecond })
+	b := relaytest.StartRedisReplica(t, []string{addr}, prefix, "B", nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "started ")
+		w.(http.Flusher).Flush()
+		close(entered)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	mux.Handle("/fast", textHandler("fast"))
+	relaytest.StartHost(t, a.URL, "mv", mux, func(c *agent.Config) { c.Relays = []string{a.URL, b.URL} })
+	tok := relaytest.ClientToken(t, "c", "mv")
+
+	slow := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", a.URL+"/hosts/mv/slow", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- fmt.Sprintf("%d %s %v", resp.StatusCode, body, err)
+	}()
+	<-entered
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- a.Drain(ctx)
+	}()
+	relaytest.Eventually(t, 10*time.Second, "directory flipped to B", func() bool {
+		e, err := b.Directory.Lookup(context.Background(), "mv")
+		return err == nil && e.Replica == "B"
+	})
+	for _, r := range []*relaytest.Replica{b, a} {
+		if code, body := getText(t, r.URL+"/hosts/mv/fast", tok); code != 200 || body != "fast" {
+			t.Fatalf("new exchange via %s during the drain: %d %q", r.ID, code, body)
+		}
+	}
+	close(release)
+	if got := <-slow; got != "200 started done <nil>" {
+		t.Fatalf("in-flight exchange on the old tunnel: %q", got)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	if n := metricValue(t, a.Relay, "switchboard_tunnels_closed_total", "reason", "replaced"); n != 0 {
+		t.Fatalf("A closed %v tunnels as replaced during its drain, want 0", n)
 	}
 }

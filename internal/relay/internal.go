@@ -216,7 +216,9 @@ func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string
 	}
 	// Noted before the lookup, so a tunnel registering meanwhile sees the note or is found (see serveTunnel).
 	s.evictions.note(id, epoch)
-	if t := s.lookup(id); t != nil && t.epoch < epoch {
+	// A draining replica keeps the old tunnel until its exchanges finished (make-before-break: the agent opened the
+	// newer tunnel because this replica asked it to move); Drain closes it.
+	if t := s.lookup(id); t != nil && t.epoch < epoch && !s.draining.Load() {
 		s.evictLocal(t, from, epoch)
 	}
 	w.WriteHeader(http.StatusNoContent)
