@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 )
 
@@ -17,9 +18,20 @@ type Peers interface {
 	PeerURL(ctx context.Context, replica string) (string, error)
 }
 
+// PeerLister is implemented by directories that can list every advertised replica, so that a replica can still
+// ask its peers for a host while the directory's host entries are unreachable (it lists while the directory
+// answers and keeps the last list).
+type PeerLister interface {
+	// ListPeers returns replica id → internal URL for every replica that advertised itself, including replicas that
+	// may have died since.
+	ListPeers(ctx context.Context) (map[string]string, error)
+}
+
 var (
-	_ Peers = (*Memory)(nil)
-	_ Peers = (*Redis)(nil)
+	_ Peers      = (*Memory)(nil)
+	_ Peers      = (*Redis)(nil)
+	_ PeerLister = (*Memory)(nil)
+	_ PeerLister = (*Redis)(nil)
 )
 
 // checkPeer validates the arguments of Advertise.
@@ -52,6 +64,19 @@ func (m *Memory) Advertise(ctx context.Context, replica, u string) error {
 	}
 	m.peers[replica] = u
 	return nil
+}
+
+// ListPeers implements PeerLister.
+func (m *Memory) ListPeers(ctx context.Context) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("list peers: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, fmt.Errorf("list peers: %w", ErrClosed)
+	}
+	return maps.Clone(m.peers), nil
 }
 
 // PeerURL implements Peers.

@@ -27,6 +27,13 @@ func runPeersContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		if want := "http://10.0.0.9:7001"; got != want {
 			t.Fatalf("peer url = %q, want %q", got, want)
 		}
+		if err := p.Advertise(t.Context(), "r8", "http://10.0.0.8:7000"); err != nil {
+			t.Fatalf("advertise r8: %v", err)
+		}
+		list, err := p.(PeerLister).ListPeers(t.Context())
+		if err != nil || len(list) != 2 || list["r9"] != "http://10.0.0.9:7001" || list["r8"] != "http://10.0.0.8:7000" {
+			t.Fatalf("list peers = %v, %v", list, err)
+		}
 	})
 	t.Run("AdvertiseRejectsBadInput", func(t *testing.T) {
 		p := newDir(t).(Peers)

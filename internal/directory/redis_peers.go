@@ -15,7 +15,10 @@ func (r *Redis) peerTTL() time.Duration { return max(10*r.cfg.Lease, time.Minute
 // peerKey is the key holding replica's internal address.
 func (r *Redis) peerKey(replica string) string { return r.cfg.Prefix + "peer:" + replica }
 
-// Advertise implements Peers: one SET with a TTL (see peerTTL).
+// peersKey is the hash of every advertised replica: replica id → internal URL (for ListPeers).
+func (r *Redis) peersKey() string { return r.cfg.Prefix + "peers" }
+
+// Advertise implements Peers: one SET with a TTL (see peerTTL) and one HSET into the peer list, pipelined.
 func (r *Redis) Advertise(ctx context.Context, replica, u string) error {
 	if err := checkPeer(replica, u); err != nil {
 		return fmt.Errorf("advertise %s: %w", replica, err)
@@ -25,11 +28,29 @@ func (r *Redis) Advertise(ctx context.Context, replica, u string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	cmd := r.client.B().Set().Key(r.peerKey(replica)).Value(u).PxMilliseconds(r.peerTTL().Milliseconds()).Build()
-	if err := r.client.Do(ctx, cmd).Error(); err != nil {
-		return fmt.Errorf("advertise %s: %w", replica, err)
+	for _, res := range r.client.DoMulti(ctx,
+		r.client.B().Set().Key(r.peerKey(replica)).Value(u).PxMilliseconds(r.peerTTL().Milliseconds()).Build(),
+		r.client.B().Hset().Key(r.peersKey()).FieldValue().FieldValue(replica, u).Build(),
+	) {
+		if err := res.Error(); err != nil {
+			return fmt.Errorf("advertise %s: %w", replica, err)
+		}
 	}
 	return nil
+}
+
+// ListPeers implements PeerLister: one HGETALL. Replicas that stopped for good stay listed with their last URL.
+func (r *Redis) ListPeers(ctx context.Context) (map[string]string, error) {
+	if r.closed.Load() {
+		return nil, fmt.Errorf("list peers: %w", ErrClosed)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	m, err := r.client.Do(ctx, r.client.B().Hgetall().Key(r.peersKey()).Build()).AsStrMap()
+	if err != nil {
+		return nil, fmt.Errorf("list peers: %w", err)
+	}
+	return m, nil
 }
 
 // PeerURL implements Peers. It reads through the client-side cache; a missing address is read again from Redis,

@@ -679,3 +679,49 @@ func TestClusterDrainMovesTunnel(t *testing.T) {
 		t.Fatalf("A closed %v tunnels as replaced during its drain, want 0", n)
 	}
 }
+
+// TestClusterRedisDownAsksPeers: with Redis stopped, B cannot look the host up and asks its peers instead; A says it
+// holds the host and B forwards there.
+func TestClusterRedisDownAsksPeers(t *testing.T) {
+	rs := redistest.StartServer(t)
+	prefix := fmt.Sprintf("c%d:", clusterSeq.Add(1))
+	a := relaytest.StartRedisReplica(t, []string{rs.Addr}, prefix, "A", nil)
+	b := relaytest.StartRedisReplica(t, []string{rs.Addr}, prefix, "B", nil)
+	relaytest.StartHost(t, a.URL, "h3", textHandler("on A"), nil)
+	tok := relaytest.ClientToken(t, "c", "h3")
+	// B lists its peers every 2 s; wait until it knows A (a GET via B also proves the directory path works).
+	if code, body := getText(t, b.URL+"/hosts/h3/", tok); code != 200 || body != "on A" {
+		t.Fatalf("via B with Redis up: %d %q", code, body)
+	}
+	relaytest.Eventually(t, 10*time.Second, "B listed its peers", func() bool {
+		return histogramCount(t, b.Relay, "switchboard_directory_op_seconds", "list_peers") > 0
+	})
+	rs.Stop()
+	relaytest.Eventually(t, 10*time.Second, "h3 reached via B by asking peers", func() bool {
+		code, body := getText(t, b.URL+"/hosts/h3/", tok)
+		return code == 200 && body == "on A" &&
+			metricValue(t, b.Relay, "switchboard_forwards_total", "outcome", "asked_peers") >= 1
+	})
+}
+
+// histogramCount returns the sample count of histogram name's series with label op.
+func histogramCount(t *testing.T, r *relaytest.Relay, name, op string) uint64 {
+	t.Helper()
+	mfs, err := r.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" && l.GetValue() == op {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -19,6 +19,7 @@ const (
 	fwdPeerTimeout     = "peer_timeout"
 	fwdPeerFailed      = "peer_failed"
 	fwdClientGone      = "client_gone"
+	fwdAskedPeers      = "asked_peers" // the directory was unreachable and a peer said it holds the host
 
 	fwdReceived     = "received"
 	fwdReceivedMiss = "received_miss"
@@ -29,7 +30,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	m := &clusterMetrics{
 		dirSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "switchboard", Name: "directory_op_seconds",
-			Help:    "Latency of directory operations by op (claim, release, lookup, records, advertise, peer_url, reassert).",
+			Help:    "Latency of directory operations by op (claim, release, lookup, records, advertise, peer_url, reassert, list_peers).",
 			Buckets: []float64{.00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op"}),
 		dirErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -39,7 +40,8 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "switchboard", Name: "forwards_total",
 			Help: "Exchanges routed between replicas by outcome: sent (ok, fly_replay, peer_unreachable, peer_timeout, " +
-				"peer_failed, client_gone) and received (received, received_miss, rejected).",
+				"peer_failed, client_gone; asked_peers counts owners found by asking peers while the directory was " +
+				"unreachable) and received (received, received_miss, rejected).",
 		}, []string{"outcome"}),
 		missWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "switchboard", Name: "miss_waits_total",

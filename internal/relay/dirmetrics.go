@@ -19,6 +19,7 @@ const (
 	opAdvertise = "advertise"
 	opPeerURL   = "peer_url"
 	opReassert  = "reassert"
+	opListPeers = "list_peers"
 )
 
 // timedDirectory measures every call the relay makes to its directory. ErrNotFound is an answer, not an error.
@@ -105,6 +106,18 @@ func (d *timedDirectory) peerURL(ctx context.Context, replica string) (string, e
 	u, err := p.PeerURL(ctx, replica)
 	d.observe(opPeerURL, start, err)
 	return u, err
+}
+
+// listPeers returns every advertised replica, or nil if the directory cannot list them.
+func (d *timedDirectory) listPeers(ctx context.Context) (map[string]string, error) {
+	l, ok := d.Directory.(directory.PeerLister)
+	if !ok {
+		return nil, nil
+	}
+	start := time.Now()
+	m, err := l.ListPeers(ctx)
+	d.observe(opListPeers, start, err)
+	return m, err
 }
 
 // reasserter is implemented by directories that can write back entries they lost (directory.Redis).

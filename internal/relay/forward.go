@@ -29,6 +29,9 @@ const (
 // missPoll is how often a request held on a miss looks for its host again.
 const missPoll = 25 * time.Millisecond
 
+// askEvery: while the directory is unreachable, a held request asks the peers every askEvery polls.
+const askEvery = 10
+
 // forwardKey carries a forwarded exchange in its request's context.
 type forwardKey struct{}
 
@@ -44,6 +47,7 @@ type forwardEx struct {
 // ask Fly to replay it there), else hold it up to MissWait for the host to connect anywhere, then answer 503.
 func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kind, subject string) {
 	var deadline time.Time
+	asked := 0            // rounds of the loop, to ask peers only every askEvery rounds
 	var tick *time.Ticker // set when a hold-on-miss wait begins
 	defer func() {
 		if tick != nil {
@@ -56,18 +60,26 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kin
 			s.serveLocal(w, r, t, kind, rest, subject, false)
 			return
 		}
-		if e, err := s.dir.Lookup(r.Context(), id); err == nil {
-			if e.Replica != s.cfg.Replica {
-				if peer, err := s.peer(r.Context(), e.Replica); err == nil {
-					s.countMissWait(tick, missAppeared)
-					s.routeRemote(w, r, e.Replica, peer, kind, subject)
-					return
-				}
-			} else {
-				// Named here without a tunnel here: being registered right now, or stale.
-				s.repairStale(e)
+		e, err := s.dir.Lookup(r.Context(), id)
+		switch {
+		case err == nil && e.Replica != s.cfg.Replica:
+			if peer, err := s.peer(r.Context(), e.Replica); err == nil {
+				s.countMissWait(tick, missAppeared)
+				s.routeRemote(w, r, e.Replica, peer, kind, subject)
+				return
+			}
+		case err == nil:
+			// Named here without a tunnel here: being registered right now, or stale.
+			s.repairStale(e)
+		case !errors.Is(err, directory.ErrNotFound) && asked%askEvery == 0:
+			// The directory is unreachable: ask the peers it listed last.
+			if replica, peer, ok := s.askPeers(r.Context(), id); ok {
+				s.countMissWait(tick, missAppeared)
+				s.routeRemote(w, r, replica, peer, kind, subject)
+				return
 			}
 		}
+		asked++
 		if tick == nil {
 			if s.cfg.MissWait <= 0 {
 				break
@@ -315,7 +327,7 @@ const advertiseEvery = 2 * time.Second
 func (s *Server) clusterLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var advertised time.Time
+	var advertised, listed time.Time
 	for {
 		if s.cfg.InternalURL != "" && time.Since(advertised) >= advertiseEvery {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -327,6 +339,12 @@ func (s *Server) clusterLoop(ctx context.Context) {
 				advertised = time.Now()
 			}
 			cancel()
+		}
+		if time.Since(listed) >= advertiseEvery {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			s.refreshPeers(lctx)
+			cancel()
+			listed = time.Now()
 		}
 		s.writeBehind(ctx)
 		select {

@@ -123,6 +123,8 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		s.handleForwarded(w, r, subject)
 	case r.URL.Path == evictPath && r.Method == http.MethodPost:
 		s.handleEvict(w, r, from)
+	case r.URL.Path == hasPath && r.Method == http.MethodGet:
+		s.handleHas(w, r)
 	default:
 		writeError(w, http.StatusNotFound, codeNotFound, "no such internal endpoint")
 	}

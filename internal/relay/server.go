@@ -92,8 +92,9 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerURLs      peerURLs  // has its own lock
-	evictions     evictions // has its own lock
+	peerURLs      peerURLs                            // has its own lock
+	evictions     evictions                           // has its own lock
+	knownPeers    atomic.Pointer[map[string]*url.URL] // replica → internal URL, other replicas only; see refreshPeers
 
 	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
 	ctx    context.Context
