@@ -63,3 +63,28 @@ func TestServeClusterFlagErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestServeRedisKill9: a replica is killed with SIGKILL (no drain, no release); its host reconnects to the other
+// replica and is routable again there.
+func TestServeRedisKill9(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("alive")) })
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
+	replica := func(id string) (*proc, string) {
+		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
+			"--internal-listen", freeAddr(t))
+		return p, a
+	}
+	pa, a := replica("a")
+	_, b := replica("b")
+	start(t, nil, "host", "--relay", "http://"+a, "--relay", "http://"+b, "--id", "h1",
+		"--token", mint(t, "host", "--id", "h1"), "--upstream", up, "--min-backoff", "100ms", "--max-backoff", "500ms")
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+a+"/hosts/h1/", tok, 200)
+	waitStatus(t, "http://"+b+"/hosts/h1/", tok, 200)
+	pa.signal(t, syscall.SIGKILL)
+	pa.exitCode(t, 10*time.Second)
+	if body := waitStatus(t, "http://"+b+"/hosts/h1/", tok, 200); body != "alive" {
+		t.Fatalf("after the kill: %q", body)
+	}
+}
