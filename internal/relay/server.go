@@ -319,6 +319,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.closeAll(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
 	s.wg.Wait()
+	s.peerTransport.CloseIdleConnections()
 	if s.ownDir {
 		return s.dir.Close()
 	}
