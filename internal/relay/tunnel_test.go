@@ -121,7 +121,15 @@ func (rt *rawTunnel) closeCode(t *testing.T) websocket.StatusCode {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay did not close the tunnel")
 	}
-	return websocket.CloseStatus(rt.rec.err())
+	// The close frame's code reaches whichever side of the connection meets it first, the reader or yamux's
+	// writer; the code is whichever recorded error carries one. Give the reader a moment if neither did yet.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if code := rt.rec.status(); code != -1 || time.Now().After(deadline) {
+			return code
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // firstReadErr remembers the first read error of a connection (for a WebSocket, it carries the close code).
@@ -129,18 +137,43 @@ type firstReadErr struct {
 	net.Conn
 	mu    sync.Mutex
 	first error
+	all   []error
 }
 
 func (c *firstReadErr) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.mu.Lock()
-		if c.first == nil {
-			c.first = err
-		}
-		c.mu.Unlock()
-	}
+	c.note(err)
 	return n, err
+}
+
+func (c *firstReadErr) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.note(err)
+	return n, err
+}
+
+func (c *firstReadErr) note(err error) {
+	if err == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.first == nil {
+		c.first = err
+	}
+	c.all = append(c.all, err)
+}
+
+// status is the WebSocket close code carried by any error seen so far, or -1.
+func (c *firstReadErr) status() websocket.StatusCode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, err := range c.all {
+		if code := websocket.CloseStatus(err); code != -1 {
+			return code
+		}
+	}
+	return -1
 }
 
 func (c *firstReadErr) err() error {
