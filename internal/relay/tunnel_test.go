@@ -132,12 +132,11 @@ func (rt *rawTunnel) closeCode(t *testing.T) websocket.StatusCode {
 	}
 }
 
-// firstReadErr remembers the first read error of a connection (for a WebSocket, it carries the close code).
+// firstReadErr remembers the read and write errors of a connection (for a WebSocket, one carries the close code).
 type firstReadErr struct {
 	net.Conn
-	mu    sync.Mutex
-	first error
-	all   []error
+	mu  sync.Mutex
+	all []error
 }
 
 func (c *firstReadErr) Read(p []byte) (int, error) {
@@ -158,9 +157,6 @@ func (c *firstReadErr) note(err error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.first == nil {
-		c.first = err
-	}
 	c.all = append(c.all, err)
 }
 
@@ -176,11 +172,6 @@ func (c *firstReadErr) status() websocket.StatusCode {
 	return -1
 }
 
-func (c *firstReadErr) err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.first
-}
 
 func text(s string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, s) })
