@@ -172,7 +172,6 @@ func (c *firstReadErr) status() websocket.StatusCode {
 	return -1
 }
 
-
 func text(s string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, s) })
 }
