@@ -46,6 +46,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"token", "host", "--id", "h1", "--ttl=0s"}, "--ttl 0s: a token lifetime must be positive"},
 		{[]string{"token", "host", "--id", "a b"}, `--id "a b": a host id may not contain`},
 		{[]string{"token", "client", "--hosts", ","}, "--hosts needs at least one host id or pattern"},
+		{[]string{"token", "client", "--hosts", ""}, "--hosts needs at least one host id or pattern"},
+		{[]string{"token", "client"}, "missing flags: --hosts"},
 		{[]string{"token", "client", "--hosts", "a", "--ttl", "forever"}, `--ttl: expected duration but got "forever"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

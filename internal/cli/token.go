@@ -55,8 +55,8 @@ type TokenClientCmd struct {
 
 // Validate checks the host list and lifetime before anything is signed.
 func (c *TokenClientCmd) Validate() error {
-	if len(splitList(c.Hosts)) == 0 {
-		return errors.New("--hosts needs at least one host id or pattern")
+	if c.Hosts != "" && len(splitList(c.Hosts)) == 0 { // a missing --hosts is kong's to report
+		return errNoHosts
 	}
 	return checkTTL(c.TTL)
 }
@@ -66,7 +66,11 @@ func (c *TokenClientCmd) Run(g *Globals) error {
 	if c.Secret == "" {
 		return errNoSecret
 	}
-	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, splitList(c.Hosts), c.TTL)
+	hosts := splitList(c.Hosts)
+	if len(hosts) == 0 { // an explicit --hosts "" passes kong's required check
+		return &exitError{code: 2, err: errNoHosts}
+	}
+	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, hosts, c.TTL)
 	if err != nil {
 		return err
 	}
@@ -81,5 +85,7 @@ func checkTTL(ttl time.Duration) error {
 	}
 	return nil
 }
+
+var errNoHosts = errors.New("--hosts needs at least one host id or pattern")
 
 var errNoSecret = &exitError{code: 2, err: errors.New("no signing secret: set SWITCHBOARD_SECRET (the relay's secret) or pass --secret")}
