@@ -1,0 +1,149 @@
+package webhook
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// independentVerify checks a signature header the way a receiver following docs/presence.md would, without this
+// package's parser: split on commas, find t and v1, recompute the HMAC.
+func independentVerify(t testing.TB, header string, body, secret []byte) bool {
+	t.Helper()
+	var ts, v1 string
+	for _, kv := range strings.Split(header, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			v1 = v
+		}
+	}
+	if _, err := strconv.ParseInt(ts, 10, 64); err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts + "." + string(body)))
+	want := hex.EncodeToString(m.Sum(nil))
+	return hmac.Equal([]byte(v1), []byte(want))
+}
+
+func TestSignatureRoundTrip(t *testing.T) {
+	secret := []byte("s3cret")
+	body := []byte(`{"id":"1","type":"online","host_id":"h"}`)
+	now := time.Unix(1_700_000_000, 0)
+	h := Sign(secret, body, now)
+	if want := "t=1700000000,v1="; !strings.HasPrefix(h, want) {
+		t.Fatalf("header %q, want prefix %q", h, want)
+	}
+	if !independentVerify(t, h, body, secret) {
+		t.Fatalf("independent verifier rejects %q", h)
+	}
+	if err := verifyAt(h, body, secret, 5*time.Minute, now.Add(time.Minute)); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	sig := h[strings.Index(h, "v1="):]
+	for _, tc := range []struct {
+		name   string
+		header string
+		body   string
+		secret string
+		now    time.Time
+		want   error
+	}{
+		{"other body", h, `{"id":"2"}`, "s3cret", now, ErrSignatureMismatch},
+		{"other secret", h, string(body), "other", now, ErrSignatureMismatch},
+		{"timestamp changed", "t=1700000001," + sig, string(body), "s3cret", now, ErrSignatureMismatch},
+		{"too old", h, string(body), "s3cret", now.Add(6 * time.Minute), ErrSignatureExpired},
+		{"from the future", h, string(body), "s3cret", now.Add(-6 * time.Minute), ErrSignatureExpired},
+		{"empty", "", string(body), "s3cret", now, ErrSignatureFormat},
+		{"no t", sig, string(body), "s3cret", now, ErrSignatureFormat},
+		{"no v1", "t=1700000000", string(body), "s3cret", now, ErrSignatureFormat},
+		{"t not decimal", "t=-5," + sig, string(body), "s3cret", now, ErrSignatureFormat},
+		{"two t", "t=1700000000,t=1700000000," + sig, string(body), "s3cret", now, ErrSignatureFormat},
+		{"v1 short", "t=1700000000,v1=abcd", string(body), "s3cret", now, ErrSignatureFormat},
+		{"v1 not hex", "t=1700000000,v1=" + strings.Repeat("zz", 32), string(body), "s3cret", now, ErrSignatureFormat},
+		{"bare element", "t=1700000000,junk," + sig, string(body), "s3cret", now, ErrSignatureFormat},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := verifyAt(tc.header, []byte(tc.body), []byte(tc.secret), 5*time.Minute, tc.now)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("verify %q: %v, want %v", tc.header, err, tc.want)
+			}
+		})
+	}
+	// Rotation and extensions: a second v1 and an unknown scheme do not break a valid header.
+	rot := "t=1700000000,v1=" + strings.Repeat("00", 32) + ", " + sig + ",v2=whatever"
+	if err := verifyAt(rot, body, secret, 0, now.Add(24*time.Hour)); err != nil {
+		t.Fatalf("verify %q with tolerance 0: %v", rot, err)
+	}
+}
+
+func FuzzVerifySignature(f *testing.F) {
+	secret := []byte("k")
+	body := []byte("{}")
+	f.Add(Sign(secret, body, time.Unix(1_700_000_000, 0)))
+	f.Add("t=1,v1=00")
+	f.Add("t=,v1=")
+	f.Add(",,,")
+	f.Add("t=99999999999999999999,v1=" + strings.Repeat("a", 64))
+	f.Fuzz(func(t *testing.T, header string) {
+		err := verifyAt(header, body, secret, time.Hour, time.Unix(1_700_000_000, 0))
+		if err == nil {
+			// Accepted: it must carry the true MAC, so an independent check agrees on some v1 in it.
+			ts, _, perr := parseSignature(header)
+			if perr != nil {
+				t.Fatalf("accepted %q that does not parse: %v", header, perr)
+			}
+			if !strings.Contains(header, hex.EncodeToString(mac(secret, ts, body))) {
+				t.Fatalf("accepted %q without the right MAC", header)
+			}
+			return
+		}
+		if !errors.Is(err, ErrSignatureFormat) && !errors.Is(err, ErrSignatureMismatch) && !errors.Is(err, ErrSignatureExpired) {
+			t.Fatalf("verify %q: unclassified error %v", header, err)
+		}
+	})
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"3", 3 * time.Second, true},
+		{" 0 ", 0, true},
+		{"999999999", maxRetryAfter, true},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0, false},
+		{"-1", 0, false},
+		{"soon", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := parseRetryAfter(tc.in, now)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseRetryAfter(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzParseRetryAfter(f *testing.F) {
+	f.Add("120")
+	f.Add("Wed, 21 Oct 2015 07:28:00 GMT")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, v string) {
+		d, ok := parseRetryAfter(v, time.Unix(1_700_000_000, 0))
+		if d < 0 || d > maxRetryAfter || (!ok && d != 0) {
+			t.Fatalf("parseRetryAfter(%q) = %v, %v", v, d, ok)
+		}
+	})
+}
