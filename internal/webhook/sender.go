@@ -18,7 +18,7 @@ import (
 )
 
 // ErrInvalid reports a bad Config or webhook URL.
-var ErrInvalid = errors.New("webhook: invalid configuration")
+var ErrInvalid = errors.New("invalid webhook")
 
 // Defaults for the zero values of Config.
 const (
@@ -116,7 +116,7 @@ func New(cfg Config) (*Sender, error) {
 			return nil, err
 		}
 		if seen[u] {
-			return nil, fmt.Errorf("%w: webhook URL %s given twice", ErrInvalid, redactURL(u))
+			return nil, fmt.Errorf("%w: URL %q given twice", ErrInvalid, redactURL(u))
 		}
 		seen[u] = true
 	}
@@ -177,16 +177,16 @@ func orDefault(d, def time.Duration) time.Duration {
 func ValidateURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%w: webhook URL: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: URL: %w", ErrInvalid, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%w: webhook URL %s: want an absolute http:// or https:// URL", ErrInvalid, redactURL(s))
+		return fmt.Errorf("%w: URL %q is not an absolute http:// or https:// URL", ErrInvalid, redactURL(s))
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("%w: webhook URL %s has no host", ErrInvalid, redactURL(s))
+		return fmt.Errorf("%w: URL %q has no host", ErrInvalid, redactURL(s))
 	}
 	if u.Fragment != "" || u.RawFragment != "" {
-		return fmt.Errorf("%w: webhook URL %s has a #fragment", ErrInvalid, redactURL(s))
+		return fmt.Errorf("%w: URL %q has a #fragment", ErrInvalid, redactURL(s))
 	}
 	return nil
 }
@@ -195,7 +195,7 @@ func ValidateURL(s string) error {
 // secret).
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
+	if err != nil {
 		return "(unparsable URL)"
 	}
 	r := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}

@@ -6,33 +6,90 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// independentVerify checks a signature header the way a receiver following docs/presence.md would, without this
-// package's parser: split on commas, find t and v1, recompute the HMAC.
+// independentVerify checks a signature header the way a receiver following docs/webhooks.md would, without this
+// package's parser; its body is the Go example of that page.
 func independentVerify(t testing.TB, header string, body, secret []byte) bool {
 	t.Helper()
-	var ts, v1 string
+	return docVerify(header, body, secret)
+}
+
+// docVerify is the verify function of docs/webhooks.md, verbatim.
+func docVerify(header string, body, secret []byte) bool {
+	var ts string
+	var sigs []string
 	for _, kv := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(kv, "=")
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
 		switch k {
 		case "t":
 			ts = v
 		case "v1":
-			v1 = v
+			sigs = append(sigs, v)
 		}
 	}
-	if _, err := strconv.ParseInt(ts, 10, 64); err != nil {
+	t, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || time.Since(time.Unix(t, 0)).Abs() > 5*time.Minute {
 		return false
 	}
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts + "." + string(body)))
+	m.Write([]byte(ts + "."))
+	m.Write(body)
 	want := hex.EncodeToString(m.Sum(nil))
-	return hmac.Equal([]byte(v1), []byte(want))
+	for _, s := range sigs {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDocShellVerifier runs the shell one-liner of docs/webhooks.md on a signed body: it must accept the signature
+// and refuse a tampered body.
+func TestDocShellVerifier(t *testing.T) {
+	for _, bin := range []string{"sh", "openssl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed: %v", bin, err)
+		}
+	}
+	doc, err := os.ReadFile("../../docs/webhooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```sh\n")
+	if !ok {
+		t.Fatal("no sh block in docs/webhooks.md")
+	}
+	script, _, _ := strings.Cut(rest, "```")
+	if !strings.Contains(script, "openssl dgst") {
+		t.Fatalf("the sh block is not the verifier:\n%s", script)
+	}
+	secret := []byte("shell-secret")
+	body := []byte(`{"id":"7","type":"online","host_id":"a b'c","seq":2}`)
+	sig := Sign(secret, body, time.Now())
+	for _, tc := range []struct {
+		body string
+		want string
+	}{{string(body), "valid\n"}, {string(body) + " ", ""}} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "body.json"), []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "SIG="+sig, "SWITCHBOARD_WEBHOOK_SECRET="+string(secret))
+		out, _ := cmd.Output()
+		if string(out) != tc.want {
+			t.Fatalf("shell verifier on %q printed %q, want %q", tc.body, out, tc.want)
+		}
+	}
 }
 
 func TestSignatureRoundTrip(t *testing.T) {
@@ -43,8 +100,11 @@ func TestSignatureRoundTrip(t *testing.T) {
 	if want := "t=1700000000,v1="; !strings.HasPrefix(h, want) {
 		t.Fatalf("header %q, want prefix %q", h, want)
 	}
-	if !independentVerify(t, h, body, secret) {
-		t.Fatalf("independent verifier rejects %q", h)
+	if fresh := Sign(secret, body, time.Now()); !independentVerify(t, fresh, body, secret) {
+		t.Fatalf("independent verifier rejects %q", fresh)
+	}
+	if independentVerify(t, h, body, secret) {
+		t.Fatalf("independent verifier accepts %q from 2023", h)
 	}
 	if err := verifyAt(h, body, secret, 5*time.Minute, now.Add(time.Minute)); err != nil {
 		t.Fatalf("verify: %v", err)
