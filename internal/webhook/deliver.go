@@ -38,7 +38,9 @@ func (s *Sender) deliverLoop(ctx context.Context, u string) error {
 	defer s.clearPending(u)
 	var cursor string
 	for attempt := 1; ; attempt++ {
-		c, err := s.cfg.Store.Cursor(ctx, u)
+		sctx, cancel := context.WithTimeout(ctx, s.storeTimeout())
+		c, err := s.cfg.Store.Cursor(sctx, u)
+		cancel()
 		if err == nil {
 			cursor = c
 			break
@@ -85,7 +87,7 @@ func (s *Sender) deliverLoop(ctx context.Context, u string) error {
 				return nil // ctx ended
 			}
 			cursor = e.ID
-			if err := s.cfg.Store.SetCursor(ctx, s.cfg.Holder, u, e.ID); errors.Is(err, ErrNotLeader) {
+			if err := s.setCursor(ctx, u, e.ID); errors.Is(err, ErrNotLeader) {
 				return err
 			} else if err != nil && ctx.Err() == nil {
 				// Keep delivering from the cursor in memory; the next write catches up. If the store stays
@@ -94,6 +96,15 @@ func (s *Sender) deliverLoop(ctx context.Context, u string) error {
 			}
 		}
 	}
+}
+
+// storeTimeout bounds one Store call: a third of the lease, so a hung store cannot outlast it unnoticed.
+func (s *Sender) storeTimeout() time.Duration { return max(s.cfg.Lease/3, time.Millisecond) }
+
+func (s *Sender) setCursor(ctx context.Context, u, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.storeTimeout())
+	defer cancel()
+	return s.cfg.Store.SetCursor(ctx, s.cfg.Holder, u, id)
 }
 
 func firstID(evs []presence.Event) string {

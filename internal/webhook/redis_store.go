@@ -13,7 +13,7 @@ import (
 
 // DefaultRedisPrefix is the prefix of the Redis keys a Redis store uses when none is given; it matches the
 // directory's default, so one Redis holds a cluster's directory, presence log and webhook state side by side.
-const DefaultRedisPrefix = "switchboard:"
+const DefaultRedisPrefix = "sb:"
 
 // Redis is a Store in Redis, shared by the replicas of a cluster so that delivery resumes where it stopped when the
 // leader restarts or another replica takes over.

@@ -71,8 +71,8 @@ type Config struct {
 	// Block is how long one read of the log waits for new events. If zero, 5 s.
 	Block time.Duration
 
-	// Client sends the requests; the sender sets its CheckRedirect to never follow a redirect. If nil, a client
-	// of its own.
+	// Client sends the requests; the sender uses a copy whose CheckRedirect never follows a redirect. If nil, a
+	// client with a clone of http.DefaultTransport (so proxies from the environment apply).
 	Client *http.Client
 
 	// Registerer receives the sender's metrics. If nil, they are not exported.
@@ -144,7 +144,7 @@ func New(cfg Config) (*Sender, error) {
 	if cfg.MaxRejections == 0 {
 		cfg.MaxRejections = DefaultMaxRejections
 	}
-	client := &http.Client{}
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	if cfg.Client != nil {
 		c := *cfg.Client
 		client = &c
@@ -251,11 +251,12 @@ func (s *Sender) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.running.Wait()
+	s.client.CloseIdleConnections()
 	return nil
 }
 
 func (s *Sender) leadOnce(ctx context.Context) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, max(s.cfg.Lease/3, time.Millisecond))
+	ctx, cancel := context.WithTimeout(ctx, s.storeTimeout())
 	defer cancel()
 	return s.cfg.Store.Lead(ctx, s.cfg.Holder, s.cfg.Lease)
 }
