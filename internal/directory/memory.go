@@ -31,6 +31,7 @@ type memHost struct {
 	connectedAt    time.Time
 	disconnectedAt time.Time
 	meta           Metadata
+	gone           uint64 // epoch whose offline was announced (MarkOffline)
 }
 
 var _ Directory = (*Memory)(nil)

@@ -187,6 +187,10 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if prev != "" {
 		r.log.Info("directory lease taken over from a previous incarnation")
 	}
+	if err := r.register(ctx); err != nil {
+		client.Close()
+		return nil, fmt.Errorf("new redis directory: %w", err)
+	}
 	return r, nil
 }
 
@@ -233,6 +237,11 @@ func (r *Redis) heartbeat(ctx context.Context, needReassert bool) bool {
 		r.log.Error("directory lease held by another process with the same replica id; replica ids must be unique",
 			"other_incarnation", prev)
 		needReassert = true
+	}
+	if prev != r.incarnation {
+		if err := r.register(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("directory incarnation not registered", "err", err)
+		}
 	}
 	if !needReassert || r.cfg.Owned == nil {
 		return false

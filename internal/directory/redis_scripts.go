@@ -13,6 +13,8 @@ import "github.com/redis/rueidis"
 //	disc     disconnected-at, Unix nanoseconds, from the releasing replica's clock; absent if never released
 //	name, os, agent   metadata
 //	labels   metadata labels as a JSON object; empty if none
+//	pinc     incarnation that released the host; absent while online (see redis_presence.go)
+//	gone     epoch whose offline was announced (MarkOffline, Reap)
 //
 // Epochs are handled as Lua numbers (doubles), exact below 2^53; they are formatted with %d because Lua's tostring
 // would print large numbers in exponent form. Epochs are Unix microseconds at most a few increments ahead, so they
@@ -40,10 +42,10 @@ return es
 // KEYS[1] host hash. ARGV: epoch, disconnected-at, record TTL in milliseconds (0: keep forever).
 // Returns 1 if it released, 0 otherwise.
 var releaseScript = rueidis.NewLuaScript(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica')
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc')
 if h[1] ~= ARGV[1] or not h[2] then return 0 end
 redis.call('HDEL', KEYS[1], 'replica', 'inc')
-redis.call('HSET', KEYS[1], 'disc', ARGV[2])
+redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', h[3] or '')
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1

@@ -1,0 +1,177 @@
+package directory
+
+import (
+	"testing"
+
+	"github.com/switchboard-relay/switchboard/internal/redistest"
+)
+
+// runPresenceContract checks what Presence adds to Directory, on directories made by newDir.
+func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
+	t.Helper()
+	claimPrior := func(t *testing.T, d Presence, host string, meta Metadata) (Entry, Prior) {
+		t.Helper()
+		e, p, err := d.ClaimPrior(t.Context(), host, "r1", meta)
+		if err != nil {
+			t.Fatalf("claim prior %s: %v", host, err)
+		}
+		return e, p
+	}
+
+	t.Run("PriorStates", func(t *testing.T) {
+		d := newDir(t).(Presence)
+		dir := d.(Directory)
+		m1 := Metadata{Name: "one", Labels: map[string]string{"a": "1"}}
+		m2 := Metadata{Name: "two"}
+		e1, p := claimPrior(t, d, "h", m1)
+		if p.Known || p.Replica != "" || p.Live || p.Announced {
+			t.Fatalf("first claim prior = %+v, want unknown", p)
+		}
+		e2, p := claimPrior(t, d, "h", m2)
+		if !p.Known || p.Replica != "r1" || !p.Live || p.Epoch != e1.Epoch || p.Announced || !sameMetadata(p.Metadata, m1) {
+			t.Fatalf("claim over a live owner: prior %+v, want r1 live epoch %d metadata %+v", p, e1.Epoch, m1)
+		}
+		if ok, err := dir.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
+			t.Fatalf("release: %v %v", ok, err)
+		}
+		e3, p := claimPrior(t, d, "h", m1)
+		if !p.Known || p.Replica != "" || p.Live || p.Announced || p.DisconnectedAt.IsZero() || p.Epoch != e2.Epoch ||
+			!sameMetadata(p.Metadata, m2) {
+			t.Fatalf("claim after an unannounced release: prior %+v", p)
+		}
+		if ok, err := dir.Release(t.Context(), "h", e3.Epoch); err != nil || !ok {
+			t.Fatalf("release: %v %v", ok, err)
+		}
+		if ok, err := d.MarkOffline(t.Context(), "h", e3.Epoch); err != nil || !ok {
+			t.Fatalf("mark offline: %v %v; want true", ok, err)
+		}
+		if ok, err := d.MarkOffline(t.Context(), "h", e3.Epoch); err != nil || ok {
+			t.Fatalf("second mark offline: %v %v; want false", ok, err)
+		}
+		_, p = claimPrior(t, d, "h", m1)
+		if !p.Announced || p.Replica != "" || p.Epoch != e3.Epoch {
+			t.Fatalf("claim after an announced offline: prior %+v, want announced", p)
+		}
+	})
+
+	t.Run("MarkOfflineOnlyWhenOffline", func(t *testing.T) {
+		d := newDir(t).(Presence)
+		dir := d.(Directory)
+		e1, _ := claimPrior(t, d, "h", Metadata{})
+		if ok, err := d.MarkOffline(t.Context(), "h", e1.Epoch); err != nil || ok {
+			t.Fatalf("mark offline while online: %v %v; want false", ok, err)
+		}
+		if ok, err := dir.Release(t.Context(), "h", e1.Epoch); err != nil || !ok {
+			t.Fatalf("release: %v %v", ok, err)
+		}
+		e2, _ := claimPrior(t, d, "h", Metadata{})
+		if ok, err := d.MarkOffline(t.Context(), "h", e1.Epoch); err != nil || ok {
+			t.Fatalf("mark offline of an epoch reconnected since: %v %v; want false", ok, err)
+		}
+		if ok, err := dir.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
+			t.Fatalf("release: %v %v", ok, err)
+		}
+		if ok, err := d.MarkOffline(t.Context(), "unknown", 1); err != nil || ok {
+			t.Fatalf("mark offline of an unknown host: %v %v; want false", ok, err)
+		}
+		if ok, err := d.MarkOffline(t.Context(), "h", e2.Epoch); err != nil || !ok {
+			t.Fatalf("mark offline: %v %v; want true", ok, err)
+		}
+	})
+}
+
+func TestMemoryPresence(t *testing.T) {
+	runPresenceContract(t, func(t *testing.T) Directory {
+		m := NewMemory()
+		t.Cleanup(func() { m.Close() })
+		return m
+	})
+}
+
+func TestRedisPresence(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	runPresenceContract(t, redisContractDir([]string{addr}))
+}
+
+func TestRedisClusterPresence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	addrs, _ := redistest.StartCluster(t, 3)
+	runPresenceContract(t, redisContractDir(addrs))
+}
+
+// TestRedisReap checks that a replica announces, once, the offline of every host a dead replica still owned or
+// had released within its flap window, and leaves alone hosts that reconnected elsewhere.
+func TestRedisReap(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := newPrefix()
+	ctx := t.Context()
+	dead, stopDead := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: prefix})
+	alive, _ := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r2", Prefix: prefix})
+
+	owned, _, err := dead.ClaimPrior(ctx, "owned", "r1", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flapping, _, err := dead.ClaimPrior(ctx, "flapping", "r1", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dead.Release(ctx, "flapping", flapping.Epoch); err != nil || !ok {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	announced, _, err := dead.ClaimPrior(ctx, "announced", "r1", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dead.Release(ctx, "announced", announced.Epoch); err != nil || !ok {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	if ok, err := dead.MarkOffline(ctx, "announced", announced.Epoch); err != nil || !ok {
+		t.Fatalf("mark offline: %v %v", ok, err)
+	}
+	if _, _, err := dead.ClaimPrior(ctx, "moved", "r1", Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := alive.ClaimPrior(ctx, "moved", "r2", Metadata{}); err != nil || !p.Live || p.Replica != "r1" {
+		t.Fatalf("claim of a host live on r1: prior %+v, %v; want live on r1", p, err)
+	}
+
+	if got, err := alive.Reap(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("reap while r1 lives = %v, %v; want nothing", got, err)
+	}
+	// r1 dies: its lease lapses (here: is deleted, as if it expired).
+	stopDead()
+	raw := rawClient(t, addr)
+	if err := raw.Do(ctx, raw.B().Del().Key(prefix+"replica:r1").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := alive.Reap(ctx)
+	if err != nil {
+		t.Fatalf("reap: %v", err)
+	}
+	want := map[string]Reaped{
+		"owned":    {HostID: "owned", Epoch: owned.Epoch, Replica: "r1"},
+		"flapping": {HostID: "flapping", Epoch: flapping.Epoch},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("reaped %+v, want %v", got, want)
+	}
+	for _, g := range got {
+		w, ok := want[g.HostID]
+		if !ok || g.Epoch != w.Epoch || g.Replica != w.Replica || g.DisconnectedAt.IsZero() {
+			t.Fatalf("reaped %+v, want %+v with a disconnect time", g, w)
+		}
+	}
+	recs, err := alive.Records(ctx, []string{"owned", "moved"})
+	if err != nil || recs[0].Online || !recs[1].Online || recs[1].Replica != "r2" {
+		t.Fatalf("records after reap = %+v, %v; want owned offline, moved online on r2", recs, err)
+	}
+	if _, p, err := alive.ClaimPrior(ctx, "owned", "r2", Metadata{}); err != nil || !p.Announced {
+		t.Fatalf("claim of a reaped host: prior %+v, %v; want announced", p, err)
+	}
+	if got, err := alive.Reap(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("second reap = %v, %v; want nothing", got, err)
+	}
+}
