@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 )
 
@@ -86,6 +87,17 @@ func (cl *cluster) configure(c *ServeCmd, cfg *relay.Config) {
 	cfg.ClusterSecret = []byte(c.ClusterSecret)
 	cfg.RouteMode = c.RouteMode
 	cfg.MissWait = c.MissWait
+	cfg.FlapWindow = c.FlapWindow
+	if c.FlapWindow == 0 {
+		cfg.FlapWindow = -1 // relay.Config reads zero as the default
+	}
+	if cl.redis != nil {
+		// Cannot fail: the client is set.
+		cfg.Events, _ = presence.NewRedis(presence.RedisConfig{Client: cl.redis.Client(), Prefix: cl.redis.Prefix(),
+			Retention: c.EventsRetention, MaxEvents: c.EventsMax})
+	} else {
+		cfg.Events = presence.NewMemory(presence.MemoryConfig{Retention: c.EventsRetention, MaxEvents: c.EventsMax})
+	}
 }
 
 // internalServer returns the HTTP server of the internal listener, or nil if there is none.

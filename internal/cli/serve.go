@@ -44,6 +44,9 @@ type ServeCmd struct {
 	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
 
 	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
+	FlapWindow        time.Duration `help:"How long a host may be gone before its offline event; a reconnect within it sends no offline/online pair." default:"5s" env:"SWITCHBOARD_FLAP_WINDOW"`
+	EventsRetention   time.Duration `help:"How long presence events stay readable for resuming streams (GET /v1/presence/events)." default:"1h" env:"SWITCHBOARD_EVENTS_RETENTION"`
+	EventsMax         int           `help:"Most presence events kept for resuming streams." default:"100000" env:"SWITCHBOARD_EVENTS_MAX"`
 	DrainJitter       time.Duration `help:"Window over which agents are told to reconnect." default:"2s" env:"SWITCHBOARD_DRAIN_JITTER"`
 	PingInterval      time.Duration `help:"Tunnel keepalive cadence; a tunnel is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
 	IdleTimeout       time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`

@@ -14,6 +14,9 @@ type Prior struct {
 	Replica string
 	// Live reports that Replica's lease was alive, so the host was online on another tunnel at the claim.
 	Live bool
+	// LastReplica is the replica that held the host's newest tunnel before the claim (Replica while online, else
+	// the one that released it or died with it); "" if unknown.
+	LastReplica string
 	// Epoch is the host's newest epoch before the claim.
 	Epoch uint64
 	// Announced reports that the host was offline and its offline was announced (MarkOffline or Reap): a claim
@@ -67,7 +70,7 @@ func (m *Memory) ClaimPrior(ctx context.Context, hostID, replica string, meta Me
 		h = &memHost{}
 		m.hosts[hostID] = h
 	} else {
-		p = Prior{Known: true, Epoch: h.epoch, Announced: !h.online && h.gone == h.epoch,
+		p = Prior{Known: true, Epoch: h.epoch, Announced: !h.online && h.gone == h.epoch, LastReplica: h.replica,
 			DisconnectedAt: h.disconnectedAt, Metadata: cloneMetadata(h.meta)}
 		if h.online {
 			p.Replica, p.Live = h.replica, true

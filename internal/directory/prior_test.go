@@ -36,7 +36,7 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		}
 		e3, p := claimPrior(t, d, "h", m1)
 		if !p.Known || p.Replica != "" || p.Live || p.Announced || p.DisconnectedAt.IsZero() || p.Epoch != e2.Epoch ||
-			!sameMetadata(p.Metadata, m2) {
+			!sameMetadata(p.Metadata, m2) || p.LastReplica != "r1" {
 			t.Fatalf("claim after an unannounced release: prior %+v", p)
 		}
 		if ok, err := dir.Release(t.Context(), "h", e3.Epoch); err != nil || !ok {
@@ -168,7 +168,7 @@ func TestRedisReap(t *testing.T) {
 	if err != nil || recs[0].Online || !recs[1].Online || recs[1].Replica != "r2" {
 		t.Fatalf("records after reap = %+v, %v; want owned offline, moved online on r2", recs, err)
 	}
-	if _, p, err := alive.ClaimPrior(ctx, "owned", "r2", Metadata{}); err != nil || !p.Announced {
+	if _, p, err := alive.ClaimPrior(ctx, "owned", "r2", Metadata{}); err != nil || !p.Announced || p.LastReplica != "r1" {
 		t.Fatalf("claim of a reaped host: prior %+v, %v; want announced", p, err)
 	}
 	if got, err := alive.Reap(ctx); err != nil || len(got) != 0 {

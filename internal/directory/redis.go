@@ -486,6 +486,7 @@ func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
 			r.wrote(entries[i].HostID)
 		}
 	}
+	r.indexOwned(ctx, entries)
 	return written, errors.Join(errs...)
 }
 

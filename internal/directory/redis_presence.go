@@ -31,9 +31,9 @@ import (
 // claimPriorScript is claimScript that also returns the host's state before the claim.
 //
 // KEYS[1] host hash. ARGV: as claimScript. Returns {new epoch, previous epoch or "", replica or "", incarnation or
-// "", gone or "", disc or "", name, os, agent, labels}.
+// "", gone or "", disc or "", name, os, agent, labels, releasing replica or ""}.
 var claimPriorScript = rueidis.NewLuaScript(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'gone', 'disc', 'name', 'os', 'agent', 'labels')
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'gone', 'disc', 'name', 'os', 'agent', 'labels', 'prep')
 local cur = tonumber(h[1] or '0')
 local e = cur + 1
 local floor = tonumber(ARGV[3])
@@ -41,9 +41,10 @@ if floor > e then e = floor end
 local es = string.format('%d', e)
 redis.call('HSET', KEYS[1], 'epoch', es, 'replica', ARGV[1], 'inc', ARGV[2], 'since', ARGV[4],
 	'name', ARGV[5], 'os', ARGV[6], 'agent', ARGV[7], 'labels', ARGV[8])
-redis.call('HDEL', KEYS[1], 'pinc')
+redis.call('HDEL', KEYS[1], 'pinc', 'prep')
 redis.call('PERSIST', KEYS[1])
-return {es, h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '', h[8] or '', h[9] or ''}
+return {es, h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '', h[8] or '', h[9] or '',
+	h[10] or ''}
 `)
 
 // markOfflineScript marks the offline of epoch ARGV[1] announced if the host is offline at that epoch and it was
@@ -68,7 +69,7 @@ local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'pinc', 'gone'
 if not h[1] or h[5] == h[1] then return {} end
 if h[2] and h[3] == ARGV[1] then
 	redis.call('HDEL', KEYS[1], 'replica', 'inc')
-	redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', ARGV[1], 'gone', h[1])
+	redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', ARGV[1], 'prep', h[2], 'gone', h[1])
 	local ttl = tonumber(ARGV[3])
 	if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 	return {h[1], h[2], ARGV[2]}
@@ -79,6 +80,13 @@ if not h[2] and h[4] == ARGV[1] then
 end
 return {}
 `)
+
+// Client returns the directory's Redis client, for other shared state of the cluster (the presence event log). It
+// is closed by Close.
+func (r *Redis) Client() rueidis.Client { return r.client }
+
+// Prefix returns the key prefix of the directory's keys.
+func (r *Redis) Prefix() string { return r.cfg.Prefix }
 
 func (r *Redis) incarnationsKey() string { return r.cfg.Prefix + "incarnations" }
 func (r *Redis) ownedKey(inc string) string {
@@ -123,8 +131,8 @@ func (r *Redis) ClaimPrior(ctx context.Context, hostID, replica string, meta Met
 		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	r.wrote(hostID)
-	if len(res) != 10 {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: script returned %d values, want 10", hostID, len(res))
+	if len(res) != 11 {
+		return Entry{}, Prior{}, fmt.Errorf("claim %s: script returned %d values, want 11", hostID, len(res))
 	}
 	epoch, err := strconv.ParseUint(res[0], 10, 64)
 	if err != nil {
@@ -138,6 +146,10 @@ func (r *Redis) ClaimPrior(ctx context.Context, hostID, replica string, meta Met
 		p.Known = true
 		p.Epoch, _ = strconv.ParseUint(res[1], 10, 64)
 		p.Replica = res[2]
+		p.LastReplica = res[2]
+		if p.LastReplica == "" {
+			p.LastReplica = res[10]
+		}
 		p.Announced = p.Replica == "" && res[4] == res[1]
 		p.DisconnectedAt, _ = parseNanos(res[5])
 		p.Metadata = Metadata{Name: res[6], OS: res[7], AgentVersion: res[8]}
@@ -179,6 +191,37 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// indexOwned adds this replica's entries to its incarnation's index and the host list, after Reassert: Redis may
+// have lost both. Failures are logged: the index only serves Reap.
+func (r *Redis) indexOwned(ctx context.Context, entries []Entry) {
+	var own []string
+	var all []string
+	for _, e := range entries {
+		all = append(all, e.HostID)
+		if e.Replica == r.cfg.Replica {
+			own = append(own, e.HostID)
+		}
+	}
+	if len(all) == 0 {
+		return
+	}
+	b := r.client.B()
+	zadd := b.Zadd().Key(r.hostsKey()).ScoreMember()
+	for _, h := range all {
+		zadd = zadd.ScoreMember(0, h)
+	}
+	cmds := rueidis.Commands{zadd.Build()}
+	if len(own) > 0 {
+		cmds = append(cmds, b.Sadd().Key(r.ownedKey(r.incarnation)).Member(own...).Build())
+	}
+	for _, res := range r.client.DoMulti(ctx, cmds...) {
+		if err := res.Error(); err != nil {
+			r.log.Warn("directory presence index not re-asserted", "err", err)
+			return
+		}
+	}
 }
 
 // MarkOffline implements Presence. It also drops the host from this incarnation's index.

@@ -14,6 +14,7 @@ import "github.com/redis/rueidis"
 //	name, os, agent   metadata
 //	labels   metadata labels as a JSON object; empty if none
 //	pinc     incarnation that released the host; absent while online (see redis_presence.go)
+//	prep     replica that released the host; absent while online
 //	gone     epoch whose offline was announced (MarkOffline, Reap)
 //
 // Epochs are handled as Lua numbers (doubles), exact below 2^53; they are formatted with %d because Lua's tostring
@@ -45,7 +46,7 @@ var releaseScript = rueidis.NewLuaScript(`
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc')
 if h[1] ~= ARGV[1] or not h[2] then return 0 end
 redis.call('HDEL', KEYS[1], 'replica', 'inc')
-redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', h[3] or '')
+redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', h[3] or '', 'prep', h[2])
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1

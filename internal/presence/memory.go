@@ -194,3 +194,14 @@ func (m *Memory) dropOldestLocked() {
 	m.n--
 	m.first++
 }
+
+// Newest returns the ID of the newest event appended, "" if none; see the package function Newest.
+func (m *Memory) Newest(ctx context.Context) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	last := m.first + uint64(m.n) - 1
+	if last == 0 {
+		return "", nil
+	}
+	return m.gen + "-" + strconv.FormatUint(last, 10), nil
+}

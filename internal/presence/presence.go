@@ -78,3 +78,25 @@ type Log interface {
 	// It returns ErrGap, with the oldest retained events, if events after `after` were dropped.
 	Read(ctx context.Context, after string, max int, block time.Duration) ([]Event, error)
 }
+
+// Newest returns the ID of the newest event l holds or dropped ("" if none): reading after it yields only events
+// appended later. A reader that starts from the present (having read current state, or after ErrGap) starts there.
+// Memory and Redis answer in one step; another Log is read to its end.
+func Newest(ctx context.Context, l Log) (string, error) {
+	if n, ok := l.(interface {
+		Newest(ctx context.Context) (string, error)
+	}); ok {
+		return n.Newest(ctx)
+	}
+	after := ""
+	for {
+		evs, err := l.Read(ctx, after, 1000, 0)
+		if err != nil && !errors.Is(err, ErrGap) {
+			return "", err
+		}
+		if len(evs) == 0 {
+			return after, nil
+		}
+		after = evs[len(evs)-1].ID
+	}
+}

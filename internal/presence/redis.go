@@ -325,3 +325,28 @@ func max64(a, b int64) int64 {
 	}
 	return b
 }
+
+// Newest returns the ID of the stream's newest entry, "" if the stream does not exist; see the package function
+// Newest.
+func (r *Redis) Newest(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	b := r.client.B()
+	res := r.client.DoMulti(ctx, b.Exists().Key(r.key).Build(), b.XinfoStream().Key(r.key).Build())
+	n, err := res[0].AsInt64()
+	if err != nil {
+		return "", fmt.Errorf("newest: %w", err)
+	}
+	if n == 0 {
+		return "", nil
+	}
+	info, err := res[1].AsMap()
+	if err != nil {
+		return "", fmt.Errorf("newest: %w", err)
+	}
+	id, ok := infoID(info, "last-generated-id")
+	if !ok {
+		return "", errors.New("newest: stream info has no last-generated-id")
+	}
+	return id.String(), nil
+}

@@ -78,6 +78,20 @@ func (d *timedDirectory) claimReplacing(ctx context.Context, hostID, replica str
 	return e, prev, err
 }
 
+// claimPrior claims hostID for replica and returns the host's state before the claim, if the directory can tell
+// (directory.Presence: ok true); otherwise it is claimReplacing, and p holds only the replaced owner.
+func (d *timedDirectory) claimPrior(ctx context.Context, hostID, replica string, meta directory.Metadata) (e directory.Entry, p directory.Prior, ok bool, err error) {
+	pd, isP := d.Directory.(directory.Presence)
+	if !isP {
+		e, prev, err := d.claimReplacing(ctx, hostID, replica, meta)
+		return e, directory.Prior{Replica: prev.Replica, Epoch: prev.Epoch}, false, err
+	}
+	start := time.Now()
+	e, p, err = pd.ClaimPrior(ctx, hostID, replica, meta)
+	d.observe(opClaim, start, err)
+	return e, p, err == nil, err
+}
+
 // peers returns the directory's Peers, or nil if it has none.
 func (d *timedDirectory) peers() directory.Peers {
 	p, _ := d.Directory.(directory.Peers)

@@ -249,9 +249,10 @@ func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
 }
 
 // claim claims hostID for this replica and returns the other replica whose entry it replaced, to be told to close
-// its older tunnel ("" if none, or if forwarding is off). A directory that cannot report the replaced entry
+// its older tunnel ("" if none, or if forwarding is off), and the host's state before the claim for presence events
+// (nil if the directory cannot tell, see directory.Presence). A directory that cannot report the replaced entry
 // atomically (not a directory.Replacer) is asked before the claim, which misses a claim racing this one.
-func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metadata) (directory.Entry, string, error) {
+func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metadata) (directory.Entry, string, *directory.Prior, error) {
 	forwarding := len(s.cfg.ClusterSecret) > 0
 	var before string
 	if _, atomic := s.dir.Directory.(directory.Replacer); forwarding && !atomic {
@@ -261,17 +262,21 @@ func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metada
 		}
 		cancel()
 	}
-	e, prev, err := s.dir.claimReplacing(ctx, hostID, s.cfg.Replica, meta)
+	e, prev, hasPrior, err := s.dir.claimPrior(ctx, hostID, s.cfg.Replica, meta)
 	if err != nil {
-		return e, "", err
+		return e, "", nil, err
+	}
+	var prior *directory.Prior
+	if hasPrior {
+		prior = &prev
 	}
 	if prev.Replica != "" {
 		before = prev.Replica
 	}
 	if !forwarding || before == s.cfg.Replica {
-		return e, "", nil
+		return e, "", prior, nil
 	}
-	return e, before, nil
+	return e, before, prior, nil
 }
 
 // claimLocally accepts a tunnel while the directory is unreachable: the entry gets an epoch from this replica's

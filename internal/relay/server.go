@@ -23,6 +23,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -57,6 +58,12 @@ type Config struct {
 	DrainJitter time.Duration
 	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
 	MaxBatchIDs int
+	// Events is the log presence events are appended to and GET /v1/presence/events reads (docs/presence.md). Give
+	// every replica of a cluster the same shared log (presence.Redis). If nil, a fresh presence.Memory.
+	Events presence.Log
+	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
+	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
+	FlapWindow time.Duration
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -87,6 +94,8 @@ type Server struct {
 	mux     *http.ServeMux
 	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
+	events  presence.Log
+	evm     *eventMetrics
 
 	// Scale-out; immutable after New except where noted.
 	cluster       *clusterMetrics
@@ -153,6 +162,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatchIDs <= 0 {
 		cfg.MaxBatchIDs = 100
 	}
+	if cfg.FlapWindow == 0 {
+		cfg.FlapWindow = DefaultFlapWindow
+	} else if cfg.FlapWindow < 0 {
+		cfg.FlapWindow = 0
+	}
+	if cfg.Events == nil {
+		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
+	}
 	switch cfg.RouteMode {
 	case "":
 		cfg.RouteMode = RouteForward
@@ -181,6 +198,8 @@ func New(cfg Config) (*Server, error) {
 		tunnels:  make(map[string]*tunnelConn),
 		behind:   make(map[string]directory.Entry),
 		peerURLs: peerURLs{byID: make(map[string]*url.URL)},
+		events:   cfg.Events,
+		evm:      newEventMetrics(cfg.Registerer),
 	}
 	dir := cfg.Directory
 	if dir == nil {
@@ -196,6 +215,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET "+tunnel.Path, s.handleTunnel)
 	s.mux.HandleFunc("GET /v1/hosts/{id}", s.handleHost)
 	s.mux.HandleFunc("GET /v1/hosts", s.handleHosts)
+	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	if s.cfg.Gatherer != nil {
@@ -241,6 +261,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stop()
 	wg.Go(func() { s.pingLoop(ctx) })
 	wg.Go(func() { s.clusterLoop(ctx) })
+	if r, ok := s.dir.Directory.(reaper); ok {
+		wg.Go(func() { s.reapLoop(ctx, r) })
+	}
 	if r, ok := s.dir.Directory.(runner); ok {
 		wg.Go(func() {
 			if err := r.Run(ctx); err != nil {

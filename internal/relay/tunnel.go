@@ -103,7 +103,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	meta := metadataFrom(r.Header)
 
 	// Claim before the upgrade so the 101 can carry the epoch.
-	entry, prev, err := s.claim(r.Context(), id, meta) // prev: another replica to be told it lost the host
+	entry, prev, prior, err := s.claim(r.Context(), id, meta) // prev: another replica to be told it lost the host
 	if err != nil {
 		var ok bool
 		if entry, ok = s.claimLocally(id, meta); !ok {
@@ -111,7 +111,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 			reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
 			return
 		}
-		prev = ""
+		prev, prior = "", nil
 		s.log.Warn("directory claim failed; tunnel accepted here and written behind", "host_id", id,
 			"epoch", entry.Epoch, "err", err)
 	}
@@ -140,6 +140,9 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		defer s.wg.Done()
 		s.serveTunnel(t, remote)
 	}()
+	if prior != nil {
+		s.announceClaim(entry, *prior)
+	}
 }
 
 // serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
@@ -332,12 +335,18 @@ func (s *Server) runTunnel(t *tunnelConn) {
 	t.log.Info("tunnel down", "reason", t.closeReason, "connected_for", time.Since(t.connectedAt).Round(time.Millisecond).String())
 }
 
-// releaseEntry removes the directory entry of a tunnel that ended, if it is still that tunnel's.
+// releaseEntry removes the directory entry of a tunnel that ended, if it is still that tunnel's, and then owes the
+// host's offline event after the flap window.
 func (s *Server) releaseEntry(hostID string, epoch uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.dir.Release(ctx, hostID, epoch); err != nil {
+	at := time.Now()
+	released, err := s.dir.Release(ctx, hostID, epoch)
+	if err != nil {
 		s.log.Warn("directory release failed", "host_id", hostID, "epoch", epoch, "err", err)
+	}
+	if released {
+		s.scheduleOffline(hostID, epoch, at)
 	}
 }
 

@@ -1,0 +1,168 @@
+package relay
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/presence"
+)
+
+// This file emits presence events (docs/presence.md): the relay classifies every claim and release of a host's
+// tunnel and appends what changed to Config.Events.
+//
+//	claim, previous owner live (drain, takeover, duplicate agent)             moved
+//	claim, host unknown, offline announced, or previous owner's replica dead  online
+//	claim, host released but offline not announced yet (within flap window):
+//	  on another replica than the one that released it (a drain)              moved
+//	  on the same replica                                                      updated if the metadata changed, else nothing
+//	release, and after the flap window the host is still offline at that epoch  offline (exactly once: MarkOffline)
+//	a dead replica's hosts (directory.Redis.Reap, on every replica)            offline
+//
+// A drain move is a claim over a live owner, so it is "moved", and the old tunnel's release is stale (its epoch is
+// no longer the host's), so it announces nothing; if the old tunnel was closed before the new one was claimed, the
+// claim comes within the flap window on another replica, so it is "moved" too.
+
+// DefaultFlapWindow is how long a host may be gone before its offline is announced.
+const DefaultFlapWindow = 5 * time.Second
+
+// staleRelease is how long after a release a claim is taken as a return even if the offline was never announced
+// (records written before presence events existed, or an offline lost with its replica and not reaped).
+const staleRelease = time.Minute
+
+// reapInterval is how often each replica looks for dead replicas whose hosts' offlines are owed.
+const reapInterval = 500 * time.Millisecond
+
+// classify decides the event of a claim of a host whose state before the claim was p, with metadata meta.
+func classify(p directory.Prior, replica string, meta directory.Metadata, flap time.Duration, now time.Time) (presence.Kind, bool) {
+	switch {
+	case p.Replica != "" && p.Live:
+		return presence.Moved, true
+	case p.Replica != "": // its replica died and it was not reaped yet: the host was offline
+		return presence.Online, true
+	case !p.Known || p.Announced:
+		return presence.Online, true
+	case !p.DisconnectedAt.IsZero() && now.Sub(p.DisconnectedAt) > flap+staleRelease:
+		return presence.Online, true
+	case p.LastReplica != "" && p.LastReplica != replica: // back within the window, elsewhere (a drain)
+		return presence.Moved, true
+	case !sameMetadata(p.Metadata, meta):
+		return presence.Updated, true
+	default:
+		return "", false
+	}
+}
+
+// sameMetadata compares metadata, a nil and an empty Labels map being equal.
+func sameMetadata(a, b directory.Metadata) bool {
+	return a.Name == b.Name && a.OS == b.OS && a.AgentVersion == b.AgentVersion && len(a.Labels) == len(b.Labels) &&
+		(len(a.Labels) == 0 || maps.Equal(a.Labels, b.Labels))
+}
+
+// announceClaim appends the event of a claim, if any.
+func (s *Server) announceClaim(e directory.Entry, p directory.Prior) {
+	kind, ok := classify(p, e.Replica, e.Metadata, s.cfg.FlapWindow, time.Now())
+	if !ok {
+		return
+	}
+	meta := e.Metadata
+	s.appendEvent(presence.Event{Kind: kind, HostID: e.HostID, Epoch: e.Epoch, Seq: presence.SeqOf(kind, e.Epoch),
+		Replica: e.Replica, At: e.ConnectedAt, Metadata: &meta})
+}
+
+// scheduleOffline waits the flap window after this replica released hostID at epoch, then announces the offline
+// if the host is still offline at that epoch. Close abandons the wait: with Redis, the replica's death (its lease)
+// lets another replica reap the offline; with the memory directory, the log goes with the process.
+func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
+	pd, ok := s.dir.Directory.(directory.Presence)
+	if !ok {
+		return
+	}
+	s.wg.Go(func() {
+		timer := time.NewTimer(s.cfg.FlapWindow)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-s.ctx.Done():
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		defer cancel()
+		gone, err := pd.MarkOffline(ctx, hostID, epoch)
+		if err != nil {
+			s.log.Warn("presence: offline not recorded", "host_id", hostID, "epoch", epoch, "err", err)
+			return
+		}
+		if gone {
+			s.appendEvent(presence.Event{Kind: presence.Offline, HostID: hostID, Epoch: epoch,
+				Seq: presence.SeqOf(presence.Offline, epoch), Replica: s.cfg.Replica, At: at})
+		}
+	})
+}
+
+// reaper is implemented by directories that can find the hosts of dead replicas (directory.Redis).
+type reaper interface {
+	Reap(ctx context.Context) ([]directory.Reaped, error)
+}
+
+// reapLoop announces the offline of hosts whose replica died, until ctx ends.
+func (s *Server) reapLoop(ctx context.Context, r reaper) {
+	t := time.NewTicker(reapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		got, err := r.Reap(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("presence: reaping dead replicas failed", "err", err)
+		}
+		for _, rp := range got {
+			s.appendEvent(presence.Event{Kind: presence.Offline, HostID: rp.HostID, Epoch: rp.Epoch,
+				Seq: presence.SeqOf(presence.Offline, rp.Epoch), Replica: rp.Replica, At: rp.DisconnectedAt})
+		}
+	}
+}
+
+// appendEvent appends e to the log; a failure is logged and counted, never fatal to the tunnel.
+func (s *Server) appendEvent(e presence.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.events.Append(ctx, e); err != nil {
+		s.evm.failed.Inc()
+		s.log.Warn("presence: event not recorded", "host_id", e.HostID, "type", e.Kind, "epoch", e.Epoch, "err", err)
+		return
+	}
+	s.evm.appended.WithLabelValues(string(e.Kind)).Inc()
+}
+
+// eventMetrics count presence events and SSE subscribers.
+type eventMetrics struct {
+	appended    *prometheus.CounterVec // type
+	failed      prometheus.Counter
+	subscribers prometheus.Gauge
+}
+
+func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
+	m := &eventMetrics{
+		appended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "presence_events_total",
+			Help: "Presence events this replica appended to the log, by type.",
+		}, []string{"type"}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "presence_event_errors_total",
+			Help: "Presence events this replica failed to append to the log.",
+		}),
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "switchboard", Name: "presence_subscribers",
+			Help: "Open GET /v1/presence/events streams on this replica.",
+		}),
+	}
+	reg.MustRegister(m.appended, m.failed, m.subscribers)
+	return m
+}
