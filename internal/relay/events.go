@@ -36,6 +36,10 @@ const staleRelease = time.Minute
 // reapInterval is how often each replica looks for dead replicas whose hosts' offlines are owed.
 const reapInterval = 500 * time.Millisecond
 
+// Events returns the log presence events are appended to (Config.Events, or the Server's own memory log), for
+// other readers such as the webhook sender.
+func (s *Server) Events() presence.Log { return s.events }
+
 // classify decides the event of a claim of a host whose state before the claim was p, with metadata meta.
 func classify(p directory.Prior, replica string, meta directory.Metadata, flap time.Duration, now time.Time) (presence.Kind, bool) {
 	switch {

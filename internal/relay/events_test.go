@@ -345,10 +345,11 @@ func TestEventsRestartKeepsRecords(t *testing.T) {
 	prefix := fmt.Sprintf("ev%d:", clusterSeq.Add(1))
 	a := startEventReplica(t, addr, prefix, "A", relaytest.ReplicaLease, func(c *relay.Config) { c.FlapWindow = -1 })
 	tok := relaytest.ClientToken(t, "c", "*")
+	s := subscribe(t, a.URL, tok, "")
 	l := relaytest.StartHost(t, a.URL, "h", textHandler("h"), func(c *agent.Config) {
 		c.Name, c.Labels = "box", map[string]string{"team": "x"}
 	})
-	s := subscribe(t, a.URL, tok, "")
+	s.expect(t, 10*time.Second, "online h")
 	_ = l.Close()
 	s.expect(t, 10*time.Second, "offline h")
 	_, before := getHost(t, a.Relay, "h", tok)

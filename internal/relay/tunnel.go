@@ -36,6 +36,7 @@ type tunnelConn struct {
 	meta        directory.Metadata
 	connectedAt time.Time
 	log         *slog.Logger
+	prior       *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
 
 	active  atomic.Int64 // exchanges in flight
 	pinging atomic.Bool  // a liveness ping is outstanding
@@ -136,13 +137,11 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	remote := clientIP(r)
 	handedOff = true
 	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
+	t.prior = prior
 	go func() {
 		defer s.wg.Done()
 		s.serveTunnel(t, remote)
 	}()
-	if prior != nil {
-		s.announceClaim(entry, *prior)
-	}
 }
 
 // serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
@@ -314,6 +313,12 @@ func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 // runTunnel blocks until t's session ends, then unregisters it: only t itself is removed (fencing by identity and
 // epoch), so a late end of an old tunnel never removes its successor.
 func (s *Server) runTunnel(t *tunnelConn) {
+	// Announced here, once the tunnel is registered and before anything can release it, so that its event
+	// precedes its offline in the log.
+	if t.prior != nil {
+		s.announceClaim(directory.Entry{HostID: t.hostID, Replica: s.cfg.Replica, Epoch: t.epoch,
+			ConnectedAt: t.connectedAt, Metadata: t.meta}, *t.prior)
+	}
 	// The control stream is write-only for the agent's peer: a read returns only when the session ends (or the
 	// agent misbehaves by writing), which makes this goroutine the tunnel's watcher without a second one.
 	var b [1]byte
