@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/rueidis"
 
+	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 )
 
@@ -20,6 +21,15 @@ func redisClient(t testing.TB, addr string) rueidis.Client {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+func redisLog(t testing.TB, c rueidis.Client) *presence.Redis {
+	t.Helper()
+	l, err := presence.NewRedis(presence.RedisConfig{Client: c, Prefix: "test:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 func redisStore(t testing.TB, c rueidis.Client) *Redis {
@@ -99,12 +109,13 @@ func TestStoreContract(t *testing.T) {
 // the stored cursor: nothing lost, nothing re-sent from the start.
 func TestRedisResumesAfterRestart(t *testing.T) {
 	addr, _ := redistest.Start(t)
-	l := newTestLog()
+	l := redisLog(t, redisClient(t, addr)) // the relays' shared log, appended to by "other replicas"
 	rc := newReceiver(t, testSecret, nil)
 	want := appendEvents(t, l, 5)
 
-	cfg := fastConfig(l, rc.URL())
-	cfg.Store = redisStore(t, redisClient(t, addr))
+	c1 := redisClient(t, addr)
+	cfg := fastConfig(redisLog(t, c1), rc.URL())
+	cfg.Store = redisStore(t, c1)
 	cfg.Holder = "first"
 	_, stop := runSender(t, cfg)
 	eventually(t, 10*time.Second, "first 5 events", func() bool { return len(rc.unique()) >= 5 })
@@ -116,8 +127,10 @@ func TestRedisResumesAfterRestart(t *testing.T) {
 	firstRun := len(rc.deliveries())
 	want = append(want, appendEvents(t, l, 5)...)
 
-	// A new process: new client, new store, new holder, same Redis.
-	cfg.Store = redisStore(t, redisClient(t, addr))
+	// A new process: new client, log and store, new holder, same Redis.
+	c2 := redisClient(t, addr)
+	cfg.Log = redisLog(t, c2)
+	cfg.Store = redisStore(t, c2)
 	cfg.Holder = "second"
 	cfg.Registerer = nil
 	_, _ = runSender(t, cfg)
@@ -133,7 +146,7 @@ func TestRedisResumesAfterRestart(t *testing.T) {
 // arrives in order. When a leader stops cleanly, the other takes over at once.
 func TestRedisLeaderTakeover(t *testing.T) {
 	addr, _ := redistest.Start(t)
-	l := newTestLog()
+	l := redisLog(t, redisClient(t, addr))
 	rc := newReceiver(t, testSecret, nil)
 
 	type member struct {
@@ -146,7 +159,7 @@ func TestRedisLeaderTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := fastConfig(l, rc.URL())
+		cfg := fastConfig(redisLog(t, c), rc.URL())
 		cfg.Store = redisStore(t, c)
 		cfg.Holder = name
 		s, stop := runSender(t, cfg)
@@ -192,15 +205,15 @@ func TestRedisLeaderTakeover(t *testing.T) {
 	checkDelivered(t, rc, want)
 }
 
-// TestRedisRestartedEmpty: Redis losing its data (cursor and lease) makes the leader re-take the lease; delivery
-// continues and nothing is lost (the cursor being gone means a redelivery from the log's oldest event: duplicates,
-// which receivers drop by event ID).
+// TestRedisRestartedEmpty: Redis losing its data (log, cursor and lease) makes the leader re-take the lease and
+// follow the new log from its start: the events appended after the restart all arrive, in order.
 func TestRedisRestartedEmpty(t *testing.T) {
 	srv := redistest.StartServer(t)
-	l := newTestLog()
+	l := redisLog(t, redisClient(t, srv.Addr))
 	rc := newReceiver(t, testSecret, nil)
-	cfg := fastConfig(l, rc.URL())
-	cfg.Store = redisStore(t, redisClient(t, srv.Addr))
+	c := redisClient(t, srv.Addr)
+	cfg := fastConfig(redisLog(t, c), rc.URL())
+	cfg.Store = redisStore(t, c)
 	s, _ := runSender(t, cfg)
 	want := appendEvents(t, l, 4)
 	eventually(t, 10*time.Second, "4 events", func() bool { return len(rc.unique()) >= 4 })
