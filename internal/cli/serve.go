@@ -57,6 +57,10 @@ type ServeCmd struct {
 	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
 	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
+
+	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
+	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
+	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
 }
 
 // Validate refuses negative limits and durations: the relay would silently replace them with its defaults, which
@@ -68,6 +72,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
+		{"--webhook-timeout", c.WebhookTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -85,7 +90,7 @@ func (c *ServeCmd) Validate() error {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
 		}
 	}
-	return nil
+	return c.validateWebhooks()
 }
 
 // Run serves until ctx ends, then drains and exits 0.
@@ -130,6 +135,12 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		cl.abort()
 		return &exitError{code: 2, err: err}
 	}
+	hooks, err := c.openWebhooks(rcfg.Events, cl, replica, reg, log)
+	if err != nil {
+		_ = srv.Close()
+		cl.abort()
+		return &exitError{code: 2, err: err}
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		_ = srv.Close()
@@ -161,6 +172,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	var wg sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(context.Background())
 	wg.Go(func() { _ = srv.Run(runCtx) })
+	if hooks != nil { // delivers through the drain; stops (resigning its lease) with runCtx, before cl.close
+		wg.Go(func() { _ = hooks.Run(runCtx) })
+	}
 	wg.Go(func() { serveUntilClosed(main, ln, log) })
 	if mln != nil {
 		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
