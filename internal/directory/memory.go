@@ -20,6 +20,7 @@ type Memory struct {
 	mu     sync.Mutex
 	hosts  map[string]*memHost
 	peers  map[string]string // replica → internal URL (see Advertise)
+	sorted []string          // ids of hosts, sorted; stale while shorter than hosts (hosts are never removed)
 	closed bool
 }
 

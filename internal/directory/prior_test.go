@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/switchboard-relay/switchboard/internal/redistest"
@@ -51,6 +52,39 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		_, p = claimPrior(t, d, "h", m1)
 		if !p.Announced || p.Replica != "" || p.Epoch != e3.Epoch {
 			t.Fatalf("claim after an announced offline: prior %+v, want announced", p)
+		}
+	})
+
+	t.Run("ListHosts", func(t *testing.T) {
+		d := newDir(t).(Presence)
+		l := d.(Lister)
+		for _, h := range []string{"b2", "a1", "c", "b1", "a2", "b10"} {
+			claimPrior(t, d, h, Metadata{})
+		}
+		for _, tc := range []struct {
+			prefix, after string
+			limit         int
+			want          string
+		}{
+			{"", "", 10, "a1 a2 b1 b10 b2 c"},
+			{"", "", 2, "a1 a2"},
+			{"", "a2", 2, "b1 b10"},
+			{"b", "", 10, "b1 b10 b2"},
+			{"b", "a", 10, "b1 b10 b2"},
+			{"b", "b10", 10, "b2"},
+			{"b", "b2", 10, ""},
+			{"a", "a2", 10, ""},
+			{"a", "b", 10, ""},
+			{"x", "", 10, ""},
+			{"b1", "", 10, "b1 b10"},
+		} {
+			ids, err := l.ListHosts(t.Context(), tc.prefix, tc.after, tc.limit)
+			if err != nil {
+				t.Fatalf("list %+v: %v", tc, err)
+			}
+			if got := strings.Join(ids, " "); got != tc.want {
+				t.Errorf("list prefix %q after %q limit %d = %q, want %q", tc.prefix, tc.after, tc.limit, got, tc.want)
+			}
 		}
 	})
 

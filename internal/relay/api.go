@@ -74,15 +74,20 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, viewOf(recs[0]))
 }
 
-// handleHosts answers GET /v1/hosts?ids=a,b,c with the hosts the token may reach and the relay has seen.
+// handleHosts answers GET /v1/hosts?ids=a,b,c with the hosts the token may reach and the relay has seen; without
+// ids, it lists hosts (see listHosts).
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 	claims, ok := s.authorizeClient(w, r)
 	if !ok {
 		return
 	}
+	if !r.URL.Query().Has("ids") {
+		s.listHosts(w, r, claims)
+		return
+	}
 	raw := r.URL.Query().Get("ids")
 	if raw == "" {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "query parameter ids=a,b,c is required")
+		writeError(w, http.StatusBadRequest, codeBadRequest, "query parameter ids=a,b,c must list at least one id")
 		return
 	}
 	parts := strings.Split(raw, ",")

@@ -99,8 +99,8 @@ func TestPresenceBatch(t *testing.T) {
 	if code, body := getText(t, r.URL+"/v1/hosts?ids=1,2,3,4,5,6", tok); code != 400 || !strings.Contains(body, "too_many_ids") {
 		t.Fatalf("over the bound: %d %s", code, body)
 	}
-	if code, _ := getText(t, r.URL+"/v1/hosts", tok); code != 400 {
-		t.Fatalf("no ids: %d", code)
+	if code, _ := getText(t, r.URL+"/v1/hosts?ids=", tok); code != 400 {
+		t.Fatalf("empty ids: %d", code)
 	}
 }
 
