@@ -51,7 +51,7 @@ func docVerify(header string, body, secret []byte) bool {
 	return false
 }
 
-// TestDocShellVerifier runs the shell one-liner of docs/webhooks.md on a signed body: it must accept the signature
+// TestDocShellVerifier runs the shell one-liner of docs/webhooks.md and docs/presence.md on a signed body: it must accept the signature
 // and refuse a tampered body.
 func TestDocShellVerifier(t *testing.T) {
 	for _, bin := range []string{"sh", "openssl"} {
@@ -59,17 +59,24 @@ func TestDocShellVerifier(t *testing.T) {
 			t.Skipf("%s not installed: %v", bin, err)
 		}
 	}
-	doc, err := os.ReadFile("../../docs/webhooks.md")
+	for _, page := range []string{"webhooks.md", "presence.md"} {
+		t.Run(page, func(t *testing.T) { checkShellVerifier(t, "../../docs/"+page) })
+	}
+}
+
+func checkShellVerifier(t *testing.T, page string) {
+	doc, err := os.ReadFile(page)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(doc), "```sh\n")
-	if !ok {
-		t.Fatal("no sh block in docs/webhooks.md")
+	var script string
+	for block := range strings.SplitSeq(string(doc), "```sh\n") {
+		if s, _, _ := strings.Cut(block, "```"); strings.Contains(s, "openssl dgst") {
+			script = s
+		}
 	}
-	script, _, _ := strings.Cut(rest, "```")
-	if !strings.Contains(script, "openssl dgst") {
-		t.Fatalf("the sh block is not the verifier:\n%s", script)
+	if script == "" {
+		t.Fatalf("no sh block with the openssl verifier in %s", page)
 	}
 	secret := []byte("shell-secret")
 	body := []byte(`{"id":"7","type":"online","host_id":"a b'c","seq":2}`)
