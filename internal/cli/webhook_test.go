@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -59,6 +60,13 @@ type hookReceiver struct {
 	mu     sync.Mutex
 	events []hookEvent
 	bad    int
+	down   bool // answer 503 to everything
+}
+
+func (h *hookReceiver) setDown(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down = down
 }
 
 type hookEvent struct {
@@ -88,6 +96,10 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 		var e hookEvent
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		if h.down {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			return
+		}
 		if !hmac.Equal([]byte(v1), []byte(hex.EncodeToString(m.Sum(nil)))) || json.Unmarshal(body, &e) != nil {
 			h.bad++
 			http.Error(w, "bad signature", http.StatusUnauthorized)
@@ -216,4 +228,53 @@ func startHost(t *testing.T, id, up string, relays ...string) *proc {
 	t.Helper()
 	return start(t, nil, "host", "--relay", strings.Join(relays, ","), "--id", id,
 		"--token", mint(t, "host", "--id", id), "--upstream", up)
+}
+
+// TestServeWebhooksReceiverDown: while the receiver answers 503, hosts come and go; once it recovers it gets every
+// event late, exactly in the order they happened, each signed.
+func TestServeWebhooksReceiverDown(t *testing.T) {
+	const hookSecret = "webhook-secret-for-the-outage-test"
+	rc := newHookReceiver(t, hookSecret)
+	rc.setDown(true)
+	_, addr, metrics := startRelay(t, append(withSecret, "SWITCHBOARD_WEBHOOK_SECRET="+hookSecret),
+		"--webhook-url", rc.srv.URL+"/hook", "--flap-window", "200ms")
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	tok := mint(t, "client", "--hosts", "*")
+	online := func(id string, want bool) {
+		waitFor(t, fmt.Sprintf("%s online=%v", id, want), func() bool {
+			_, body := get("http://"+addr+"/v1/hosts/"+id, tok)
+			return strings.Contains(body, fmt.Sprintf(`"online":%v`, want))
+		})
+	}
+	h1 := startHost(t, "h1", up, "http://"+addr)
+	online("h1", true)
+	startHost(t, "h2", up, "http://"+addr)
+	online("h2", true)
+	h1.signal(t, syscall.SIGTERM)
+	h1.exitCode(t, 10*time.Second)
+	online("h1", false)
+	waitFor(t, "the sender retrying", func() bool {
+		_, text := get("http://"+metrics+"/metrics", "")
+		return strings.Contains(text, `switchboard_webhook_attempts_total{result="server_error"}`) &&
+			!strings.Contains(text, `switchboard_webhook_attempts_total{result="server_error"} 0`)
+	})
+	waitFor(t, "h1's offline in the log", func() bool { // after the flap window
+		_, text := get("http://"+metrics+"/metrics", "")
+		return strings.Contains(text, `switchboard_presence_events_total{type="offline"} 1`)
+	})
+	rc.setDown(false)
+	waitFor(t, "three webhooks", func() bool { return len(rc.unique()) >= 3 })
+	got := rc.unique()
+	want := []string{"online h1", "online h2", "offline h1"}
+	if len(got) != len(want) {
+		t.Fatalf("webhooks %+v, want %v", got, want)
+	}
+	for i, e := range got {
+		if e.Type+" "+e.HostID != want[i] {
+			t.Fatalf("webhook %d is %s %s, want %s (all: %+v)", i, e.Type, e.HostID, want[i], got)
+		}
+	}
+	if bad := rc.badCount(); bad != 0 {
+		t.Fatalf("%d webhook requests failed the signature check", bad)
+	}
 }
