@@ -207,7 +207,7 @@ func redactURL(s string) string {
 
 // Run delivers while this sender holds the lease and stands by while another does, until ctx ends or Close is
 // called; it then resigns the lease (so a standby takes over at once) and returns nil. Failures are logged and
-// retried, never returned.
+// retried, never returned. Call it once per Sender.
 func (s *Sender) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
