@@ -223,3 +223,31 @@ func TestRedisRestartedEmpty(t *testing.T) {
 	checkDelivered(t, rc, want)
 	eventually(t, 10*time.Second, "leading again", func() bool { return testutil.ToFloat64(s.m.leader) == 1 })
 }
+
+// TestRedisGapContinuesFromOldestRetained: with the Redis stream log, a cursor older than what the stream retains
+// counts a gap and delivery goes on from the oldest retained event.
+func TestRedisGapContinuesFromOldestRetained(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	c := redisClient(t, addr)
+	l, err := presence.NewRedis(presence.RedisConfig{Client: c, Prefix: "test:", MaxEvents: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := newReceiver(t, testSecret, nil)
+	evs := appendEvents(t, l, 10) // the stream keeps the last 4
+	store := redisStore(t, c)
+	if ok, _ := store.Lead(context.Background(), "me", time.Minute); !ok {
+		t.Fatal("lead")
+	}
+	if err := store.SetCursor(context.Background(), "me", rc.URL(), evs[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig(l, rc.URL())
+	cfg.Store, cfg.Holder = store, "me"
+	s, _ := runSender(t, cfg)
+	eventually(t, 10*time.Second, "retained events", func() bool { return len(rc.unique()) >= 4 })
+	checkDelivered(t, rc, evs[6:])
+	if got := testutil.ToFloat64(s.m.gaps); got != 1 {
+		t.Fatalf("gaps metric %v, want 1", got)
+	}
+}
