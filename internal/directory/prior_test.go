@@ -209,3 +209,44 @@ func TestRedisReap(t *testing.T) {
 		t.Fatalf("second reap = %v, %v; want nothing", got, err)
 	}
 }
+
+// TestRedisReapedWhileAlive: a replica cut off from Redis for longer than its lease is reaped by another; when it
+// is back, Reassert does not resurrect the reaped entries (their offline was announced) and reports them.
+func TestRedisReapedWhileAlive(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := newPrefix()
+	ctx := t.Context()
+	cut, _ := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: prefix})
+	other, _ := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r2", Prefix: prefix})
+	var reported []string
+	cut.OnReaped(func(ids []string) { reported = append(reported, ids...) })
+	e, _, err := cut.ClaimPrior(ctx, "h", "r1", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, _, err := cut.ClaimPrior(ctx, "k", "r1", Metadata{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, addr)
+	if err := raw.Do(ctx, raw.B().Del().Key(prefix+"replica:r1").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := other.Reap(ctx); err != nil || len(got) != 2 {
+		t.Fatalf("reap = %v, %v; want h and k", got, err)
+	}
+	// k reconnected elsewhere meanwhile: its newer epoch is not r1's to touch.
+	if _, _, err := other.ClaimPrior(ctx, "k", "r2", Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := cut.Reassert(ctx, []Entry{e, keep})
+	if err != nil || n != 0 {
+		t.Fatalf("reassert = %d, %v; want 0 written", n, err)
+	}
+	if strings.Join(reported, " ") != "h" {
+		t.Fatalf("reported reaped %v, want [h]", reported)
+	}
+	if _, err := cut.Lookup(ctx, "h"); err == nil {
+		t.Fatal("a reaped entry routes again")
+	}
+}

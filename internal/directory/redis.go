@@ -106,6 +106,7 @@ type Redis struct {
 	now         func() time.Time // clock for floors and timestamps; tests may replace it before first use
 
 	maxEpoch  atomic.Uint64 // highest epoch this process has seen; floor for new epochs
+	onReaped  atomic.Pointer[func(hostIDs []string)]
 	closed    atomic.Bool
 	closeOnce sync.Once
 
@@ -475,18 +476,25 @@ func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
 	defer cancel()
 	written := 0
 	var errs []error
+	var reaped []string
 	for i, res := range reassertScript.ExecMulti(ctx, r.client, execs...) {
 		n, err := res.AsInt64()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("reassert %s: %w", entries[i].HostID, err))
 			continue
 		}
-		written += int(n)
-		if n == 1 {
+		switch n {
+		case 1:
+			written++
 			r.wrote(entries[i].HostID)
+		case 2:
+			reaped = append(reaped, entries[i].HostID)
 		}
 	}
 	r.indexOwned(ctx, entries)
+	if f := r.onReaped.Load(); f != nil && len(reaped) > 0 {
+		(*f)(reaped)
+	}
 	return written, errors.Join(errs...)
 }
 

@@ -69,7 +69,7 @@ local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'pinc', 'gone'
 if not h[1] or h[5] == h[1] then return {} end
 if h[2] and h[3] == ARGV[1] then
 	redis.call('HDEL', KEYS[1], 'replica', 'inc')
-	redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', ARGV[1], 'prep', h[2], 'gone', h[1])
+	redis.call('HSET', KEYS[1], 'disc', ARGV[2], 'pinc', ARGV[1], 'prep', h[2], 'gone', h[1], 'reaped', h[1])
 	local ttl = tonumber(ARGV[3])
 	if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 	return {h[1], h[2], ARGV[2]}
@@ -243,6 +243,12 @@ func (r *Redis) MarkOffline(ctx context.Context, hostID string, epoch uint64) (b
 	}
 	return n == 1, nil
 }
+
+// OnReaped sets f to be called with the hosts of this process that another replica reaped while this process was
+// alive but could not renew its lease (cut off from Redis for longer than the lease). Reassert finds them when the
+// lease comes back and does not write them back: they were announced offline, and an online at the same epoch
+// would read as stale. The caller should close their tunnels, so that their agents reconnect under a new epoch.
+func (r *Redis) OnReaped(f func(hostIDs []string)) { r.onReaped.Store(&f) }
 
 // Reaped is a host whose offline Reap announced.
 type Reaped struct {

@@ -16,6 +16,7 @@ import "github.com/redis/rueidis"
 //	pinc     incarnation that released the host; absent while online (see redis_presence.go)
 //	prep     replica that released the host; absent while online
 //	gone     epoch whose offline was announced (MarkOffline, Reap)
+//	reaped   epoch that Reap took offline
 //
 // Epochs are handled as Lua numbers (doubles), exact below 2^53; they are formatted with %d because Lua's tostring
 // would print large numbers in exponent form. Epochs are Unix microseconds at most a few increments ahead, so they
@@ -56,14 +57,16 @@ return 1
 // this very epoch released.
 //
 // KEYS[1] host hash. ARGV: epoch, replica, incarnation, since, name, os, agent, labels.
-// Returns 1 if it wrote the entry, 0 otherwise. It is idempotent, so the client may retry it after a broken
+// Returns 1 if it wrote the entry, 2 if it did not because another replica reaped this very entry (took it offline
+// and announced it, taking this incarnation for dead: see redis_presence.go), 0 otherwise. It is idempotent, so the client may retry it after a broken
 // connection (the first command on each connection after a Redis restart fails).
 var reassertScript = rueidis.NewLuaScriptRetryable(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica')
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'reaped', 'pinc')
 if h[1] then
 	local cur = tonumber(h[1])
 	local e = tonumber(ARGV[1])
 	if cur > e then return 0 end
+	if cur == e and not h[2] and h[3] == ARGV[1] and h[4] == ARGV[3] then return 2 end
 	if cur == e and not h[2] then return 0 end
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'replica', ARGV[2], 'inc', ARGV[3], 'since', ARGV[4],

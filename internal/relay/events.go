@@ -107,6 +107,24 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 	})
 }
 
+// reapedNotifier is implemented by directories that report hosts of this replica that another replica reaped
+// while this one was cut off from the directory (directory.Redis).
+type reapedNotifier interface {
+	OnReaped(f func(hostIDs []string))
+}
+
+// moveReaped asks the agents of hosts reaped by another replica (announced offline while this replica was cut off
+// from the directory, its tunnels still up) to open a new tunnel: the directory no longer routes to the old one,
+// and the new claim announces the host online again under a new epoch.
+func (s *Server) moveReaped(hostIDs []string) {
+	for _, id := range hostIDs {
+		if t := s.lookup(id); t != nil {
+			t.log.Warn("host was announced offline while this replica was cut off from the directory; asking its agent to reconnect")
+			t.sendDrain(0)
+		}
+	}
+}
+
 // reaper is implemented by directories that can find the hosts of dead replicas (directory.Redis).
 type reaper interface {
 	Reap(ctx context.Context) ([]directory.Reaped, error)

@@ -207,6 +207,9 @@ func New(cfg Config) (*Server, error) {
 		s.ownDir = true
 	}
 	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors}
+	if n, ok := dir.(reapedNotifier); ok {
+		n.OnReaped(s.moveReaped)
+	}
 	s.rp = s.newReverseProxy()
 	s.peerTransport = s.newPeerTransport()
 	s.fwd = s.newForwardProxy()
