@@ -52,6 +52,15 @@ func TestStoreContract(t *testing.T) {
 			addr, _ := redistest.Start(t)
 			return redisStore(t, redisClient(t, addr))
 		}},
+		{"redis cluster", func(t *testing.T) Store { // the fenced cursor write spans two keys: one slot
+			addrs, _ := redistest.StartCluster(t, 3)
+			c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			return redisStore(t, c)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
