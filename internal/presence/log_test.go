@@ -277,3 +277,96 @@ func rawClient(t *testing.T, addrs ...string) rueidis.Client {
 	t.Cleanup(c.Close)
 	return c
 }
+
+// fanoutOver wraps l in a running Fanout of size for the test.
+func fanoutOver(t *testing.T, l Log, size int) *Fanout {
+	f := NewFanout(l, size)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return f
+}
+
+func TestFanoutMemory(t *testing.T) {
+	runLogContract(t, func(t *testing.T, maxEvents int) Log {
+		return fanoutOver(t, NewMemory(MemoryConfig{MaxEvents: maxEvents}), maxEvents)
+	})
+}
+
+func TestFanoutRedis(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	client := rawClient(t, addr)
+	n := 0
+	runLogContract(t, func(t *testing.T, maxEvents int) Log {
+		n++
+		l, err := NewRedis(RedisConfig{Client: client, Prefix: fmt.Sprintf("fan:%d:", n), MaxEvents: maxEvents})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fanoutOver(t, l, maxEvents)
+	})
+}
+
+// TestFanoutManyReaders: many blocked readers of one Fanout all get each new event, and the underlying log is read
+// by one reader only.
+func TestFanoutManyReaders(t *testing.T) {
+	base := &countingLog{Log: NewMemory(MemoryConfig{})}
+	f := fanoutOver(t, base, 100)
+	first, err := f.Append(t.Context(), Event{Kind: Online, HostID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the fanout has the first event, so readers are served from its buffer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, hit, _ := f.fromBuffer(first.ID, 1); hit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fanout did not catch up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := base.reads()
+	const readers = 50
+	var wg sync.WaitGroup
+	got := make([][]Event, readers)
+	for i := range readers {
+		wg.Go(func() { got[i], _ = f.Read(t.Context(), first.ID, 10, 10*time.Second) })
+	}
+	time.Sleep(50 * time.Millisecond)
+	second, err := f.Append(t.Context(), Event{Kind: Offline, HostID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, evs := range got {
+		if len(evs) != 1 || evs[0].ID != second.ID {
+			t.Fatalf("reader %d got %v, want %s", i, evs, second.ID)
+		}
+	}
+	if n := base.reads() - before; n > 10 {
+		t.Fatalf("%d reads of the underlying log for %d readers; want the fanout's own few", n, readers)
+	}
+}
+
+// countingLog counts Reads.
+type countingLog struct {
+	Log
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingLog) Read(ctx context.Context, after string, max int, block time.Duration) ([]Event, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	return c.Log.Read(ctx, after, max, block)
+}
+
+func (c *countingLog) reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}

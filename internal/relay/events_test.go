@@ -208,10 +208,10 @@ func TestEventsFlap(t *testing.T) {
 }
 
 // TestEventsResume: a client that reconnects with Last-Event-ID gets exactly the events after it; one whose
-// position fell out of the retention window gets a reset.
+// position is not in the log gets a reset. (Positions trimmed from the log are covered by the log's own tests: a
+// replica also serves its newest 1024 events from memory, so a reader just behind them still gets them all.)
 func TestEventsResume(t *testing.T) {
-	log := presence.NewMemory(presence.MemoryConfig{MaxEvents: 3})
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.FlapWindow = -1; c.Events = log })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.FlapWindow = -1 })
 	tok := relaytest.ClientToken(t, "c", "*")
 	s := subscribe(t, r.URL, tok, "")
 	l := relaytest.StartHost(t, r.URL, "a", textHandler("a"), nil)
@@ -228,13 +228,8 @@ func TestEventsResume(t *testing.T) {
 	other := subscribe(t, r.URL, relaytest.ClientToken(t, "c", "b"), first[0].ID)
 	other.quiet(t, 300*time.Millisecond)
 
-	for range 2 { // four more events push the first two out of a log of three
-		l := relaytest.StartHost(t, r.URL, "a", textHandler("a"), nil)
-		s.expect(t, 10*time.Second, "online a")
-		_ = l.Close()
-		s.expect(t, 10*time.Second, "offline a")
-	}
-	stale := subscribe(t, r.URL, tok, first[0].ID)
+	// A position from a log that is gone (an earlier process's memory log, or a Redis that lost its stream).
+	stale := subscribe(t, r.URL, tok, "1-1")
 	stale.expect(t, 10*time.Second, "reset")
 	relaytest.StartHost(t, r.URL, "a", textHandler("a"), nil)
 	stale.expect(t, 10*time.Second, "online a") // after the reset, the stream goes on from the present

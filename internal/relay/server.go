@@ -95,6 +95,7 @@ type Server struct {
 	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
 	events  presence.Log
+	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	evm     *eventMetrics
 
 	// Scale-out; immutable after New except where noted.
@@ -199,6 +200,7 @@ func New(cfg Config) (*Server, error) {
 		behind:   make(map[string]directory.Entry),
 		peerURLs: peerURLs{byID: make(map[string]*url.URL)},
 		events:   cfg.Events,
+		hub:      presence.NewFanout(cfg.Events, 0),
 		evm:      newEventMetrics(cfg.Registerer),
 	}
 	dir := cfg.Directory
@@ -264,6 +266,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stop()
 	wg.Go(func() { s.pingLoop(ctx) })
 	wg.Go(func() { s.clusterLoop(ctx) })
+	wg.Go(func() { s.hub.Run(ctx) })
 	if r, ok := s.dir.Directory.(reaper); ok {
 		wg.Go(func() { s.reapLoop(ctx, r) })
 	}

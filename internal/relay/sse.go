@@ -77,7 +77,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		if ctx.Err() != nil || s.draining.Load() {
 			return
 		}
-		evs, err := s.events.Read(ctx, after, sseBatch, min(sseHeartbeat, time.Second))
+		evs, err := s.hub.Read(ctx, after, sseBatch, min(sseHeartbeat, time.Second))
 		switch {
 		case errors.Is(err, presence.ErrGap):
 			// Events were lost: the client must re-read state. It does so after receiving the reset, so the stream
