@@ -268,7 +268,7 @@ func TestRedisLogLost(t *testing.T) {
 	}
 }
 
-func rawClient(t *testing.T, addrs ...string) rueidis.Client {
+func rawClient(t testing.TB, addrs ...string) rueidis.Client {
 	t.Helper()
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: addrs, DisableCache: true})
 	if err != nil {

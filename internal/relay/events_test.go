@@ -244,11 +244,25 @@ func TestEventsResume(t *testing.T) {
 // other replica; the draining replica's streams end.
 func TestEventsDrainMove(t *testing.T) {
 	addr, _ := redistest.Start(t)
+	testDrainMove(t, []string{addr})
+}
+
+// TestEventsDrainMoveRedisCluster: the same on a Redis Cluster, where the event stream, the host hashes and the
+// indexes live on different slots.
+func TestEventsDrainMoveRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	addrs, _ := redistest.StartCluster(t, 3)
+	testDrainMove(t, addrs)
+}
+
+func testDrainMove(t *testing.T, addrs []string) {
 	prefix := fmt.Sprintf("ev%d:", clusterSeq.Add(1))
-	a := startEventReplica(t, addr, prefix, "A", time.Second, func(c *relay.Config) {
+	a := startEventReplicaOn(t, addrs, prefix, "A", 2*time.Second, func(c *relay.Config) {
 		c.DrainJitter, c.FlapWindow = 10*time.Millisecond, 500*time.Millisecond
 	})
-	b := startEventReplica(t, addr, prefix, "B", time.Second, func(c *relay.Config) { c.FlapWindow = 500 * time.Millisecond })
+	b := startEventReplicaOn(t, addrs, prefix, "B", 2*time.Second, func(c *relay.Config) { c.FlapWindow = 500 * time.Millisecond })
 	tok := relaytest.ClientToken(t, "c", "*")
 	s := subscribe(t, b.URL, tok, "")
 	onA := subscribe(t, a.URL, tok, "")
@@ -373,11 +387,16 @@ func TestEventsRestartKeepsRecords(t *testing.T) {
 // startEventReplica starts replica id on a Redis directory with the given lease and a Redis event log, sharing
 // addr and prefix with the other replicas of its cluster.
 func startEventReplica(t *testing.T, addr, prefix, id string, lease time.Duration, mutate func(*relay.Config)) *relaytest.Replica {
+	return startEventReplicaOn(t, []string{addr}, prefix, id, lease, mutate)
+}
+
+// startEventReplicaOn is startEventReplica on a Redis Cluster seed list (or one address).
+func startEventReplicaOn(t *testing.T, addrs []string, prefix, id string, lease time.Duration, mutate func(*relay.Config)) *relaytest.Replica {
 	t.Helper()
 	var srv sync.Mutex
 	var server *relay.Server
 	dir, err := directory.NewRedis(context.Background(), directory.RedisConfig{
-		Addrs: []string{addr}, Replica: id, Prefix: prefix, Lease: lease,
+		Addrs: addrs, Replica: id, Prefix: prefix, Lease: lease,
 		Logger: relaytest.Logger(t).With("side", "directory"),
 		Owned: func() []directory.Entry {
 			srv.Lock()
