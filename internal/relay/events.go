@@ -73,6 +73,9 @@ func (s *Server) announceClaim(e directory.Entry, p directory.Prior) {
 		return
 	}
 	meta := e.Metadata
+	if meta.Labels == nil {
+		meta.Labels = map[string]string{} // "labels": {} like the hosts API, never null
+	}
 	s.appendEvent(presence.Event{Kind: kind, HostID: e.HostID, Epoch: e.Epoch, Seq: presence.SeqOf(kind, e.Epoch),
 		Replica: e.Replica, At: e.ConnectedAt, Metadata: &meta})
 }

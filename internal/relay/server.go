@@ -59,7 +59,8 @@ type Config struct {
 	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
 	MaxBatchIDs int
 	// Events is the log presence events are appended to and GET /v1/presence/events reads (docs/presence.md). Give
-	// every replica of a cluster the same shared log (presence.Redis). If nil, a fresh presence.Memory.
+	// every replica of a cluster the same shared log (presence.Redis). If nil, a fresh presence.Memory. Events are
+	// emitted only with a Directory that implements directory.Presence (Memory and Redis do).
 	Events presence.Log
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
