@@ -427,3 +427,61 @@ func startEventReplicaOn(t *testing.T, addrs []string, prefix, id string, lease 
 	srv.Unlock()
 	return r
 }
+
+// noUpkeep hides the Redis directory's Run from the relay, so that its lease lapses as if the replica were cut off
+// from Redis while its tunnels stay up.
+type noUpkeep struct{ *directory.Redis }
+
+func (noUpkeep) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+// TestEventsReplicaCutOff: a replica that cannot renew its lease is taken for dead and its host announced offline
+// by another replica, though the tunnel is up. When the replica is back in touch with Redis, it asks the agent to
+// reconnect, and the host is announced online again under a new epoch.
+func TestEventsReplicaCutOff(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := fmt.Sprintf("ev%d:", clusterSeq.Add(1))
+	var mu sync.Mutex
+	var server *relay.Server
+	dir, err := directory.NewRedis(context.Background(), directory.RedisConfig{
+		Addrs: []string{addr}, Replica: "A", Prefix: prefix, Lease: time.Second,
+		Logger: relaytest.Logger(t).With("side", "directory"),
+		Owned: func() []directory.Entry {
+			mu.Lock()
+			defer mu.Unlock()
+			return server.Owned()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dir.Close() })
+	log, err := presence.NewRedis(presence.RedisConfig{Client: dir.Client(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := relaytest.StartRelayOn(t, noUpkeep{dir}, func(c *relay.Config) { c.Replica = "A"; c.Events = log })
+	mu.Lock()
+	server = a.Server
+	mu.Unlock()
+	b := startEventReplica(t, addr, prefix, "B", time.Second, nil)
+	tok := relaytest.ClientToken(t, "c", "*")
+	s := subscribe(t, b.URL, tok, "")
+	relaytest.StartHost(t, a.URL, "h", textHandler("h"), nil)
+	evs := s.expect(t, 10*time.Second, "online h")
+	evs = append(evs, s.expect(t, 15*time.Second, "offline h")...) // A's lease lapsed; B reaped h
+
+	// A is back in touch: its upkeep finds its lease gone, re-asserts, learns h was reaped and moves its agent.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = dir.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	evs = append(evs, s.expect(t, 15*time.Second, "online h")...)
+	checkSeqs(t, evs)
+	if evs[2].Event.Epoch <= evs[0].Event.Epoch || evs[2].Event.Replica != "A" {
+		t.Fatalf("online after the cut %s: want a new epoch on A", evs[2].Data)
+	}
+	if code, body := getText(t, b.URL+"/hosts/h/", tok); code != 200 || body != "h" {
+		t.Fatalf("h via B after the cut: %d %q", code, body)
+	}
+	s.quiet(t, time.Second)
+}
