@@ -725,3 +725,88 @@ func histogramCount(t *testing.T, r *relaytest.Relay, name, op string) uint64 {
 	}
 	return 0
 }
+
+// TestClusterDrainUnderLoad: clients keep calling hosts through both replicas while A drains; every exchange
+// succeeds, including those that reach A after a host has moved (they go to B), and the drain ends without cutting
+// anything. Before tunnels retired one by one, steady load kept A from ever being idle, and the final close cut the
+// exchanges admitted after the last idle check.
+func TestClusterDrainUnderLoad(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := fmt.Sprintf("c%d:", clusterSeq.Add(1))
+	a := relaytest.StartRedisReplica(t, []string{addr}, prefix, "A", func(c *relay.Config) { c.DrainJitter = 200 * time.Millisecond })
+	b := relaytest.StartRedisReplica(t, []string{addr}, prefix, "B", nil)
+	const hosts = 5
+	ids := make([]string, hosts)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("load%d", i)
+		// The agents use A first and fail over to B when A, draining, refuses their new tunnel.
+		relaytest.StartHost(t, a.URL, ids[i], textHandler(ids[i]), func(c *agent.Config) { c.Relays = []string{a.URL, b.URL} })
+	}
+	for _, id := range ids {
+		relaytest.Eventually(t, 10*time.Second, id+" on A", func() bool {
+			e, err := b.Directory.Lookup(context.Background(), id)
+			return err == nil && e.Replica == "A"
+		})
+	}
+	tok := relaytest.ClientToken(t, "c", "load*")
+
+	var sent, failed atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				base := []string{a.URL, b.URL}[(g+i)%2]
+				id := ids[(g+i)%hosts]
+				req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				sent.Add(1)
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != id || err != nil {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // load is running
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := a.Drain(ctx)
+	for _, id := range ids {
+		relaytest.Eventually(t, 10*time.Second, id+" on B", func() bool {
+			e, err := b.Directory.Lookup(context.Background(), id)
+			return err == nil && e.Replica == "B"
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // load continues after the drain, through A (forwarded) and B
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d exchanges failed during the drain (A %s, B %s); first: %v; A received_miss %v, B received_miss %v",
+			n, sent.Load(), a.URL, b.URL, firstFailure.Load(),
+			metricValue(t, a.Relay, "switchboard_forwards_total", "outcome", "received_miss"),
+			metricValue(t, b.Relay, "switchboard_forwards_total", "outcome", "received_miss"))
+	}
+	if n := metricValue(t, a.Relay, "switchboard_drain_moved_tunnels_total", "", ""); n != hosts {
+		t.Errorf("drain_moved_tunnels_total = %v, want %d", n, hosts)
+	}
+	t.Logf("%d exchanges during the drain, none failed", sent.Load())
+}

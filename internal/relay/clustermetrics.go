@@ -8,6 +8,7 @@ type clusterMetrics struct {
 	dirErrors  *prometheus.CounterVec   // op
 	forwards   *prometheus.CounterVec   // outcome
 	missWaits  *prometheus.CounterVec   // outcome
+	drainMoves prometheus.Counter
 }
 
 // Forward outcomes (switchboard_forwards_total). The first group is counted by the replica that forwards, the
@@ -47,7 +48,11 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Namespace: "switchboard", Name: "miss_waits_total",
 			Help: "Requests held for a host connected nowhere, by outcome (appeared, timed_out, client_gone).",
 		}, []string{"outcome"}),
+		drainMoves: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "drain_moved_tunnels_total",
+			Help: "Tunnels of a draining replica whose host opened its new tunnel on another replica before the old one closed.",
+		}),
 	}
-	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits)
+	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves)
 	return m
 }

@@ -55,9 +55,8 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kin
 		}
 	}()
 	for {
-		if t := s.lookup(id); t != nil {
+		if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, subject, false) {
 			s.countMissWait(tick, missAppeared)
-			s.serveLocal(w, r, t, kind, rest, subject, false)
 			return
 		}
 		e, err := s.dir.Lookup(r.Context(), id)
@@ -69,8 +68,22 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kin
 				return
 			}
 		case err == nil:
-			// Named here without a tunnel here: being registered right now, or stale.
-			s.repairStale(e)
+			// Named here without a tunnel here serving: a tunnel retiring because its host moved (the eviction
+			// notice outran the directory's cache invalidation), being registered right now, or stale.
+			if old := s.lookup(id); old != nil && old.retiring.Load() {
+				if replica, ok := s.evictions.newOwner(id, old.epoch); ok {
+					if peer, err := s.peer(r.Context(), replica); err == nil {
+						s.countMissWait(tick, missAppeared)
+						s.routeRemote(w, r, replica, peer, kind, subject)
+						return
+					}
+				}
+			}
+			// A tunnel between its claim and its registration here is waited for, whatever MissWait says.
+			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, rest, subject, false) {
+				s.countMissWait(tick, missAppeared)
+				return
+			}
 		case !errors.Is(err, directory.ErrNotFound) && asked%askEvery == 0:
 			// The directory is unreachable: ask the peers it listed last.
 			if replica, peer, ok := s.askPeers(r.Context(), id); ok {

@@ -141,19 +141,45 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
-	t := s.lookup(id)
+	t := s.serving(id)
 	if t == nil {
 		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.
 		t = s.awaitLocal(r.Context(), id)
 	}
-	if t == nil {
-		s.cluster.forwards.WithLabelValues(fwdReceivedMiss).Inc()
-		s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
-		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+	if t != nil && s.serveLocal(w, r, t, kind, rest, subject, true) {
+		s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
 		return
 	}
-	s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
-	s.serveLocal(w, r, t, kind, rest, subject, true)
+	if s.passOn(w, r, id, subject) {
+		return
+	}
+	s.cluster.forwards.WithLabelValues(fwdReceivedMiss).Inc()
+	s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
+	writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+}
+
+// passOn forwards a forwarded exchange once more when this replica is draining and its tunnel for the host retired
+// because the host moved to another replica after the peer looked it up. It cannot loop: the new owner never
+// forwards a forwarded exchange, and a draining replica accepts no tunnel, so the directory cannot name it again.
+func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject string) bool {
+	if old := s.lookup(id); old == nil || !old.retiring.Load() {
+		return false
+	}
+	e, err := s.dir.Lookup(r.Context(), id)
+	if err != nil || e.Replica == s.cfg.Replica {
+		return false
+	}
+	peer, err := s.peer(r.Context(), e.Replica)
+	if err != nil {
+		return false
+	}
+	fw := &forwardEx{peer: peer, subject: subject}
+	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	if fw.outcome == "" {
+		fw.outcome = fwdOK
+	}
+	s.cluster.forwards.WithLabelValues(fw.outcome).Inc()
+	return true
 }
 
 // awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with
@@ -167,18 +193,18 @@ func (s *Server) awaitLocal(ctx context.Context, hostID string) *tunnelConn {
 	for {
 		e, err := s.dir.Lookup(ctx, hostID)
 		if err != nil || e.Replica != s.cfg.Replica {
-			return s.lookup(hostID)
+			return s.serving(hostID)
 		}
 		if time.Since(e.ConnectedAt) >= registerWindow {
 			s.repairStale(e)
-			return s.lookup(hostID)
+			return s.serving(hostID)
 		}
 		select {
 		case <-ctx.Done():
-			return s.lookup(hostID)
+			return s.serving(hostID)
 		case <-tick.C:
 		}
-		if t := s.lookup(hostID); t != nil {
+		if t := s.serving(hostID); t != nil {
 			return t
 		}
 	}
@@ -217,7 +243,7 @@ func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string
 		return
 	}
 	// Noted before the lookup, so a tunnel registering meanwhile sees the note or is found (see serveTunnel).
-	s.evictions.note(id, epoch)
+	s.evictions.note(id, from, epoch)
 	// A draining replica keeps the old tunnel until its exchanges finished (make-before-break: the agent opened the
 	// newer tunnel because this replica asked it to move); Drain closes it.
 	if t := s.lookup(id); t != nil && t.epoch < epoch && !s.draining.Load() {
@@ -234,12 +260,13 @@ type evictions struct {
 }
 
 type evictNote struct {
-	epoch uint64
-	until time.Time
+	replica string // the replica that claimed the host
+	epoch   uint64
+	until   time.Time
 }
 
-// note records that hostID was claimed elsewhere with epoch.
-func (e *evictions) note(hostID string, epoch uint64) {
+// note records that replica claimed hostID with epoch.
+func (e *evictions) note(hostID, replica string, epoch uint64) {
 	now := time.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -254,7 +281,7 @@ func (e *evictions) note(hostID string, epoch uint64) {
 		}
 	}
 	if n, ok := e.m[hostID]; !ok || n.epoch < epoch || now.After(n.until) {
-		e.m[hostID] = evictNote{epoch: epoch, until: now.Add(registerWindow)}
+		e.m[hostID] = evictNote{replica: replica, epoch: epoch, until: now.Add(registerWindow)}
 	}
 }
 
@@ -264,6 +291,17 @@ func (e *evictions) supersedes(hostID string, epoch uint64) bool {
 	defer e.mu.Unlock()
 	n, ok := e.m[hostID]
 	return ok && n.epoch > epoch && time.Now().Before(n.until)
+}
+
+// newOwner returns the replica named by a recent eviction notice for hostID with an epoch newer than epoch.
+func (e *evictions) newOwner(hostID string, epoch uint64) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n, ok := e.m[hostID]
+	if !ok || n.epoch <= epoch || !time.Now().Before(n.until) {
+		return "", false
+	}
+	return n.replica, true
 }
 
 // evictLocal closes t as replaced by a newer tunnel on replica from.

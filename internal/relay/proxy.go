@@ -64,22 +64,25 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
-	t := s.lookup(id)
-	if t == nil {
-		s.routeMiss(w, r, id, rest, kind, claims.Subject) // forward.go
+	if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, claims.Subject, false) {
 		return
 	}
-	s.serveLocal(w, r, t, kind, rest, claims.Subject, false)
+	s.routeMiss(w, r, id, rest, kind, claims.Subject) // forward.go
 }
 
 // serveLocal carries an exchange over t, a tunnel registered here. hop marks a request forwarded by a peer, whose
-// forwarding headers are kept as the peer set them.
-func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelConn, kind, rest, subject string, hop bool) {
-	if n := t.active.Add(1); n > int64(s.cfg.MaxStreamsPerHost) {
+// forwarding headers are kept as the peer set them. It returns false, having written nothing, if t is retiring
+// (see tunnelConn.admit): the caller routes the exchange as if t were gone.
+func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelConn, kind, rest, subject string, hop bool) bool {
+	n, ok := t.admit()
+	if !ok {
+		return false
+	}
+	if n > int64(s.cfg.MaxStreamsPerHost) {
 		t.active.Add(-1)
 		s.countExchange(kind, "too_many_streams", http.StatusTooManyRequests)
 		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges for this host")
-		return
+		return true
 	}
 	s.metrics.activeStreams.Inc()
 	defer func() {
@@ -90,7 +93,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	ex := &exchange{t: t, path: rest, subject: subject, start: time.Now(), hop: hop}
 	if kind == "websocket" {
 		s.proxyWebSocket(w, r, ex)
-		return
+		return true
 	}
 	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -101,6 +104,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		rec.outcome = "ok"
 	}
 	s.countExchange(kind, rec.outcome, rec.status)
+	return true
 }
 
 // exchange is one proxied client request.

@@ -295,10 +295,12 @@ func (s *Server) Run(ctx context.Context) error {
 // Draining reports whether Drain has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
-// Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, every agent is told in-band to
-// reconnect (spread over DrainJitter), and Drain waits until no exchange is in flight or ctx ends. Tunnels are then
-// closed with the drain close code, so agents reconnect at once. Drain returns ctx's error if exchanges were still
-// in flight when it ended; they are cut by the close.
+// Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, and every agent is told in-band to
+// open a new tunnel elsewhere (spread over DrainJitter). In a cluster, each old tunnel retires as soon as its host
+// has moved: it admits no new exchange (those go to the new owner), lets its in-flight exchanges finish, then closes
+// with the drain close code. Tunnels whose host did not move within DrainJitter+moveGrace, and every tunnel on a
+// lone relay, retire once no exchange is in flight. Drain returns ctx's error if exchanges were still in flight
+// when it ended; they are cut by the close.
 func (s *Server) Drain(ctx context.Context) error {
 	if s.draining.Swap(true) {
 		return errors.New("relay: already draining")
@@ -309,12 +311,75 @@ func (s *Server) Drain(ctx context.Context) error {
 	for _, t := range tunnels {
 		t.sendDrain(randDuration(s.cfg.DrainJitter))
 	}
+	if len(s.cfg.ClusterSecret) > 0 {
+		s.moveTunnels(ctx)
+	}
 	err := s.waitIdle(ctx)
+	if err == nil {
+		// Exchanges admitted after waitIdle looked are waited for; later ones are routed as if the tunnel were gone.
+		for _, t := range s.snapshot() {
+			t.retiring.Store(true)
+		}
+		err = s.waitIdle(ctx)
+	}
 	s.closeAll(tunnel.CloseDrain, "relay draining", "drain")
 	if err != nil {
 		return fmt.Errorf("drain: exchanges still in flight: %w", err)
 	}
 	return nil
+}
+
+// moveGrace is how long, past DrainJitter, a draining replica waits for agents to open their new tunnels elsewhere
+// before it retires the tunnels that did not move.
+const moveGrace = 5 * time.Second
+
+// moveTunnels retires each tunnel whose host has moved to a newer tunnel elsewhere (make-before-break): once its
+// in-flight exchanges finish, it closes. It returns when every tunnel has moved and closed, when DrainJitter plus
+// moveGrace has passed, or when ctx ends.
+func (s *Server) moveTunnels(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	giveUp := time.NewTimer(s.cfg.DrainJitter + moveGrace)
+	defer giveUp.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	moving := make(map[*tunnelConn]bool)
+	for round := 0; ; round++ {
+		left := 0
+		for _, t := range s.snapshot() {
+			if moving[t] {
+				continue
+			}
+			// Eviction notices say it first; the directory, read every 10th round, covers a lost notice.
+			if !s.evictions.supersedes(t.hostID, t.epoch) && (round%10 != 0 || !s.movedInDirectory(ctx, t)) {
+				left++
+				continue
+			}
+			moving[t] = true
+			s.cluster.drainMoves.Inc()
+			wg.Go(func() {
+				_ = t.retire(ctx)
+				t.close(tunnel.CloseDrain, "host moved to another replica", "drain")
+			})
+		}
+		if left == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-giveUp.C:
+			s.log.Info("drain: some agents did not move to another replica in time", "tunnels", left)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// movedInDirectory reports whether the directory names a newer tunnel than t for t's host.
+func (s *Server) movedInDirectory(ctx context.Context, t *tunnelConn) bool {
+	e, err := s.dir.Lookup(ctx, t.hostID)
+	return err == nil && e.Epoch > t.epoch
 }
 
 // waitIdle waits until no tunnel has an exchange in flight.
@@ -382,6 +447,14 @@ func (s *Server) lookup(hostID string) *tunnelConn {
 	t := s.tunnels[hostID]
 	s.mu.Unlock()
 	return t
+}
+
+// serving returns hostID's tunnel if it is registered here and not retiring.
+func (s *Server) serving(hostID string) *tunnelConn {
+	if t := s.lookup(hostID); t != nil && !t.retiring.Load() {
+		return t
+	}
+	return nil
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {

@@ -38,8 +38,9 @@ type tunnelConn struct {
 	log         *slog.Logger
 	prior       *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
 
-	active  atomic.Int64 // exchanges in flight
-	pinging atomic.Bool  // a liveness ping is outstanding
+	active   atomic.Int64 // exchanges in flight
+	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
+	pinging  atomic.Bool  // a liveness ping is outstanding
 
 	closeOnce   sync.Once
 	closeReason string        // written once in close, read after done
@@ -353,6 +354,36 @@ func (s *Server) releaseEntry(hostID string, epoch uint64) {
 	if released {
 		s.scheduleOffline(hostID, epoch, at)
 	}
+}
+
+// admit counts a new exchange on t, unless t is retiring. The count goes up before the mark is read and retire
+// sets the mark before it reads the count, so either retire waits for this exchange or the exchange is refused:
+// an exchange is never admitted onto a tunnel that is about to close under it.
+// It returns the number of exchanges in flight on t, this one included.
+func (t *tunnelConn) admit() (int64, bool) {
+	n := t.active.Add(1)
+	if t.retiring.Load() {
+		t.active.Add(-1)
+		return 0, false
+	}
+	return n, true
+}
+
+// retire stops admitting exchanges on t and waits until those admitted have finished, or ctx ends.
+func (t *tunnelConn) retire(ctx context.Context) error {
+	t.retiring.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for t.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.done:
+			return nil
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // sendDrain tells the agent to open a new tunnel after delay and let this one finish.
