@@ -106,6 +106,8 @@ type Redis struct {
 	now         func() time.Time // clock for floors and timestamps; tests may replace it before first use
 
 	maxEpoch  atomic.Uint64 // highest epoch this process has seen; floor for new epochs
+	cacheHits atomic.Uint64 // Lookups answered from the client-side cache (see CacheStats)
+	cacheMiss atomic.Uint64 // Lookups that went to Redis
 	onReaped  atomic.Pointer[func(hostIDs []string)]
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -365,9 +367,15 @@ func (r *Redis) Lookup(ctx context.Context, hostID string) (Entry, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	h, err := r.readHosts(ctx, []string{hostID})[0].AsStrMap()
+	res := r.readHosts(ctx, []string{hostID})[0]
+	h, err := res.AsStrMap()
 	if err != nil {
 		return Entry{}, fmt.Errorf("lookup %s: %w", hostID, err)
+	}
+	if res.IsCacheHit() {
+		r.cacheHits.Add(1)
+	} else {
+		r.cacheMiss.Add(1)
 	}
 	rec, inc, err := decodeRecord(hostID, h)
 	if err != nil {
@@ -386,6 +394,12 @@ func (r *Redis) Lookup(ctx context.Context, hostID string) (Entry, error) {
 	r.sawEpoch(rec.Epoch)
 	return Entry{HostID: hostID, Replica: rec.Replica, Epoch: rec.Epoch, ConnectedAt: rec.ConnectedAt,
 		Metadata: rec.Metadata}, nil
+}
+
+// CacheStats returns how many Lookups read the host's entry from the client-side cache and how many went to Redis
+// (a host written by this process lately always goes to Redis; see recentWindow).
+func (r *Redis) CacheStats() (hits, misses uint64) {
+	return r.cacheHits.Load(), r.cacheMiss.Load()
 }
 
 // Records implements Directory. A host whose replica died without releasing it is reported offline, with the

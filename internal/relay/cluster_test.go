@@ -808,5 +808,10 @@ func TestClusterDrainUnderLoad(t *testing.T) {
 	if n := metricValue(t, a.Relay, "switchboard_drain_moved_tunnels_total", "", ""); n != hosts {
 		t.Errorf("drain_moved_tunnels_total = %v, want %d", n, hosts)
 	}
+	// B looked the hosts up again and again while they were on A: the client-side cache answered most of those.
+	if hits, misses := metricValue(t, b.Relay, "switchboard_directory_cache_lookups_total", "result", "hit"),
+		metricValue(t, b.Relay, "switchboard_directory_cache_lookups_total", "result", "miss"); hits == 0 || misses == 0 {
+		t.Errorf("B's directory cache: %v hits, %v misses; want both counted", hits, misses)
+	}
 	t.Logf("%d exchanges during the drain, none failed", sent.Load())
 }

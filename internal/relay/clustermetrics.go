@@ -56,3 +56,23 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves)
 	return m
 }
+
+// cacheStatser is implemented by directories with a client-side cache (directory.Redis).
+type cacheStatser interface {
+	CacheStats() (hits, misses uint64)
+}
+
+// registerCacheMetrics exposes the directory's lookup cache hits and misses, if it has a cache.
+func registerCacheMetrics(reg prometheus.Registerer, dir any) {
+	c, ok := dir.(cacheStatser)
+	if !ok {
+		return
+	}
+	const name, help = "directory_cache_lookups_total", "Directory lookups by result: hit (answered from the client-side cache) or miss (read from Redis)."
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: name, Help: help,
+			ConstLabels: prometheus.Labels{"result": "hit"}}, func() float64 { h, _ := c.CacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: name, Help: help,
+			ConstLabels: prometheus.Labels{"result": "miss"}}, func() float64 { _, m := c.CacheStats(); return float64(m) }),
+	)
+}

@@ -210,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 		s.ownDir = true
 	}
 	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors}
+	registerCacheMetrics(cfg.Registerer, dir)
 	if n, ok := dir.(reapedNotifier); ok {
 		n.OnReaped(s.moveReaped)
 	}
