@@ -815,3 +815,27 @@ func TestClusterDrainUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d exchanges during the drain, none failed", sent.Load())
 }
+
+// TestClusterEvictionNoticeRetried: B's eviction notice to A finds A's internal listener down; B sends it again,
+// and once the listener is back A closes its tunnel as replaced instead of keeping it.
+func TestClusterEvictionNoticeRetried(t *testing.T) {
+	a, b, _ := startPair(t, nil)
+	first := dialBareTunnel(t, a.URL, "lost", "first")
+	addr := a.Internal.Listener.Addr().String()
+	a.Internal.CloseClientConnections()
+	a.Internal.Close()
+	second := dialBareTunnel(t, b.URL, "lost", "second")
+	if second.epoch <= first.epoch {
+		t.Fatalf("epochs %d then %d", first.epoch, second.epoch)
+	}
+	ln, err := net.Listen("tcp", addr) // A's internal listener comes back on its advertised address
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: a.InternalHandler()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	if code := first.closeCode(t); code != tunnel.CloseReplaced {
+		t.Fatalf("A's tunnel closed with %d, want %d (replaced, once the notice got through)", code, tunnel.CloseReplaced)
+	}
+}
