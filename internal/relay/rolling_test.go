@@ -1,0 +1,246 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/agent"
+	"github.com/switchboard-relay/switchboard/internal/redistest"
+	"github.com/switchboard-relay/switchboard/internal/relay"
+	"github.com/switchboard-relay/switchboard/internal/relaytest"
+)
+
+// front is a round-robin TCP load balancer over the public listeners of the replicas in rotation, as a platform's
+// load balancer would be: a replica leaves the rotation when its drain begins (its /readyz turns 503), and a
+// restarted one joins it.
+type front struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	backends []string // host:port in rotation
+	next     int
+	conns    sync.WaitGroup
+	open     map[net.Conn]struct{}
+}
+
+func startFront(t *testing.T) *front {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &front{ln: ln, open: make(map[net.Conn]struct{})}
+	f.conns.Go(f.accept)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		f.mu.Lock()
+		for c := range f.open {
+			_ = c.Close()
+		}
+		f.mu.Unlock()
+		f.conns.Wait()
+	})
+	return f
+}
+
+func (f *front) URL() string { return "http://" + f.ln.Addr().String() }
+
+// set replaces the rotation with the replicas' listeners.
+func (f *front) set(rs []*relaytest.Replica) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.backends = f.backends[:0]
+	for _, r := range rs {
+		f.backends = append(f.backends, strings.TrimPrefix(r.URL, "http://"))
+	}
+}
+
+func (f *front) pick() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.backends) == 0 {
+		return ""
+	}
+	f.next++
+	return f.backends[f.next%len(f.backends)]
+}
+
+func (f *front) track(c net.Conn, add bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if add {
+		f.open[c] = struct{}{}
+	} else {
+		delete(f.open, c)
+	}
+}
+
+func (f *front) accept() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.conns.Go(func() { f.pipe(c) })
+	}
+}
+
+func (f *front) pipe(c net.Conn) {
+	defer c.Close()
+	b, err := net.Dial("tcp", f.pick())
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	f.track(c, true)
+	f.track(b, true)
+	defer f.track(c, false)
+	defer f.track(b, false)
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
+	<-done
+	_ = c.Close()
+	_ = b.Close()
+	<-done
+}
+
+// TestRollingRestart restarts each of three replicas in turn — drain, close, start anew under the same id — while
+// 100 hosts stay connected through a round-robin front and clients keep calling them through the replicas in
+// rotation. Not one exchange may fail, and every host must be routable at the end.
+func TestRollingRestart(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	prefix := fmt.Sprintf("c%d:", clusterSeq.Add(1))
+	mutate := func(c *relay.Config) {
+		c.DrainJitter = 300 * time.Millisecond
+		c.MissWait = 5 * time.Second
+	}
+	ids := []string{"R0", "R1", "R2"}
+	replicas := make([]*relaytest.Replica, len(ids))
+	for i, id := range ids {
+		replicas[i] = relaytest.StartRedisReplica(t, []string{addr}, prefix, id, mutate)
+	}
+	fr := startFront(t)
+	fr.set(replicas)
+
+	const hosts = 100
+	hostIDs := make([]string, hosts)
+	for i := range hostIDs {
+		hostIDs[i] = fmt.Sprintf("roll%03d", i)
+		relaytest.StartHost(t, fr.URL(), hostIDs[i], textHandler(hostIDs[i]), func(c *agent.Config) {
+			c.MinBackoff, c.MaxBackoff = 50*time.Millisecond, 200*time.Millisecond
+		})
+	}
+	dir := replicas[0].Directory
+	waitAllRoutable := func(what string) {
+		t.Helper()
+		for _, id := range hostIDs {
+			relaytest.Eventually(t, 15*time.Second, id+" "+what, func() bool {
+				_, err := dir.Lookup(context.Background(), id)
+				return err == nil
+			})
+		}
+	}
+	waitAllRoutable("connected")
+
+	// Clients call through the replicas in rotation (the same rotation as the front), each request on the next.
+	var (
+		rotMu    sync.Mutex
+		rotation = append([]*relaytest.Replica(nil), replicas...)
+		rr       atomic.Int64
+	)
+	pickURL := func() string {
+		rotMu.Lock()
+		defer rotMu.Unlock()
+		return rotation[int(rr.Add(1))%len(rotation)].URL
+	}
+	setRotation := func(rs []*relaytest.Replica) {
+		rotMu.Lock()
+		rotation = append(rotation[:0], rs...)
+		rotMu.Unlock()
+		fr.set(rs)
+	}
+	tok := relaytest.ClientToken(t, "c", "roll*")
+	var sent, failed atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	client := &http.Client{Timeout: 15 * time.Second}
+	for g := range 4 {
+		load.Go(func() {
+			for i := 0; i < 100_000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := hostIDs[(g*31+i)%hosts]
+				base := pickURL()
+				req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				sent.Add(1)
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %v", id, base, err))
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != id || err != nil {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
+				}
+			}
+		})
+	}
+	defer func() { close(stop); load.Wait() }()
+
+	var moved float64 // tunnels that moved to another replica before their old one closed
+	for i, id := range ids {
+		old := replicas[i]
+		others := append(append([]*relaytest.Replica(nil), replicas[:i]...), replicas[i+1:]...)
+		setRotation(others) // the load balancer takes the draining replica out
+		time.Sleep(50 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := old.Drain(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("drain %s: %v", id, err)
+		}
+		held := metricValue(t, old.Relay, "switchboard_tunnels_closed_total", "reason", "drain")
+		moved += metricValue(t, old.Relay, "switchboard_drain_moved_tunnels_total", "", "")
+		if held == 0 {
+			t.Errorf("%s held no tunnel when it drained", id)
+		}
+		_ = old.Close()
+		old.HTTP.Close()
+		replicas[i] = relaytest.StartRedisReplica(t, []string{addr}, prefix, id, mutate)
+		setRotation(replicas)
+		waitAllRoutable("routable after " + id + " restarted")
+	}
+	time.Sleep(100 * time.Millisecond) // load runs on the restarted cluster too
+	close(stop)
+	load.Wait()
+	stop = make(chan struct{}) // for the deferred close
+
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d exchanges failed during the rolling restart; first: %v", n, sent.Load(), firstFailure.Load())
+	}
+	for _, id := range hostIDs {
+		if code, body := getText(t, replicas[0].URL+"/hosts/"+id+"/", tok); code != 200 || body != id {
+			t.Fatalf("%s after the rolling restart: %d %q", id, code, body)
+		}
+	}
+	if moved < hosts {
+		t.Errorf("%v tunnels moved by drain, want at least %d (every host moves at least once)", moved, hosts)
+	}
+	t.Logf("%v tunnel moves; %d exchanges during a rolling restart of %d replicas with %d hosts, none failed", moved, sent.Load(), len(ids), hosts)
+}
