@@ -62,6 +62,7 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		cl.url = "http://" + cl.internal.Addr().String()
 	}
 	cfg.Replica = replica
+	cfg.Lease = c.Lease
 	cfg.Logger = log
 	cfg.Owned = func() []directory.Entry {
 		if s := cl.srv.Load(); s != nil {

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"syscall"
@@ -64,27 +65,88 @@ func TestServeClusterFlagErrors(t *testing.T) {
 	}
 }
 
-// TestServeRedisKill9: a replica is killed with SIGKILL (no drain, no release); its host reconnects to the other
-// replica and is routable again there.
+// TestServeRedisKill9: a replica is killed with SIGKILL (no drain, no release). Only the exchange in flight on it
+// fails; its host that knows another relay reconnects there and is routable again; the entry of its host that
+// knows no other relay stops routing once the replica's lease expires.
 func TestServeRedisKill9(t *testing.T) {
 	addr, _ := redistest.Start(t)
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("alive")) })
+	release := make(chan struct{})
+	entered := make(chan string, 4)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			_, _ = w.Write([]byte("started "))
+			w.(http.Flusher).Flush()
+			entered <- r.Host
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		_, _ = w.Write([]byte("alive"))
+	})
 	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
 	replica := func(id string) (*proc, string) {
 		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
-			"--internal-listen", freeAddr(t))
+			"--internal-listen", freeAddr(t), "--lease", "2s", "--miss-wait", "0")
 		return p, a
 	}
 	pa, a := replica("a")
 	_, b := replica("b")
-	start(t, nil, "host", "--relay", "http://"+a, "--relay", "http://"+b, "--id", "h1",
-		"--token", mint(t, "host", "--id", "h1"), "--upstream", up, "--min-backoff", "100ms", "--max-backoff", "500ms")
-	tok := mint(t, "client", "--hosts", "h1")
-	waitStatus(t, "http://"+a+"/hosts/h1/", tok, 200)
-	waitStatus(t, "http://"+b+"/hosts/h1/", tok, 200)
+	host := func(id string, relays ...string) {
+		args := []string{"host"}
+		for _, r := range relays {
+			args = append(args, "--relay", "http://"+r)
+		}
+		start(t, nil, append(args, "--id", id, "--token", mint(t, "host", "--id", id), "--upstream", up,
+			"--min-backoff", "100ms", "--max-backoff", "500ms")...)
+	}
+	host("mover", a, b) // fails over to b
+	host("stranded", a) // knows only a
+	host("onb", b)      // never on a
+	tok := mint(t, "client", "--hosts", "*")
+	for _, h := range []string{"mover", "stranded", "onb"} {
+		waitStatus(t, "http://"+b+"/hosts/"+h+"/", tok, 200)
+	}
+
+	// One exchange in flight on a (the dying replica), one on b.
+	slow := func(via, h string) chan string {
+		done := make(chan string, 1)
+		go func() {
+			code, body := get("http://"+via+"/hosts/"+h+"/slow", tok)
+			done <- fmt.Sprint(code, " ", body)
+		}()
+		return done
+	}
+	onA, onB := slow(a, "mover"), slow(b, "onb")
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(15 * time.Second):
+			t.Fatal("slow exchanges did not start")
+		}
+	}
 	pa.signal(t, syscall.SIGKILL)
+	killed := time.Now()
 	pa.exitCode(t, 10*time.Second)
-	if body := waitStatus(t, "http://"+b+"/hosts/h1/", tok, 200); body != "alive" {
+	if got := <-onA; strings.HasPrefix(got, "200 started alive") {
+		t.Fatalf("the exchange in flight on the killed replica completed: %q", got)
+	}
+	close(release)
+	if got := <-onB; got != "200 started alive" {
+		t.Fatalf("the exchange in flight on the surviving replica: %q", got)
+	}
+	if body := waitStatus(t, "http://"+b+"/hosts/mover/", tok, 200); body != "alive" {
 		t.Fatalf("after the kill: %q", body)
+	}
+	// The stranded host's entry names the dead replica until its lease (2 s) expires; then it reads offline from
+	// any replica, and requests for it get 503 from b without trying the dead replica.
+	waitFor(t, "stranded host offline", func() bool {
+		_, body := get("http://"+b+"/v1/hosts/stranded", tok)
+		return strings.Contains(body, `"online":false`)
+	})
+	t.Logf("stranded host read offline %v after the kill", time.Since(killed).Round(time.Millisecond))
+	if code, body := get("http://"+b+"/hosts/stranded/", tok); code != http.StatusServiceUnavailable || !strings.Contains(body, "host_offline") {
+		t.Fatalf("stranded host after the lease: %d %q", code, body)
 	}
 }

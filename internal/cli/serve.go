@@ -42,6 +42,7 @@ type ServeCmd struct {
 	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
 	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
 	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
+	Lease             time.Duration `help:"Replica lease in a Redis directory: how long a dead replica's hosts may still route to it; refreshed every third of it." default:"15s" env:"SWITCHBOARD_LEASE"`
 
 	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
 	FlapWindow        time.Duration `help:"How long a host may be gone before its offline event; a reconnect within it sends no offline/online pair." default:"5s" env:"SWITCHBOARD_FLAP_WINDOW"`
@@ -77,6 +78,9 @@ func (c *ServeCmd) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
 		}
+	}
+	if c.Lease < time.Second {
+		return fmt.Errorf("--lease %v: a replica lease must be at least 1s (it is refreshed every third of it)", c.Lease)
 	}
 	for _, n := range []struct {
 		name string
