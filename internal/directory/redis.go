@@ -293,34 +293,52 @@ func (r *Redis) Resign(ctx context.Context) error {
 
 // Claim implements Directory.
 func (r *Redis) Claim(ctx context.Context, hostID, replica string, meta Metadata) (Entry, error) {
+	_, e, err := r.claimWith(ctx, claimScript, hostID, replica, meta, 1)
+	return e, err
+}
+
+// claimWith runs script, one of the claim scripts (which share their keys and arguments and answer the new epoch
+// first), and returns its answer, which must hold want values, and the entry made.
+func (r *Redis) claimWith(ctx context.Context, script *rueidis.Lua, hostID, replica string, meta Metadata, want int) ([]string, Entry, error) {
 	if err := checkIDs(hostID, replica); err != nil {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	if r.closed.Load() {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
+		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
 	}
 	labels, err := encodeLabels(meta.Labels)
 	if err != nil {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	now := r.now().Round(0)
 	floor := max(uint64(now.UnixMicro()), r.maxEpoch.Load()+1)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	res, err := claimScript.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
+	resp := script.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
 		replica, r.incarnationFor(replica), strconv.FormatUint(floor, 10), strconv.FormatInt(now.UnixNano(), 10),
 		meta.Name, meta.OS, meta.AgentVersion, labels,
-	}).ToString()
+	})
+	var res []string
+	if want == 1 {
+		var one string
+		one, err = resp.ToString()
+		res = []string{one}
+	} else {
+		res, err = resp.AsStrSlice()
+	}
 	if err != nil {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	r.wrote(hostID)
-	epoch, err := strconv.ParseUint(res, 10, 64)
+	if len(res) != want {
+		return nil, Entry{}, fmt.Errorf("claim %s: script returned %d values, want %d", hostID, len(res), want)
+	}
+	epoch, err := strconv.ParseUint(res[0], 10, 64)
 	if err != nil {
-		return Entry{}, fmt.Errorf("claim %s: bad epoch %q: %w", hostID, res, err)
+		return nil, Entry{}, fmt.Errorf("claim %s: bad epoch %q: %w", hostID, res[0], err)
 	}
 	r.sawEpoch(epoch)
-	return Entry{HostID: hostID, Replica: replica, Epoch: epoch, ConnectedAt: time.Unix(0, now.UnixNano()),
+	return res, Entry{HostID: hostID, Replica: replica, Epoch: epoch, ConnectedAt: time.Unix(0, now.UnixNano()),
 		Metadata: cloneMetadata(meta)}, nil
 }
 

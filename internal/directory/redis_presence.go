@@ -108,39 +108,13 @@ func (r *Redis) register(ctx context.Context) error {
 // ClaimPrior implements Presence. Besides the claim script, it reads the previous owner's lease (when there was
 // one) and indexes the host under this incarnation and in the host list, in one pipelined round trip.
 func (r *Redis) ClaimPrior(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error) {
-	if err := checkIDs(hostID, replica); err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	if r.closed.Load() {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
-	}
-	labels, err := encodeLabels(meta.Labels)
+	res, e, err := r.claimWith(ctx, claimPriorScript, hostID, replica, meta, 11)
 	if err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return Entry{}, Prior{}, err
 	}
-	now := r.now().Round(0)
-	floor := max(uint64(now.UnixMicro()), r.maxEpoch.Load()+1)
+	inc := r.incarnationFor(replica)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	inc := r.incarnationFor(replica)
-	res, err := claimPriorScript.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
-		replica, inc, strconv.FormatUint(floor, 10), strconv.FormatInt(now.UnixNano(), 10),
-		meta.Name, meta.OS, meta.AgentVersion, labels,
-	}).AsStrSlice()
-	if err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	r.wrote(hostID)
-	if len(res) != 11 {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: script returned %d values, want 11", hostID, len(res))
-	}
-	epoch, err := strconv.ParseUint(res[0], 10, 64)
-	if err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: bad epoch %q: %w", hostID, res[0], err)
-	}
-	r.sawEpoch(epoch)
-	e := Entry{HostID: hostID, Replica: replica, Epoch: epoch, ConnectedAt: time.Unix(0, now.UnixNano()),
-		Metadata: cloneMetadata(meta)}
 	var p Prior
 	if res[1] != "" {
 		p.Known = true

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -72,41 +71,14 @@ return {es, h[2] or '', h[1] or '0'}
 
 // ClaimReplacing implements Replacer: one script on the host's hash, like Claim.
 func (r *Redis) ClaimReplacing(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Entry, error) {
-	if err := checkIDs(hostID, replica); err != nil {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	if r.closed.Load() {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
-	}
-	labels, err := encodeLabels(meta.Labels)
+	res, e, err := r.claimWith(ctx, claimReplacingScript, hostID, replica, meta, 3)
 	if err != nil {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return Entry{}, Entry{}, err
 	}
-	now := r.now().Round(0)
-	floor := max(uint64(now.UnixMicro()), r.maxEpoch.Load()+1)
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	res, err := claimReplacingScript.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
-		replica, r.incarnationFor(replica), strconv.FormatUint(floor, 10), strconv.FormatInt(now.UnixNano(), 10),
-		meta.Name, meta.OS, meta.AgentVersion, labels,
-	}).AsStrSlice()
-	if err != nil {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	r.wrote(hostID)
-	if len(res) != 3 {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: script returned %d values, want 3", hostID, len(res))
-	}
-	epoch, err := strconv.ParseUint(res[0], 10, 64)
-	if err != nil {
-		return Entry{}, Entry{}, fmt.Errorf("claim %s: bad epoch %q: %w", hostID, res[0], err)
-	}
-	r.sawEpoch(epoch)
 	var prev Entry
 	if res[1] != "" {
 		prev = Entry{HostID: hostID, Replica: res[1]}
 		prev.Epoch, _ = strconv.ParseUint(res[2], 10, 64)
 	}
-	return Entry{HostID: hostID, Replica: replica, Epoch: epoch, ConnectedAt: time.Unix(0, now.UnixNano()),
-		Metadata: cloneMetadata(meta)}, prev, nil
+	return e, prev, nil
 }
