@@ -78,7 +78,7 @@ type Config struct {
 }
 
 // AllScenarios lists every scenario in its default order.
-var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm"}
+var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm", "forward"}
 
 // scenarios maps a name to its implementation.
 var scenarios = map[string]func(context.Context, *env) (*Result, error){
@@ -90,6 +90,7 @@ var scenarios = map[string]func(context.Context, *env) (*Result, error){
 	"idle":    runIdle,
 	"churn":   runChurn,
 	"storm":   runStorm,
+	"forward": runForward,
 }
 
 // withDefaults returns cfg with every zero value replaced by its default.

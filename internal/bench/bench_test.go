@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"io"
 	"math"
 	"os"
@@ -341,6 +342,9 @@ func TestScenarios(t *testing.T) {
 	}
 	for _, name := range AllScenarios {
 		t.Run(name, func(t *testing.T) {
+			if name == "forward" {
+				redistest.RequireServer(t) // the scenario starts its own
+			}
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
 			dir := t.TempDir()

@@ -37,6 +37,16 @@ func (e *env) startRelay(ctx context.Context, name, addr, metricsAddr string) (*
 	if e.cfg.Relay != "" {
 		return e.externalRelay()
 	}
+	return e.startRelayOn(ctx, name, addr, metricsAddr)
+}
+
+// startRelayArgs starts `switchboard serve` on free ports with extra arguments (never an external relay).
+func (e *env) startRelayArgs(ctx context.Context, name string, extra ...string) (*relayProc, error) {
+	return e.startRelayOn(ctx, name, "", "", extra...)
+}
+
+// startRelayOn starts `switchboard serve` on addr and metricsAddr (free ports when empty) with extra arguments.
+func (e *env) startRelayOn(ctx context.Context, name, addr, metricsAddr string, extra ...string) (*relayProc, error) {
 	var err error
 	if addr == "" {
 		if addr, err = freeAddr(); err != nil {
@@ -52,6 +62,7 @@ func (e *env) startRelay(ctx context.Context, name, addr, metricsAddr string) (*
 	args := []string{"serve", "--listen", addr, "--metrics-listen", metricsAddr,
 		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000"}
 	args = append(args, e.cfg.RelayArgs...)
+	args = append(args, extra...)
 	r := &relayProc{Addr: addr, Base: "http://" + addr, Metrics: "http://" + metricsAddr, args: args}
 	if err := e.launchRelay(ctx, r, name); err != nil {
 		return nil, err

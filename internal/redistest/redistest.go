@@ -234,6 +234,13 @@ func StartCluster(t testing.TB, n int) (addrs []string, stop func()) {
 	return addrs, stop
 }
 
+// RequireServer skips the test (fails it under CI) unless redis-server is on PATH, for tests whose code under test
+// starts Redis itself.
+func RequireServer(t testing.TB) {
+	t.Helper()
+	lookRedis(t, "redis-server")
+}
+
 // lookRedis finds a Redis binary, or skips (fails under CI) the test.
 func lookRedis(t testing.TB, name string) string {
 	t.Helper()

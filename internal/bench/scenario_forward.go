@@ -1,0 +1,115 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"time"
+)
+
+// errNoRedis reports that the forward scenario cannot run: it needs redis-server for the shared directory.
+var errNoRedis = errors.New("redis-server not found on PATH (the forward scenario shares a Redis directory between two relays; install redis-server)")
+
+// runForward measures the cost of one hop between replicas: two relays share a Redis directory, the agent is
+// connected to the first (the owner), and the same small keep-alive GETs go once to the owner and once to the
+// other replica, which forwards them to the owner's internal listener. The baseline is the owner, not the direct
+// path; the goal is forwarded rps ≥ 0.75× owner rps at c=50.
+func runForward(ctx context.Context, e *env) (*Result, error) {
+	res := &Result{}
+	if e.cfg.Relay != "" {
+		res.notef("skipped: against an existing relay the bench cannot start a second replica")
+		return res, nil
+	}
+	redisAddr, redis, err := e.startRedis(ctx)
+	if err != nil {
+		if errors.Is(err, errNoRedis) {
+			res.notef("skipped: %v", err)
+			return res, nil
+		}
+		return res, err
+	}
+	defer redis.stop(5 * time.Second)
+	replica := func(name string) (*relayProc, error) {
+		internal, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		return e.startRelayArgs(ctx, "relay-"+name, "--directory", "redis://"+redisAddr+"/0", "--replica-id", name,
+			"--internal-listen", internal, "--cluster-secret", e.secret+"-cluster")
+	}
+	owner, err := replica("owner")
+	if err != nil {
+		return res, err
+	}
+	defer owner.stop()
+	other, err := replica("forwarder")
+	if err != nil {
+		return res, err
+	}
+	defer other.stop()
+	a, err := e.startAgent(ctx, owner, benchHostID)
+	if err != nil {
+		return res, err
+	}
+	defer a.stop()
+
+	path := hostPath(benchHostID, "/small")
+	for _, c := range e.cfg.Concurrency {
+		spec := loadSpec{Workers: c, Duration: e.cfg.Duration, MaxCount: e.cfg.MaxRequests, Warmup: 20}
+		spec.Addr, spec.Request = owner.Addr, buildGET(owner.Addr, path, e.clientToken)
+		own, err := runLoad(ctx, spec)
+		if err != nil {
+			return res, fmt.Errorf("owner c=%d: %w", c, err)
+		}
+		spec.Addr, spec.Request = other.Addr, buildGET(other.Addr, path, e.clientToken)
+		fwd, err := runLoad(ctx, spec)
+		if err != nil {
+			return res, fmt.Errorf("forwarded c=%d: %w", c, err)
+		}
+		os, fs := own.Lat.Summary(), fwd.Lat.Summary()
+		e.progressf("forward c=%-4d owner %8.0f rps p50 %6.0f µs | forwarded %8.0f rps p50 %6.0f µs | %.2f× (errors %d/%d)",
+			c, own.RPS(), os.P50, fwd.RPS(), fs.P50, fwd.RPS()/own.RPS(), own.Errors, fwd.Errors)
+		rpsRow := row(fmt.Sprintf("forwarded rps c=%d", c), "req/s", fwd.RPS(), own.RPS(), true).withBaseline("owner")
+		if c == 50 {
+			rpsRow = rpsRow.withGoal("≥ 0.75× owner", rpsRow.Ratio >= 0.75)
+		}
+		res.add(rpsRow, row(fmt.Sprintf("forwarded p50 c=%d", c), "µs", fs.P50, os.P50, false).withBaseline("owner"))
+		if own.Errors > 0 || fwd.Errors > 0 {
+			res.notef("c=%d: %d owner and %d forwarded requests failed", c, own.Errors, fwd.Errors)
+		}
+	}
+	return res, nil
+}
+
+// startRedis starts a throwaway redis-server on a free loopback port, without persistence.
+func (e *env) startRedis(ctx context.Context) (string, *child, error) {
+	exe, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, errNoRedis
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	c, err := startChild(exe, "redis", e.logDir, []string{"--bind", "127.0.0.1", "--port", port, "--save", "",
+		"--appendonly", "no"}, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return addr, c, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.stop(time.Second)
+			return "", nil, fmt.Errorf("redis-server did not listen on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
