@@ -169,7 +169,8 @@ func FuzzVerifySignature(f *testing.F) {
 			if perr != nil {
 				t.Fatalf("accepted %q that does not parse: %v", header, perr)
 			}
-			if !strings.Contains(header, hex.EncodeToString(mac(secret, ts, body))) {
+			// Hex is read in either case, so compare in one case.
+			if !strings.Contains(strings.ToLower(header), hex.EncodeToString(mac(secret, ts, body))) {
 				t.Fatalf("accepted %q without the right MAC", header)
 			}
 			return
