@@ -66,6 +66,8 @@ type Config struct {
 	ChurnCycles int
 	// StormHosts is the host count of the storm scenario. Zero means 10,000 (Tiny: 100).
 	StormHosts int
+	// RollingHosts is the host count of the rolling scenario. Zero means 1,000 (Tiny: 30).
+	RollingHosts int
 
 	// OriginServe, when set, makes Run serve only the bench origin on this address until ctx ends. The bench uses
 	// it to run its origin as a child process (`switchboard bench --origin-serve ADDR`).
@@ -78,7 +80,7 @@ type Config struct {
 }
 
 // AllScenarios lists every scenario in its default order.
-var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm", "forward"}
+var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm", "forward", "rolling"}
 
 // scenarios maps a name to its implementation.
 var scenarios = map[string]func(context.Context, *env) (*Result, error){
@@ -91,6 +93,7 @@ var scenarios = map[string]func(context.Context, *env) (*Result, error){
 	"churn":   runChurn,
 	"storm":   runStorm,
 	"forward": runForward,
+	"rolling": runRolling,
 }
 
 // withDefaults returns cfg with every zero value replaced by its default.
@@ -139,6 +142,7 @@ func (cfg Config) withDefaults() Config {
 	cfg.IdleTunnels = pick(cfg.IdleTunnels, 10_000, 100)
 	cfg.ChurnCycles = pick(cfg.ChurnCycles, 2_000, 100)
 	cfg.StormHosts = pick(cfg.StormHosts, 10_000, 100)
+	cfg.RollingHosts = pick(cfg.RollingHosts, 1_000, 30)
 	return cfg
 }
 
@@ -209,7 +213,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			return fmt.Errorf("create report directory: %w", err)
 		}
 	}
-	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, cfg.StormHosts) + 4096))
+	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, cfg.StormHosts, 2*cfg.RollingHosts) + 4096))
 
 	rep := &Report{
 		Started: time.Now().UTC(),

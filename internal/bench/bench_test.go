@@ -302,6 +302,8 @@ func TestConfigDefaults(t *testing.T) {
 		{"download", full.Download, int64(1 << 30)},
 		{"idle", full.IdleTunnels, 10_000},
 		{"storm", full.StormHosts, 10_000},
+		{"rolling", full.RollingHosts, 1_000},
+		{"tiny rolling", tiny.RollingHosts, 30},
 		{"tiny duration", tiny.Duration, time.Second},
 		{"tiny idle keeps explicit size", tiny.IdleTunnels, 7},
 		{"tiny churn", tiny.ChurnCycles, 100},
@@ -342,7 +344,7 @@ func TestScenarios(t *testing.T) {
 	}
 	for _, name := range AllScenarios {
 		t.Run(name, func(t *testing.T) {
-			if name == "forward" {
+			if name == "forward" || name == "rolling" {
 				redistest.RequireServer(t) // the scenario starts its own
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)

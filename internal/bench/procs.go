@@ -219,44 +219,83 @@ func scrapeMetrics(ctx context.Context, base string, gc bool) (metricsSnapshot, 
 			}
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return s, fmt.Errorf("scrape metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("scrape metrics: status %d", resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	n := 0
-	for sc.Scan() {
-		line := sc.Text()
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
+	err := eachSample(ctx, base, func(name, val string) {
 		switch name {
 		case "go_goroutines":
-			s.Goroutines, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+			s.Goroutines, _ = strconv.ParseFloat(val, 64)
 			n++
 		case "go_memstats_heap_inuse_bytes":
-			s.HeapInuse, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+			s.HeapInuse, _ = strconv.ParseFloat(val, 64)
 			n++
 		case "go_memstats_heap_alloc_bytes":
-			s.HeapAlloc, _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+			s.HeapAlloc, _ = strconv.ParseFloat(val, 64)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return s, fmt.Errorf("scrape metrics: %w", err)
+	})
+	if err != nil {
+		return s, err
 	}
 	s.Found = n == 2
 	if !s.Found {
 		return s, errors.New("scrape metrics: go_goroutines or go_memstats_heap_inuse_bytes missing (is the Go collector registered?)")
 	}
 	return s, nil
+}
+
+// scrapeValue reads one metric from a Prometheus text endpoint: the sum of its samples over every label set.
+func scrapeValue(ctx context.Context, base, metric string) (float64, error) {
+	var sum float64
+	found := false
+	err := eachSample(ctx, base, func(name, val string) {
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		if name == metric {
+			v, _ := strconv.ParseFloat(val, 64)
+			sum += v
+			found = true
+		}
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("scrape metrics: no %s", metric)
+	}
+	return sum, err
+}
+
+// eachSample calls fn with the series name (labels included) and the value of every sample at base/metrics.
+func eachSample(ctx context.Context, base string, fn func(name, val string)) error {
+	if base == "" {
+		return errors.New("scrape metrics: no metrics listener")
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("scrape metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("scrape metrics: status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		// "name{labels} value": label values may hold spaces, so the value is after the last space.
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		fn(line[:i], strings.TrimSpace(line[i+1:]))
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("scrape metrics: %w", err)
+	}
+	return nil
 }

@@ -9,7 +9,7 @@ import (
 
 // BenchCmd is `switchboard bench`.
 type BenchCmd struct {
-	Scenarios       []string      `arg:"" optional:"" help:"Scenarios to run: rps, latency, bulk, sse, ws, idle, churn, storm, forward (default: all; forward needs redis-server)."`
+	Scenarios       []string      `arg:"" optional:"" help:"Scenarios to run: rps, latency, bulk, sse, ws, idle, churn, storm, forward, rolling (default: all; forward and rolling need redis-server)."`
 	Duration        time.Duration `help:"Length of each measured phase (default 5s; 1s with --tiny)."`
 	Out             string        `help:"Directory for report.json, report.svg and logs." type:"path"`
 	JSON            string        `help:"File for the JSON report ('-' for stdout)."`
@@ -27,6 +27,7 @@ type BenchCmd struct {
 	IdleTunnels     int           `help:"Tunnels held by the idle scenario (default 10000)."`
 	ChurnCycles     int           `help:"Connect/disconnect cycles of churn (default 2000)."`
 	StormHosts      int           `help:"Hosts reconnecting in the storm scenario (default 10000)."`
+	RollingHosts    int           `help:"Hosts connected during the rolling restart (default 1000)."`
 	OriginServe     string        `hidden:"" help:"Serve only the bench origin on this address (used by the bench itself)."`
 	OriginInProcess bool          `help:"Run the origin inside the bench process instead of as a child."`
 	Profile         bool          `help:"Save relay CPU and heap profiles into --out."`
@@ -53,6 +54,7 @@ func (c *BenchCmd) Run(ctx context.Context, g *Globals) error {
 		IdleTunnels:     c.IdleTunnels,
 		ChurnCycles:     c.ChurnCycles,
 		StormHosts:      c.StormHosts,
+		RollingHosts:    c.RollingHosts,
 		OriginServe:     c.OriginServe,
 		OriginInProcess: c.OriginInProcess,
 		Profile:         c.Profile,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,100 +15,27 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
+	"github.com/switchboard-relay/switchboard/internal/tcpfront"
 )
 
-// front is a round-robin TCP load balancer over the public listeners of the replicas in rotation, as a platform's
-// load balancer would be: a replica leaves the rotation when its drain begins (its /readyz turns 503), and a
-// restarted one joins it.
-type front struct {
-	ln       net.Listener
-	mu       sync.Mutex
-	backends []string // host:port in rotation
-	next     int
-	conns    sync.WaitGroup
-	open     map[net.Conn]struct{}
-}
-
-func startFront(t *testing.T) *front {
+// startFront starts a round-robin TCP front over the replicas' public listeners; the test sets its rotation.
+func startFront(t *testing.T) *tcpfront.Front {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	f, err := tcpfront.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{ln: ln, open: make(map[net.Conn]struct{})}
-	f.conns.Go(f.accept)
-	t.Cleanup(func() {
-		_ = ln.Close()
-		f.mu.Lock()
-		for c := range f.open {
-			_ = c.Close()
-		}
-		f.mu.Unlock()
-		f.conns.Wait()
-	})
+	t.Cleanup(func() { _ = f.Close() })
 	return f
 }
 
-func (f *front) URL() string { return "http://" + f.ln.Addr().String() }
-
-// set replaces the rotation with the replicas' listeners.
-func (f *front) set(rs []*relaytest.Replica) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.backends = f.backends[:0]
-	for _, r := range rs {
-		f.backends = append(f.backends, strings.TrimPrefix(r.URL, "http://"))
+// backends are the replicas' public host:port, for a front's rotation.
+func backends(rs []*relaytest.Replica) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = strings.TrimPrefix(r.URL, "http://")
 	}
-}
-
-func (f *front) pick() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.backends) == 0 {
-		return ""
-	}
-	f.next++
-	return f.backends[f.next%len(f.backends)]
-}
-
-func (f *front) track(c net.Conn, add bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if add {
-		f.open[c] = struct{}{}
-	} else {
-		delete(f.open, c)
-	}
-}
-
-func (f *front) accept() {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.conns.Go(func() { f.pipe(c) })
-	}
-}
-
-func (f *front) pipe(c net.Conn) {
-	defer c.Close()
-	b, err := net.Dial("tcp", f.pick())
-	if err != nil {
-		return
-	}
-	defer b.Close()
-	f.track(c, true)
-	f.track(b, true)
-	defer f.track(c, false)
-	defer f.track(b, false)
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(b, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, b); done <- struct{}{} }()
-	<-done
-	_ = c.Close()
-	_ = b.Close()
-	<-done
+	return out
 }
 
 // TestRollingRestart restarts each of three replicas in turn — drain, close, start anew under the same id — while
@@ -128,7 +54,7 @@ func TestRollingRestart(t *testing.T) {
 		replicas[i] = relaytest.StartRedisReplica(t, []string{addr}, prefix, id, mutate)
 	}
 	fr := startFront(t)
-	fr.set(replicas)
+	fr.Set(backends(replicas)...)
 
 	const hosts = 100
 	hostIDs := make([]string, hosts)
@@ -165,7 +91,7 @@ func TestRollingRestart(t *testing.T) {
 		rotMu.Lock()
 		rotation = append(rotation[:0], rs...)
 		rotMu.Unlock()
-		fr.set(rs)
+		fr.Set(backends(rs)...)
 	}
 	tok := relaytest.ClientToken(t, "c", "roll*")
 	var sent, failed atomic.Int64
