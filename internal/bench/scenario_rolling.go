@@ -119,7 +119,7 @@ func runRolling(ctx context.Context, e *env) (*Result, error) {
 	// The roll.
 	load.phase.Store(1)
 	meter := e.newMeter(nil, nil) // the bench process's own CPU during the roll: agents, clients and front
-	delete(meter.pids, "origin") // the hosts answer themselves; the origin is idle here
+	delete(meter.pids, "origin")  // the hosts answer themselves; the origin is idle here
 	meter.begin()
 	rollStart := time.Now()
 	var (
