@@ -482,20 +482,33 @@ func (r *Redis) Records(ctx context.Context, hostIDs []string) ([]Record, error)
 // this replica become live again under its current lease. Run calls it with RedisConfig.Owned when the lease was
 // lost; call it directly to write behind entries accepted while Redis was unreachable.
 func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
+	wrote, err := r.ReassertEach(ctx, entries)
+	n := 0
+	for _, w := range wrote {
+		if w {
+			n++
+		}
+	}
+	return n, err
+}
+
+// ReassertEach is Reassert reporting, per entry, whether it was written. An entry whose script failed reads false
+// and its error is in the joined error; the others' results stand.
+func (r *Redis) ReassertEach(ctx context.Context, entries []Entry) ([]bool, error) {
 	if r.closed.Load() {
-		return 0, fmt.Errorf("reassert: %w", ErrClosed)
+		return nil, fmt.Errorf("reassert: %w", ErrClosed)
 	}
 	if len(entries) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	execs := make([]rueidis.LuaExec, 0, len(entries))
 	for _, e := range entries {
 		if err := checkIDs(e.HostID, e.Replica); err != nil {
-			return 0, fmt.Errorf("reassert %s: %w", e.HostID, err)
+			return nil, fmt.Errorf("reassert %s: %w", e.HostID, err)
 		}
 		labels, err := encodeLabels(e.Metadata.Labels)
 		if err != nil {
-			return 0, fmt.Errorf("reassert %s: %w", e.HostID, err)
+			return nil, fmt.Errorf("reassert %s: %w", e.HostID, err)
 		}
 		r.sawEpoch(e.Epoch)
 		execs = append(execs, rueidis.LuaExec{Keys: []string{r.hostKey(e.HostID)}, Args: []string{
@@ -506,7 +519,7 @@ func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	written := 0
+	written := make([]bool, len(entries))
 	var errs []error
 	var reaped []string
 	for i, res := range reassertScript.ExecMulti(ctx, r.client, execs...) {
@@ -517,7 +530,7 @@ func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
 		}
 		switch n {
 		case 1:
-			written++
+			written[i] = true
 			r.wrote(entries[i].HostID)
 		case 2:
 			reaped = append(reaped, entries[i].HostID)

@@ -11,6 +11,7 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
+	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
 
@@ -188,4 +189,58 @@ func TestClusterRedisBlackholed(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestEventsShortRedisOutage: Redis stops answering for less than the replica lease. A host that connects meanwhile
+// is accepted locally and announced online once its entry is written behind; a host that disconnects meanwhile is
+// released once Redis answers and announced offline after the flap window. Nobody is left reading the wrong state.
+func TestEventsShortRedisOutage(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	px := startFaultProxy(t, addr)
+	prefix := fmt.Sprintf("ev%d:", clusterSeq.Add(1))
+	const lease = 10 * time.Second // longer than the outage: nobody is taken for dead
+	flap := func(c *relay.Config) { c.FlapWindow = time.Second }
+	a := startEventReplica(t, px.Addr(), prefix, "A", lease, flap)
+	b := startEventReplica(t, px.Addr(), prefix, "B", lease, flap)
+	tok := relaytest.ClientToken(t, "c", "*")
+	s := subscribe(t, b.URL, tok, "")
+	onA := func(c *agent.Config) { c.Relays = []string{a.URL} }
+	gone := relaytest.StartHost(t, a.URL, "gone", textHandler("gone"), onA)
+	evs := s.expect(t, 10*time.Second, "online gone")
+
+	owned := func(id string) bool {
+		for _, e := range a.Server.Owned() {
+			if e.HostID == id {
+				return true
+			}
+		}
+		return false
+	}
+	px.blackhole()
+	start := time.Now()
+	relaytest.StartHost(t, a.URL, "new", textHandler("new"), onA)
+	relaytest.Eventually(t, 10*time.Second, "new served by A while Redis is blackholed", func() bool {
+		code, body := getText(t, a.URL+"/hosts/new/", tok)
+		return code == 200 && body == "new"
+	})
+	_ = gone.Close()
+	relaytest.Eventually(t, 10*time.Second, "gone's tunnel closed on A", func() bool { return !owned("gone") })
+	time.Sleep(1500 * time.Millisecond) // the release's directory call times out (1 s)
+	if d := time.Since(start); d > lease/2 {
+		t.Fatalf("the outage lasted %s, too close to the lease (%s) for this test", d, lease)
+	}
+	px.resume()
+
+	// Both owed events arrive, in either order (written behind and released by the same loop).
+	evs = append(evs, s.expectAnyOrder(t, 15*time.Second, "online new", "offline gone")...)
+	checkSeqs(t, evs)
+	for id, online := range map[string]bool{"new": true, "gone": false} {
+		if code, h := getHost(t, b.Relay, id, tok); code != 200 || h.Online != online {
+			t.Fatalf("%s via B after the outage: %d online=%v, want online=%v", id, code, h.Online, online)
+		}
+	}
+	if code, body := getText(t, b.URL+"/hosts/new/", tok); code != 200 || body != "new" {
+		t.Fatalf("new via B after the outage: %d %q", code, body)
+	}
+	s.quiet(t, 2*time.Second) // exactly once: no second online, no offline for the live host
 }

@@ -136,19 +136,19 @@ func (d *timedDirectory) listPeers(ctx context.Context) (map[string]string, erro
 
 // reasserter is implemented by directories that can write back entries they lost (directory.Redis).
 type reasserter interface {
-	Reassert(ctx context.Context, entries []directory.Entry) (int, error)
+	ReassertEach(ctx context.Context, entries []directory.Entry) ([]bool, error)
 }
 
-// reassert writes entries back if the directory supports it; ok is false if it does not.
-func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry) (ok bool, err error) {
+// reassert writes entries back and reports which were written; ok is false if the directory cannot.
+func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry) (written []bool, ok bool, err error) {
 	r, isR := d.Directory.(reasserter)
 	if !isR {
-		return false, nil
+		return nil, false, nil
 	}
 	start := time.Now()
-	_, err = r.Reassert(ctx, entries)
+	written, err = r.ReassertEach(ctx, entries)
 	d.observe(opReassert, start, err)
-	return true, err
+	return written, true, err
 }
 
 // runner is implemented by directories with background upkeep (directory.Redis: the replica lease).

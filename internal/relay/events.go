@@ -81,33 +81,68 @@ func (s *Server) announceClaim(e directory.Entry, p directory.Prior) {
 }
 
 // scheduleOffline waits the flap window after this replica released hostID at epoch, then announces the offline
-// if the host is still offline at that epoch. Close abandons the wait: with Redis, the replica's death (its lease)
-// lets another replica reap the offline; with the memory directory, the log goes with the process.
+// if the host is still offline at that epoch. While the directory or the log is unreachable it retries (every
+// second, for up to offlineRetry): MarkOffline says "gone" once only, so its answer is not lost to a failed append.
+// Close abandons the wait: with Redis, the replica's death (its lease) lets another replica reap the offline; with
+// the memory directory, the log goes with the process.
 func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 	pd, ok := s.dir.Directory.(directory.Presence)
 	if !ok {
 		return
 	}
 	s.wg.Go(func() {
-		timer := time.NewTimer(s.cfg.FlapWindow)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-s.ctx.Done():
+		if !s.sleep(s.cfg.FlapWindow) {
 			return
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		defer cancel()
-		gone, err := pd.MarkOffline(ctx, hostID, epoch)
-		if err != nil {
-			s.log.Warn("presence: offline not recorded", "host_id", hostID, "epoch", epoch, "err", err)
+		var gone bool
+		if !s.retry(func(ctx context.Context) (err error) {
+			gone, err = pd.MarkOffline(ctx, hostID, epoch)
+			return err
+		}) {
+			s.log.Warn("presence: offline not recorded; the directory stayed unreachable", "host_id", hostID, "epoch", epoch)
 			return
 		}
-		if gone {
-			s.appendEvent(presence.Event{Kind: presence.Offline, HostID: hostID, Epoch: epoch,
-				Seq: presence.SeqOf(presence.Offline, epoch), Replica: s.cfg.Replica, At: at})
+		if !gone {
+			return
+		}
+		e := presence.Event{Kind: presence.Offline, HostID: hostID, Epoch: epoch,
+			Seq: presence.SeqOf(presence.Offline, epoch), Replica: s.cfg.Replica, At: at}
+		if !s.retry(func(ctx context.Context) error { return s.tryAppend(ctx, e) }) {
+			s.log.Warn("presence: offline event not recorded; the event log stayed unreachable", "host_id", hostID, "epoch", epoch)
 		}
 	})
+}
+
+// offlineRetry bounds how long an owed offline is retried while the directory or the event log is unreachable.
+const offlineRetry = 5 * time.Minute
+
+// retry calls f until it succeeds, every second for up to offlineRetry, and reports whether it did; it gives up
+// early when the Server closes.
+func (s *Server) retry(f func(ctx context.Context) error) bool {
+	deadline := time.Now().Add(offlineRetry)
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if time.Now().After(deadline) || !s.sleep(time.Second) {
+			return false
+		}
+	}
+}
+
+// sleep waits d and reports false if the Server closed first.
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
 }
 
 // reapedNotifier is implemented by directories that report hosts of this replica that another replica reaped
@@ -158,12 +193,18 @@ func (s *Server) reapLoop(ctx context.Context, r reaper) {
 func (s *Server) appendEvent(e presence.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	_ = s.tryAppend(ctx, e)
+}
+
+// tryAppend appends e to the log and counts the outcome.
+func (s *Server) tryAppend(ctx context.Context, e presence.Event) error {
 	if _, err := s.events.Append(ctx, e); err != nil {
 		s.evm.failed.Inc()
 		s.log.Warn("presence: event not recorded", "host_id", e.HostID, "type", e.Kind, "epoch", e.Epoch, "err", err)
-		return
+		return err
 	}
 	s.evm.appended.WithLabelValues(string(e.Kind)).Inc()
+	return nil
 }
 
 // eventMetrics count presence events and SSE subscribers.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -120,6 +121,33 @@ func (s *sseStream) expect(t *testing.T, timeout time.Duration, want ...string) 
 		if g != w {
 			t.Fatalf("events %v; want %q", got, want)
 		}
+	}
+	return got
+}
+
+// expectAnyOrder is expect for events whose order is not defined: it reads len(want) events and checks that their
+// kinds and hosts are want in some order.
+func (s *sseStream) expectAnyOrder(t *testing.T, timeout time.Duration, want ...string) []sseEvent {
+	t.Helper()
+	var got []sseEvent
+	var names []string
+	deadline := time.After(timeout)
+	for len(got) < len(want) {
+		select {
+		case e, ok := <-s.events:
+			if !ok {
+				t.Fatalf("stream ended after %v; want %q in any order", got, want)
+			}
+			got = append(got, e)
+			names = append(names, e.Kind+" "+e.Event.HostID)
+		case <-deadline:
+			t.Fatalf("after %v got %v; want %q in any order", timeout, got, want)
+		}
+	}
+	slices.Sort(names)
+	w := slices.Sorted(slices.Values(want))
+	if !slices.Equal(names, w) {
+		t.Fatalf("events %v; want %q in any order", got, want)
 	}
 	return got
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -309,7 +310,9 @@ func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Ent
 	return e, true
 }
 
-// writeBehind writes the entries accepted while the directory was unreachable, for tunnels still registered here.
+// writeBehind writes the entries accepted while the directory was unreachable, for tunnels still registered here,
+// and announces each host online once its entry is written. (The claim's prior state is not known then, so a host
+// that moved here from another replica during the outage reads "online", not "moved"; either way it is online.)
 func (s *Server) writeBehind(ctx context.Context) {
 	s.behindMu.Lock()
 	pending := make([]directory.Entry, 0, len(s.behind))
@@ -324,18 +327,53 @@ func (s *Server) writeBehind(ctx context.Context) {
 	if len(pending) == 0 {
 		return
 	}
-	if _, err := s.dir.reassert(ctx, pending); err != nil {
+	written, _, err := s.dir.reassert(ctx, pending)
+	if err != nil {
 		s.log.Debug("write-behind of directory entries failed; will retry", "entries", len(pending), "err", err)
-		return
 	}
-	s.behindMu.Lock()
-	for _, e := range pending {
-		if s.behind[e.HostID].Epoch == e.Epoch {
+	n := 0
+	for i, e := range pending {
+		if i >= len(written) || !written[i] {
+			continue
+		}
+		n++
+		s.behindMu.Lock()
+		mine := s.behind[e.HostID].Epoch == e.Epoch
+		if mine {
 			delete(s.behind, e.HostID)
 		}
+		s.behindMu.Unlock()
+		if mine {
+			s.announceClaim(e, directory.Prior{}) // an unknown prior reads as online
+		}
 	}
+	if n > 0 {
+		s.log.Info("directory entries written behind", "entries", n)
+	}
+}
+
+// releaseBehind retries the releases that failed while the directory was unreachable. A release may have reached
+// the directory after all (a timeout is not a refusal), so the host's offline is owed whether or not the retry
+// itself removed the entry: MarkOffline announces it only if the host is still offline at that epoch.
+func (s *Server) releaseBehind(ctx context.Context) {
+	s.behindMu.Lock()
+	pending := maps.Clone(s.unreleased)
 	s.behindMu.Unlock()
-	s.log.Info("directory entries written behind", "entries", len(pending))
+	for id, rel := range pending {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.dir.Release(rctx, id, rel.epoch)
+		cancel()
+		if err != nil {
+			s.log.Debug("directory release still failing; will retry", "host_id", id, "epoch", rel.epoch, "err", err)
+			return // the directory is still unreachable: the others would fail too
+		}
+		s.behindMu.Lock()
+		if s.unreleased[id] == rel {
+			delete(s.unreleased, id)
+		}
+		s.behindMu.Unlock()
+		s.scheduleOffline(id, rel.epoch, rel.at)
+	}
 }
 
 // advertiseEvery is how often the cluster loop re-advertises this replica's internal URL.
@@ -365,6 +403,7 @@ func (s *Server) clusterLoop(ctx context.Context) {
 			listed = time.Now()
 		}
 		s.writeBehind(ctx)
+		s.releaseBehind(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -125,6 +125,15 @@ type Server struct {
 	behindMu       sync.Mutex
 	behind         map[string]directory.Entry
 	lastLocalEpoch uint64
+	// Releases that failed (the directory was unreachable), to be retried by the cluster loop. Guarded by
+	// behindMu.
+	unreleased map[string]release
+}
+
+// release is a tunnel's end whose directory release is owed: its epoch, and when it ended.
+type release struct {
+	epoch uint64
+	at    time.Time
 }
 
 // New validates cfg, applies defaults and returns a Server. It starts nothing.
@@ -192,17 +201,18 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newMetrics(cfg.Registerer),
-		cluster:  newClusterMetrics(cfg.Registerer),
-		limiter:  newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
-		tunnels:  make(map[string]*tunnelConn),
-		behind:   make(map[string]directory.Entry),
-		peerURLs: peerURLs{byID: make(map[string]*url.URL)},
-		events:   cfg.Events,
-		hub:      presence.NewFanout(cfg.Events, 0),
-		evm:      newEventMetrics(cfg.Registerer),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newMetrics(cfg.Registerer),
+		cluster:    newClusterMetrics(cfg.Registerer),
+		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		tunnels:    make(map[string]*tunnelConn),
+		behind:     make(map[string]directory.Entry),
+		unreleased: make(map[string]release),
+		peerURLs:   peerURLs{byID: make(map[string]*url.URL)},
+		events:     cfg.Events,
+		hub:        presence.NewFanout(cfg.Events, 0),
+		evm:        newEventMetrics(cfg.Registerer),
 	}
 	dir := cfg.Directory
 	if dir == nil {

@@ -349,7 +349,13 @@ func (s *Server) releaseEntry(hostID string, epoch uint64) {
 	at := time.Now()
 	released, err := s.dir.Release(ctx, hostID, epoch)
 	if err != nil {
-		s.log.Warn("directory release failed", "host_id", hostID, "epoch", epoch, "err", err)
+		s.log.Warn("directory release failed; retrying in the background", "host_id", hostID, "epoch", epoch, "err", err)
+		s.behindMu.Lock()
+		if s.unreleased[hostID].epoch < epoch {
+			s.unreleased[hostID] = release{epoch: epoch, at: at}
+		}
+		s.behindMu.Unlock()
+		return
 	}
 	if released {
 		s.scheduleOffline(hostID, epoch, at)
