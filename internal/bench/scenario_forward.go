@@ -18,19 +18,11 @@ var errNoRedis = errors.New("redis-server not found on PATH (the forward scenari
 // path; the goal is forwarded rps ≥ 0.75× owner rps at c=50.
 func runForward(ctx context.Context, e *env) (*Result, error) {
 	res := &Result{}
-	if e.cfg.Relay != "" {
-		res.notef("skipped: against an existing relay the bench cannot start a second replica")
-		return res, nil
-	}
-	redisAddr, redis, err := e.startRedis(ctx)
-	if err != nil {
-		if errors.Is(err, errNoRedis) {
-			res.notef("skipped: %v", err)
-			return res, nil
-		}
+	redisAddr, stopRedis, err := e.clusterRedis(ctx, res, "forward starts a second replica")
+	if redisAddr == "" {
 		return res, err
 	}
-	defer redis.stop(5 * time.Second)
+	defer stopRedis()
 	replica := func(name string) (*relayProc, error) {
 		internal, err := freeAddr()
 		if err != nil {
@@ -81,6 +73,25 @@ func runForward(ctx context.Context, e *env) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// clusterRedis starts the throwaway Redis of a scenario that runs several replicas. It returns "" when the
+// scenario cannot run: against an existing relay, or without redis-server (both noted in res, error nil), or when
+// Redis did not start (the error).
+func (e *env) clusterRedis(ctx context.Context, res *Result, what string) (addr string, stop func(), err error) {
+	if e.cfg.Relay != "" {
+		res.notef("skipped: %s, which needs relays the bench started", what)
+		return "", nil, nil
+	}
+	addr, redis, err := e.startRedis(ctx)
+	if errors.Is(err, errNoRedis) {
+		res.notef("skipped: %v", err)
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, func() { redis.stop(5 * time.Second) }, nil
 }
 
 // startRedis starts a throwaway redis-server on a free loopback port, without persistence.

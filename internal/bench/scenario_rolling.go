@@ -34,19 +34,11 @@ const rollingWorkers = 16
 // cluster before the roll.
 func runRolling(ctx context.Context, e *env) (*Result, error) {
 	res := &Result{}
-	if e.cfg.Relay != "" {
-		res.notef("skipped: rolling restarts replicas, which needs relays the bench started")
-		return res, nil
-	}
-	redisAddr, redis, err := e.startRedis(ctx)
-	if err != nil {
-		if errors.Is(err, errNoRedis) {
-			res.notef("skipped: %v", err)
-			return res, nil
-		}
+	redisAddr, stopRedis, err := e.clusterRedis(ctx, res, "rolling restarts replicas")
+	if redisAddr == "" {
 		return res, err
 	}
-	defer redis.stop(5 * time.Second)
+	defer stopRedis()
 	front, err := tcpfront.Listen()
 	if err != nil {
 		return res, err
