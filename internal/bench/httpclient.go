@@ -191,6 +191,14 @@ func (r *loadResult) RPS() float64 {
 	return float64(r.OK) / r.Elapsed.Seconds()
 }
 
+// add merges o into r: counts, time and latencies (CPU figures are not merged).
+func (r *loadResult) add(o *loadResult) {
+	r.OK += o.OK
+	r.Errors += o.Errors
+	r.Elapsed += o.Elapsed
+	r.Lat.Merge(&o.Lat)
+}
+
 // loadWorker is one connection of a load run. Its fields are owned by its goroutine until runLoad has waited for it.
 type loadWorker struct {
 	c      *conn

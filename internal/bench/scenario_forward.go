@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// forwardSlices is how many turns the owner and the forwarded path take at each concurrency.
+const forwardSlices = 5
+
 // errNoRedis reports that the forward scenario cannot run: it needs redis-server for the shared directory.
 var errNoRedis = errors.New("redis-server not found on PATH (the forward scenario shares a Redis directory between two relays; install redis-server)")
 
@@ -49,16 +52,22 @@ func runForward(ctx context.Context, e *env) (*Result, error) {
 
 	path := hostPath(benchHostID, "/small")
 	for _, c := range e.cfg.Concurrency {
-		spec := loadSpec{Workers: c, Duration: e.cfg.Duration, MaxCount: e.cfg.MaxRequests, Warmup: 20}
-		spec.Addr, spec.Request = owner.Addr, buildGET(owner.Addr, path, e.clientToken)
-		own, err := runLoad(ctx, spec)
-		if err != nil {
-			return res, fmt.Errorf("owner c=%d: %w", c, err)
-		}
-		spec.Addr, spec.Request = other.Addr, buildGET(other.Addr, path, e.clientToken)
-		fwd, err := runLoad(ctx, spec)
-		if err != nil {
-			return res, fmt.Errorf("forwarded c=%d: %w", c, err)
+		// The two paths take turns in short slices, so that a shared machine's changing load falls on both alike.
+		slice := max(e.cfg.Duration/forwardSlices, 200*time.Millisecond)
+		spec := loadSpec{Workers: c, Duration: slice, MaxCount: max(e.cfg.MaxRequests/forwardSlices, 1), Warmup: 20}
+		own, fwd := &loadResult{}, &loadResult{}
+		for range forwardSlices {
+			for _, leg := range []struct {
+				r   *relayProc
+				acc *loadResult
+			}{{owner, own}, {other, fwd}} {
+				spec.Addr, spec.Request = leg.r.Addr, buildGET(leg.r.Addr, path, e.clientToken)
+				got, err := runLoad(ctx, spec)
+				if err != nil {
+					return res, fmt.Errorf("%s c=%d: %w", leg.r.name(), c, err)
+				}
+				leg.acc.add(got)
+			}
 		}
 		os, fs := own.Lat.Summary(), fwd.Lat.Summary()
 		e.progressf("forward c=%-4d owner %8.0f rps p50 %6.0f µs | forwarded %8.0f rps p50 %6.0f µs | %.2f× (errors %d/%d)",

@@ -143,7 +143,12 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 		return
 	}
 	fw := &forwardEx{peer: peer, subject: subject}
-	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw))
+	if peer.Scheme == "http" && leanForwardable(r) {
+		s.leanForward(w, r, fw)
+	} else {
+		s.fwd.ServeHTTP(w, r)
+	}
 	if fw.outcome == "" {
 		fw.outcome = fwdOK
 	}

@@ -103,6 +103,7 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
+	peerConns     peerPool                            // keep-alive connections of the lean forward (leanforward.go)
 	peerURLs      peerURLs                            // has its own lock
 	evictions     evictions                           // has its own lock
 	knownPeers    atomic.Pointer[map[string]*url.URL] // replica → internal URL, other replicas only; see refreshPeers
@@ -426,6 +427,7 @@ func (s *Server) Close() error {
 	s.closeAll(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
 	s.wg.Wait()
 	s.peerTransport.CloseIdleConnections()
+	s.peerConns.closeIdle()
 	if s.ownDir {
 		return s.dir.Close()
 	}

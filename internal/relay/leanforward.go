@@ -1,0 +1,267 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The lean forward carries the commonest forwarded exchange — a request without a body and without an upgrade
+// (GETs, SSE streams, HEADs, DELETEs) — to the owner replica on a pooled keep-alive connection, on the handler's
+// own goroutine. httputil.ReverseProxy with http.Transport does the same with two goroutines per connection and a
+// hand-off per exchange, and flushes on a timer; here the response is flushed whenever the owner has sent nothing
+// more for the moment (flush-when-idle), which costs no timer and delays no byte. Requests with a body or an
+// upgrade go through ReverseProxy: a body cannot be replayed when a pooled connection turns out to be closed.
+
+// peerConn is a keep-alive connection to a peer's internal listener.
+type peerConn struct {
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used time.Time // when it was last returned to the pool
+}
+
+// peerPool holds idle connections per peer address.
+type peerPool struct {
+	mu   sync.Mutex
+	idle map[string][]*peerConn
+}
+
+// peerIdleTimeout is how long an idle pooled connection is kept (the owner's internal listener keeps them longer).
+const peerIdleTimeout = 60 * time.Second
+
+// maxIdlePerPeer bounds the idle connections kept per peer.
+const maxIdlePerPeer = 256
+
+// get returns an idle connection to addr, or nil.
+func (p *peerPool) get(addr string) *peerConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := p.idle[addr]
+	if len(cs) == 0 {
+		return nil
+	}
+	for len(cs) > 0 {
+		c := cs[len(cs)-1]
+		cs = cs[:len(cs)-1]
+		if time.Since(c.used) < peerIdleTimeout {
+			p.idle[addr] = cs
+			return c
+		}
+		_ = c.nc.Close()
+	}
+	p.idle[addr] = cs
+	return nil
+}
+
+// put returns c to the pool (or closes it when the pool for addr is full).
+func (p *peerPool) put(addr string, c *peerConn) {
+	c.used = time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.idle == nil {
+		p.idle = make(map[string][]*peerConn)
+	}
+	if len(p.idle[addr]) >= maxIdlePerPeer {
+		_ = c.nc.Close()
+		return
+	}
+	p.idle[addr] = append(p.idle[addr], c)
+}
+
+// closeIdle closes every idle connection.
+func (p *peerPool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, cs := range p.idle {
+		for _, c := range cs {
+			_ = c.nc.Close()
+		}
+		delete(p.idle, addr)
+	}
+}
+
+// leanForwardable reports whether r can take the lean forward: a method that may be sent twice (RFC 9110 § 9.2.2:
+// GET, HEAD, OPTIONS, TRACE), no body, no upgrade. A request on a pooled connection that the peer had closed is then
+// sent again on a fresh one, as http.Transport does.
+func leanForwardable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		return false
+	}
+	return (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0) &&
+		r.Header.Get("Upgrade") == "" && len(r.Trailer) == 0
+}
+
+// errStaleConn reports a pooled connection that the peer had closed before the request reached it.
+var errStaleConn = errors.New("pooled connection closed by the peer")
+
+// leanForward forwards r (see leanForwardable) to fw.peer and copies the answer to w.
+func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forwardEx) {
+	// The outbound request is prepared as ReverseProxy prepares it for rewriteForward: hop-by-hop and forwarding
+	// headers removed first (rewriteForward decides what the peer learns about the client), no default
+	// User-Agent added.
+	out := r.Clone(r.Context())
+	out.Body, out.ContentLength = nil, 0
+	out.Close = false
+	removeHopHeaders(out.Header)
+	if headerHasToken(r.Header, "Te", "trailers") {
+		out.Header.Set("Te", "trailers")
+	}
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(out.Header, k)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "")
+	}
+	s.rewriteForward(&httputil.ProxyRequest{In: r, Out: out})
+	addr := fw.peer.Host
+
+	var (
+		c    *peerConn
+		resp *http.Response
+		err  error
+	)
+	// A pooled connection may have been closed by the peer meanwhile (its idle timeout, its restart); the request
+	// is then sent again on a fresh one.
+	for attempt := 0; attempt < 2; attempt++ {
+		c = nil
+		if attempt == 0 {
+			c = s.peerConns.get(addr)
+		}
+		reused := c != nil
+		if c == nil {
+			if c, err = s.dialPeer(r.Context(), addr); err != nil {
+				break
+			}
+		}
+		resp, err = s.roundTripOn(r.Context(), c, out)
+		if err == nil {
+			break
+		}
+		_ = c.nc.Close()
+		if !reused || !errors.Is(err, errStaleConn) || r.Context().Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		s.forwardError(w, r, err)
+		return
+	}
+	stop := context.AfterFunc(r.Context(), func() { _ = c.nc.Close() }) // a client that goes ends the exchange
+	fw.status = resp.StatusCode
+	if !s.copyResponse(w, resp, c.br) {
+		_ = c.nc.Close()
+		// As ReverseProxy does: the response is cut, so the client must not see a clean end of it.
+		panic(http.ErrAbortHandler)
+	}
+	_ = resp.Body.Close() // at its end: reads nothing more
+	if stop() && !resp.Close {
+		s.peerConns.put(addr, c)
+		return
+	}
+	_ = c.nc.Close()
+}
+
+// dialPeer opens a connection to a peer's internal listener.
+func (s *Server) dialPeer(ctx context.Context, addr string) (*peerConn, error) {
+	d := net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &peerConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, nil
+}
+
+// roundTripOn writes out on c and reads the response head, passing 1xx answers other than 101 on to nobody (the
+// client of a bodiless request has no use for 100 Continue; 103 Early Hints are dropped). It returns
+// errStaleConn when the peer closed the connection before answering anything.
+func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	_ = c.nc.SetDeadline(time.Now().Add(s.cfg.IdleTimeout + 10*time.Second)) // the owner answers 504 itself first
+	defer c.nc.SetDeadline(time.Time{})
+	if err := out.Write(c.bw); err != nil {
+		return nil, errors.Join(errStaleConn, err) // nothing reached the peer
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, errors.Join(errStaleConn, err)
+	}
+	for {
+		if _, err := c.br.Peek(1); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isConnReset(err) {
+				return nil, errStaleConn
+			}
+			return nil, err
+		}
+		resp, err := http.ReadResponse(c.br, out)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// isConnReset reports a connection reset by the peer.
+func isConnReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset by peer")
+}
+
+// copyResponse writes resp to w, flushing whenever br (the peer connection's reader) holds nothing more, and
+// reports whether the body was read to its end (so the connection can be reused).
+// The body is not closed: after a failure its Close would drain what is left, so the caller closes the
+// connection instead.
+func (s *Server) copyResponse(w http.ResponseWriter, resp *http.Response, br *bufio.Reader) bool {
+	removeHopHeaders(resp.Header)
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = append(h[k], vs...)
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	if br.Buffered() == 0 && resp.ContentLength != 0 {
+		_ = rc.Flush() // the body is not here yet (an SSE stream, a slow answer): the head goes now
+	}
+	buf := bufferPool{}.Get()
+	defer bufferPool{}.Put(buf)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return false
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false
+		}
+		if br.Buffered() == 0 {
+			if rc.Flush() != nil {
+				return false
+			}
+		}
+	}
+	for k, vs := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+	return true
+}
