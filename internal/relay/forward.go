@@ -409,6 +409,7 @@ func (s *Server) clusterLoop(ctx context.Context) {
 		}
 		s.writeBehind(ctx)
 		s.releaseBehind(ctx)
+		s.peerConns.prune()
 		select {
 		case <-ctx.Done():
 			return

@@ -76,6 +76,27 @@ func (p *peerPool) put(addr string, c *peerConn) {
 	p.idle[addr] = append(p.idle[addr], c)
 }
 
+// prune closes the connections idle for longer than peerIdleTimeout (those of a peer that went away included).
+func (p *peerPool) prune() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, cs := range p.idle {
+		keep := cs[:0]
+		for _, c := range cs {
+			if time.Since(c.used) < peerIdleTimeout {
+				keep = append(keep, c)
+			} else {
+				_ = c.nc.Close()
+			}
+		}
+		if len(keep) == 0 {
+			delete(p.idle, addr)
+		} else {
+			p.idle[addr] = keep
+		}
+	}
+}
+
 // closeIdle closes every idle connection.
 func (p *peerPool) closeIdle() {
 	p.mu.Lock()
