@@ -10,15 +10,17 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// The lean forward carries the commonest forwarded exchange — a request without a body and without an upgrade
-// (GETs, SSE streams, HEADs, DELETEs) — to the owner replica on a pooled keep-alive connection, on the handler's
+// The lean forward carries the commonest forwarded exchange — a GET, HEAD, OPTIONS or TRACE without a body and
+// without an upgrade (page loads, API reads, SSE streams) — to the owner replica on a pooled keep-alive connection, on the handler's
 // own goroutine. httputil.ReverseProxy with http.Transport does the same with two goroutines per connection and a
 // hand-off per exchange, and flushes on a timer; here the response is flushed whenever the owner has sent nothing
 // more for the moment (flush-when-idle), which costs no timer and delays no byte. Requests with a body or an
-// upgrade go through ReverseProxy: a body cannot be replayed when a pooled connection turns out to be closed.
+// upgrade, and other methods, go through ReverseProxy: they cannot be sent again when a pooled connection turns out
+// to be closed.
 
 // peerConn is a keep-alive connection to a peer's internal listener.
 type peerConn struct {
@@ -202,8 +204,8 @@ func (s *Server) dialPeer(ctx context.Context, addr string) (*peerConn, error) {
 	return &peerConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, nil
 }
 
-// roundTripOn writes out on c and reads the response head, passing 1xx answers other than 101 on to nobody (the
-// client of a bodiless request has no use for 100 Continue; 103 Early Hints are dropped). It returns
+// roundTripOn writes out on c and reads the response head. Interim answers (1xx other than 101) are dropped: the
+// client of a bodiless request has no use for 100 Continue, and 103 Early Hints are only hints. It returns
 // errStaleConn when the peer closed the connection before answering anything.
 func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
@@ -218,7 +220,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 	}
 	for {
 		if _, err := c.br.Peek(1); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isConnReset(err) {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
 				return nil, errStaleConn
 			}
 			return nil, err
@@ -231,11 +233,6 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 			return resp, nil
 		}
 	}
-}
-
-// isConnReset reports a connection reset by the peer.
-func isConnReset(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "connection reset by peer")
 }
 
 // copyResponse writes resp to w, flushing whenever br (the peer connection's reader) holds nothing more, and
