@@ -100,7 +100,9 @@ func (f *Fanout) Read(ctx context.Context, after string, max int, block time.Dur
 	var timer <-chan time.Time
 	for {
 		out, hit, wake := f.fromBuffer(after, max)
-		if hit && len(out) > 0 {
+		// A reader that may wait takes what the buffer has; one that may not is owed everything up to max that
+		// the log holds now, and Run may not have buffered all of it yet.
+		if hit && len(out) > 0 && (block > 0 || len(out) == max) {
 			return out, nil
 		}
 		if !hit || block <= 0 {
