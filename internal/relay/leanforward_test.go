@@ -58,15 +58,7 @@ func TestClusterLeanForward(t *testing.T) {
 		}
 		return resp
 	}
-	read := func(resp *http.Response) string {
-		t.Helper()
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("read body: %v", err)
-		}
-		return string(b)
-	}
+	read := func(resp *http.Response) string { return readAll(t, resp) }
 
 	resp := do("GET", "/get", "X-Forwarded-For", "6.6.6.6", "Forwarded", "for=6.6.6.6")
 	if got, want := read(resp), `uri=/get sub=alice xff=127.0.0.1 auth="" hop="" hopsub=""`; got != want {
