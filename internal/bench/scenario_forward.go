@@ -26,20 +26,12 @@ func runForward(ctx context.Context, e *env) (*Result, error) {
 		return res, err
 	}
 	defer stopRedis()
-	replica := func(name string) (*relayProc, error) {
-		internal, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		return e.startRelayArgs(ctx, "relay-"+name, "--directory", "redis://"+redisAddr+"/0", "--replica-id", name,
-			"--internal-listen", internal, "--cluster-secret", e.secret+"-cluster")
-	}
-	owner, err := replica("owner")
+	owner, err := e.startReplica(ctx, "relay-owner", redisAddr, "owner")
 	if err != nil {
 		return res, err
 	}
 	defer owner.stop()
-	other, err := replica("forwarder")
+	other, err := e.startReplica(ctx, "relay-forwarder", redisAddr, "forwarder")
 	if err != nil {
 		return res, err
 	}
@@ -101,6 +93,18 @@ func (e *env) clusterRedis(ctx context.Context, res *Result, what string) (addr 
 		return "", nil, err
 	}
 	return addr, func() { redis.stop(5 * time.Second) }, nil
+}
+
+// startReplica starts `switchboard serve` as replica id of the cluster on the Redis at redisAddr, with an internal
+// listener on a free port, and extra flags.
+func (e *env) startReplica(ctx context.Context, name, redisAddr, id string, extra ...string) (*relayProc, error) {
+	internal, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--directory", "redis://" + redisAddr + "/0", "--replica-id", id, "--internal-listen", internal,
+		"--cluster-secret", e.secret + "-cluster"}
+	return e.startRelayArgs(ctx, name, append(args, extra...)...)
 }
 
 // startRedis starts a throwaway redis-server on a free loopback port, without persistence.

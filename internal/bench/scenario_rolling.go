@@ -59,12 +59,7 @@ func runRolling(ctx context.Context, e *env) (*Result, error) {
 		}
 	}()
 	for i := range replicas {
-		internal, err := freeAddr()
-		if err != nil {
-			return res, err
-		}
-		replicas[i], err = e.startRelayArgs(ctx, "relay-roll-"+strconv.Itoa(i), "--directory", "redis://"+redisAddr+"/0",
-			"--replica-id", "R"+strconv.Itoa(i), "--internal-listen", internal, "--cluster-secret", e.secret+"-cluster",
+		replicas[i], err = e.startReplica(ctx, "relay-roll-"+strconv.Itoa(i), redisAddr, "R"+strconv.Itoa(i),
 			"--drain-jitter", jitter, "--miss-wait", "5s")
 		if err != nil {
 			return res, err
@@ -98,6 +93,7 @@ func runRolling(ctx context.Context, e *env) (*Result, error) {
 	watch := e.watchPresence(wctx, viaFront.Base)
 	defer func() { stopWatch(); <-watch.done }()
 	load := newRollLoad(e, viaFront, hosts.ids)
+	defer load.client.CloseIdleConnections()
 	lctx, stopLoad := context.WithCancel(ctx)
 	var lwg sync.WaitGroup
 	defer func() { stopLoad(); lwg.Wait() }()
@@ -178,7 +174,7 @@ func runRolling(ctx context.Context, e *env) (*Result, error) {
 		row("online/offline events", "events", float64(flaps), 0, false).withGoal("0 (a drain move is neither)", flaps == 0),
 		row("drain until no tunnel left (max)", "s", s(drains.Quantile(1)), 0, false),
 		row("drain until exit (max)", "s", s(exits.Quantile(1)), 0, false),
-		row("drain per moved tunnel", "ms", 1000*s(drains.Mean())*float64(rollingReplicas)/max(moved, 1), 0, false),
+		row("drain per moved tunnel", "ms", 1000*s(drains.Mean())*float64(drains.Count())/max(moved, 1), 0, false),
 		row("restart until every host reachable via it (max)", "s", s(restarts.Quantile(1)), 0, false),
 		row("whole roll", "s", s(rollTime), 0, false),
 	)

@@ -139,16 +139,16 @@ type reasserter interface {
 	ReassertEach(ctx context.Context, entries []directory.Entry) ([]bool, error)
 }
 
-// reassert writes entries back and reports which were written; ok is false if the directory cannot.
-func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry) (written []bool, ok bool, err error) {
-	r, isR := d.Directory.(reasserter)
-	if !isR {
-		return nil, false, nil
+// reassert writes entries back and reports which were written (none if the directory cannot write back).
+func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry) ([]bool, error) {
+	r, ok := d.Directory.(reasserter)
+	if !ok {
+		return nil, nil
 	}
 	start := time.Now()
-	written, err = r.ReassertEach(ctx, entries)
+	written, err := r.ReassertEach(ctx, entries)
 	d.observe(opReassert, start, err)
-	return written, true, err
+	return written, err
 }
 
 // runner is implemented by directories with background upkeep (directory.Redis: the replica lease).

@@ -95,11 +95,11 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 			return
 		}
 		var gone bool
-		if !s.retry(func(ctx context.Context) (err error) {
+		if err := s.retry(func(ctx context.Context) (err error) {
 			gone, err = pd.MarkOffline(ctx, hostID, epoch)
 			return err
-		}) {
-			s.log.Warn("presence: offline not recorded; the directory stayed unreachable", "host_id", hostID, "epoch", epoch)
+		}); err != nil {
+			s.log.Warn("presence: offline not recorded", "host_id", hostID, "epoch", epoch, "err", err)
 			return
 		}
 		if !gone {
@@ -107,8 +107,8 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 		}
 		e := presence.Event{Kind: presence.Offline, HostID: hostID, Epoch: epoch,
 			Seq: presence.SeqOf(presence.Offline, epoch), Replica: s.cfg.Replica, At: at}
-		if !s.retry(func(ctx context.Context) error { return s.tryAppend(ctx, e) }) {
-			s.log.Warn("presence: offline event not recorded; the event log stayed unreachable", "host_id", hostID, "epoch", epoch)
+		if err := s.retry(func(ctx context.Context) error { return s.tryAppend(ctx, e) }); err != nil {
+			s.eventLost(e, err)
 		}
 	})
 }
@@ -116,19 +116,16 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 // offlineRetry bounds how long an owed offline is retried while the directory or the event log is unreachable.
 const offlineRetry = 5 * time.Minute
 
-// retry calls f until it succeeds, every second for up to offlineRetry, and reports whether it did; it gives up
-// early when the Server closes.
-func (s *Server) retry(f func(ctx context.Context) error) bool {
+// retry calls f until it succeeds, every second for up to offlineRetry, and returns its last error (nil once it
+// succeeded); it gives up early when the Server closes.
+func (s *Server) retry(f func(ctx context.Context) error) error {
 	deadline := time.Now().Add(offlineRetry)
 	for {
 		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 		err := f(ctx)
 		cancel()
-		if err == nil {
-			return true
-		}
-		if time.Now().After(deadline) || !s.sleep(time.Second) {
-			return false
+		if err == nil || time.Now().After(deadline) || !s.sleep(time.Second) {
+			return err
 		}
 	}
 }
@@ -193,18 +190,24 @@ func (s *Server) reapLoop(ctx context.Context, r reaper) {
 func (s *Server) appendEvent(e presence.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = s.tryAppend(ctx, e)
+	if err := s.tryAppend(ctx, e); err != nil {
+		s.eventLost(e, err)
+	}
 }
 
-// tryAppend appends e to the log and counts the outcome.
+// tryAppend appends e to the log and counts it if it went in; a failure is left to the caller, which may retry.
 func (s *Server) tryAppend(ctx context.Context, e presence.Event) error {
 	if _, err := s.events.Append(ctx, e); err != nil {
-		s.evm.failed.Inc()
-		s.log.Warn("presence: event not recorded", "host_id", e.HostID, "type", e.Kind, "epoch", e.Epoch, "err", err)
 		return err
 	}
 	s.evm.appended.WithLabelValues(string(e.Kind)).Inc()
 	return nil
+}
+
+// eventLost logs and counts an event that could not be appended.
+func (s *Server) eventLost(e presence.Event, err error) {
+	s.evm.failed.Inc()
+	s.log.Warn("presence: event not recorded", "host_id", e.HostID, "type", e.Kind, "epoch", e.Epoch, "err", err)
 }
 
 // eventMetrics count presence events and SSE subscribers.

@@ -95,13 +95,12 @@ func subscribe(t *testing.T, url, token, lastID string) *sseStream {
 	return s
 }
 
-// expect reads events until it has len(want) of them, and checks their kinds and hosts ("online h" ...). It
-// returns them.
-func (s *sseStream) expect(t *testing.T, timeout time.Duration, want ...string) []sseEvent {
+// read reads n events, failing the test if the stream ends or timeout passes first (want says what was awaited).
+func (s *sseStream) read(t *testing.T, timeout time.Duration, n int, want []string) []sseEvent {
 	t.Helper()
 	var got []sseEvent
 	deadline := time.After(timeout)
-	for len(got) < len(want) {
+	for len(got) < n {
 		select {
 		case e, ok := <-s.events:
 			if !ok {
@@ -112,13 +111,24 @@ func (s *sseStream) expect(t *testing.T, timeout time.Duration, want ...string) 
 			t.Fatalf("after %v got %v; want %q", timeout, got, want)
 		}
 	}
+	return got
+}
+
+// label is an event as expect and expectAnyOrder name it: "online h", or "reset".
+func (e sseEvent) label() string {
+	if e.Kind == "reset" {
+		return e.Kind
+	}
+	return e.Kind + " " + e.Event.HostID
+}
+
+// expect reads events until it has len(want) of them, and checks their kinds and hosts ("online h" ...). It
+// returns them.
+func (s *sseStream) expect(t *testing.T, timeout time.Duration, want ...string) []sseEvent {
+	t.Helper()
+	got := s.read(t, timeout, len(want), want)
 	for i, e := range got {
-		w := want[i]
-		g := e.Kind
-		if e.Kind != "reset" {
-			g = e.Kind + " " + e.Event.HostID
-		}
-		if g != w {
+		if e.label() != want[i] {
 			t.Fatalf("events %v; want %q", got, want)
 		}
 	}
@@ -129,24 +139,13 @@ func (s *sseStream) expect(t *testing.T, timeout time.Duration, want ...string) 
 // kinds and hosts are want in some order.
 func (s *sseStream) expectAnyOrder(t *testing.T, timeout time.Duration, want ...string) []sseEvent {
 	t.Helper()
-	var got []sseEvent
-	var names []string
-	deadline := time.After(timeout)
-	for len(got) < len(want) {
-		select {
-		case e, ok := <-s.events:
-			if !ok {
-				t.Fatalf("stream ended after %v; want %q in any order", got, want)
-			}
-			got = append(got, e)
-			names = append(names, e.Kind+" "+e.Event.HostID)
-		case <-deadline:
-			t.Fatalf("after %v got %v; want %q in any order", timeout, got, want)
-		}
+	got := s.read(t, timeout, len(want), want)
+	names := make([]string, len(got))
+	for i, e := range got {
+		names[i] = e.label()
 	}
 	slices.Sort(names)
-	w := slices.Sorted(slices.Values(want))
-	if !slices.Equal(names, w) {
+	if !slices.Equal(names, slices.Sorted(slices.Values(want))) {
 		t.Fatalf("events %v; want %q in any order", got, want)
 	}
 	return got

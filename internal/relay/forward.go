@@ -332,7 +332,7 @@ func (s *Server) writeBehind(ctx context.Context) {
 	if len(pending) == 0 {
 		return
 	}
-	written, _, err := s.dir.reassert(ctx, pending)
+	written, err := s.dir.reassert(ctx, pending)
 	if err != nil {
 		s.log.Debug("write-behind of directory entries failed; will retry", "entries", len(pending), "err", err)
 	}

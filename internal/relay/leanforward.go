@@ -42,7 +42,8 @@ const peerIdleTimeout = 60 * time.Second
 // maxIdlePerPeer bounds the idle connections kept per peer.
 const maxIdlePerPeer = 256
 
-// get returns an idle connection to addr, or nil.
+// get returns the most recently used idle connection to addr, or nil. (prune closes those idle too long; one the
+// peer closed meanwhile is found stale by roundTripOn.)
 func (p *peerPool) get(addr string) *peerConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -50,45 +51,51 @@ func (p *peerPool) get(addr string) *peerConn {
 	if len(cs) == 0 {
 		return nil
 	}
-	for len(cs) > 0 {
-		c := cs[len(cs)-1]
-		cs = cs[:len(cs)-1]
-		if time.Since(c.used) < peerIdleTimeout {
-			p.idle[addr] = cs
-			return c
-		}
-		_ = c.nc.Close()
-	}
-	p.idle[addr] = cs
-	return nil
+	c := cs[len(cs)-1]
+	p.idle[addr] = cs[:len(cs)-1]
+	return c
 }
 
 // put returns c to the pool (or closes it when the pool for addr is full).
 func (p *peerPool) put(addr string, c *peerConn) {
 	c.used = time.Now()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.idle == nil {
-		p.idle = make(map[string][]*peerConn)
+	full := len(p.idle[addr]) >= maxIdlePerPeer
+	if !full {
+		if p.idle == nil {
+			p.idle = make(map[string][]*peerConn)
+		}
+		p.idle[addr] = append(p.idle[addr], c)
 	}
-	if len(p.idle[addr]) >= maxIdlePerPeer {
+	p.mu.Unlock()
+	if full {
 		_ = c.nc.Close()
-		return
 	}
-	p.idle[addr] = append(p.idle[addr], c)
 }
 
 // prune closes the connections idle for longer than peerIdleTimeout (those of a peer that went away included).
 func (p *peerPool) prune() {
+	closeAll(p.take(func(c *peerConn) bool { return time.Since(c.used) >= peerIdleTimeout }))
+}
+
+// closeIdle closes every idle connection.
+func (p *peerPool) closeIdle() {
+	closeAll(p.take(func(*peerConn) bool { return true }))
+}
+
+// take removes from the pool the connections for which drop is true and returns them, to be closed without the
+// lock held.
+func (p *peerPool) take(drop func(*peerConn) bool) []*peerConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var out []*peerConn
 	for addr, cs := range p.idle {
 		keep := cs[:0]
 		for _, c := range cs {
-			if time.Since(c.used) < peerIdleTimeout {
-				keep = append(keep, c)
+			if drop(c) {
+				out = append(out, c)
 			} else {
-				_ = c.nc.Close()
+				keep = append(keep, c)
 			}
 		}
 		if len(keep) == 0 {
@@ -97,17 +104,12 @@ func (p *peerPool) prune() {
 			p.idle[addr] = keep
 		}
 	}
+	return out
 }
 
-// closeIdle closes every idle connection.
-func (p *peerPool) closeIdle() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, cs := range p.idle {
-		for _, c := range cs {
-			_ = c.nc.Close()
-		}
-		delete(p.idle, addr)
+func closeAll(cs []*peerConn) {
+	for _, c := range cs {
+		_ = c.nc.Close()
 	}
 }
 
