@@ -79,12 +79,8 @@ func TestEveryAttemptCarriesAFreshToken(t *testing.T) {
 // TestReconnectAfterRelayRestartFetchesATokenPerAttempt: while the relay is down the agent keeps trying, each
 // attempt with a token of its own; when a relay is back on the address, the tunnel is too.
 func TestReconnectAfterRelayRestartFetchesATokenPerAttempt(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_, stop := relayOn(t, l)
+	rr := startRestartingRelay(t)
+	addr := rr.addr()
 	var dials, tokens atomic.Int32
 	ln, err := agent.Listen(context.Background(), agent.Config{
 		Relays: []string{"http://" + addr}, HostID: "h", Logger: relaytest.Logger(t),
@@ -110,17 +106,13 @@ func TestReconnectAfterRelayRestartFetchesATokenPerAttempt(t *testing.T) {
 	}()
 	defer func() { _ = ln.Close(); <-served }()
 	waitUp(t, ln)
-	stop()
+	rr.down()
 	relaytest.Eventually(t, 5*time.Second, "the agent to notice", func() bool { return ln.Tunnels() == 0 })
 	before := dials.Load()
 	relaytest.Eventually(t, 5*time.Second, "three attempts against the dead address", func() bool { return dials.Load() >= before+3 })
 
-	l2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, stop2 := relayOn(t, l2)
-	defer stop2()
+	rr.up(t)
+	defer rr.down()
 	tok := relaytest.ClientToken(t, "c", "h")
 	relaytest.Eventually(t, 5*time.Second, "the tunnel on the restarted relay", func() bool {
 		code, body := get("http://"+addr+"/hosts/h/", tok)

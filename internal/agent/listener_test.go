@@ -17,6 +17,7 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
+	"github.com/switchboard-relay/switchboard/internal/tcpfront"
 )
 
 func TestMain(m *testing.M) {
@@ -60,15 +61,52 @@ func relayOn(t *testing.T, ln net.Listener) (srv *relay.Server, stop func()) {
 	}
 }
 
-// TestListenServesAcrossRelayRestarts: http.Serve on agent.Listen keeps working when the relay restarts on the
-// same address, with no action from the program; Close leaves no goroutine behind (goleak in TestMain).
-func TestListenServesAcrossRelayRestarts(t *testing.T) {
+// restartingRelay is a relay that can go down and come back at the same address: a TCP front the test holds, in
+// front of a relay on a fresh port each time. Coming back on the old port itself could fail, because another
+// process may take a port between its close and the next bind. While the relay is down, connections to the front
+// are closed at once.
+type restartingRelay struct {
+	front *tcpfront.Front
+	stop  func()
+}
+
+func startRestartingRelay(t *testing.T) *restartingRelay {
+	t.Helper()
+	f, err := tcpfront.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	r := &restartingRelay{front: f}
+	r.up(t)
+	return r
+}
+
+// addr is the relay's address, the same across restarts.
+func (r *restartingRelay) addr() string { return r.front.Addr() }
+
+// up starts a relay behind the front.
+func (r *restartingRelay) up(t *testing.T) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_, stop := relayOn(t, l)
+	_, r.stop = relayOn(t, l)
+	r.front.Set(l.Addr().String())
+}
+
+// down stops the relay; the front closes what arrives until the next up.
+func (r *restartingRelay) down() {
+	r.front.Set()
+	r.stop()
+}
+
+// TestListenServesAcrossRelayRestarts: http.Serve on agent.Listen keeps working when the relay restarts on the
+// same address, with no action from the program; Close leaves no goroutine behind (goleak in TestMain).
+func TestListenServesAcrossRelayRestarts(t *testing.T) {
+	rr := startRestartingRelay(t)
+	addr := rr.addr()
 
 	ln, err := agent.Listen(context.Background(), agent.Config{
 		Relays: []string{"http://" + addr}, HostID: "h", Token: relaytest.HostToken(t, "h"),
@@ -88,14 +126,9 @@ func TestListenServesAcrossRelayRestarts(t *testing.T) {
 		code, _ := get("http://"+addr+"/hosts/h/a", tok)
 		return code == 200
 	})
-	stop()
-
-	l2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, stop2 := relayOn(t, l2)
-	defer stop2()
+	rr.down()
+	rr.up(t)
+	defer rr.down()
 	relaytest.Eventually(t, 5*time.Second, "tunnel after the relay restart", func() bool {
 		code, body := get("http://"+addr+"/hosts/h/b", tok)
 		return code == 200 && body == "from the library /b"

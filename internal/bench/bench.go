@@ -293,17 +293,22 @@ func commandLine(cfg Config) []string {
 // cannot serve it (or Config.OriginInProcess asks for that).
 func (e *env) startOrigin(ctx context.Context) (*origin, error) {
 	if !e.cfg.OriginInProcess {
-		addr, err := freeAddr()
+		sock, err := newSocket()
 		if err != nil {
 			return nil, err
 		}
-		p, err := startChild(e.exe, "origin", e.logDir, []string{"bench", "--origin-serve", addr}, nil)
+		p, err := startChild(e.exe, "origin", e.logDir, []string{"bench", "--origin-serve", fdArg(0)}, nil, sock.file)
 		if err == nil {
-			if err := waitReady(ctx, "http://"+addr+"/small", p, 5*time.Second, nil); err == nil {
-				return &origin{Addr: addr, PID: p.PID(), close: func() error { p.stop(2 * time.Second); return nil }}, nil
+			if err := waitReady(ctx, "http://"+sock.Addr+"/small", p, 5*time.Second, nil); err == nil {
+				return &origin{Addr: sock.Addr, PID: p.PID(), close: func() error {
+					p.stop(2 * time.Second)
+					sock.close()
+					return nil
+				}}, nil
 			}
 			p.kill()
 		}
+		sock.close()
 		e.progressf("origin: this binary cannot serve it as a child; running it inside the bench process")
 	}
 	return startLocalOrigin()

@@ -413,17 +413,15 @@ func TestExistingRelay(t *testing.T) {
 		t.Fatalf("no switchboard binary: %v", buildErr)
 	}
 	const secret = "existing-relay-test-secret-0123456789"
-	addr, err := freeAddr()
+	ss, err := sockets(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	maddr, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := startChild(binary, "relay", "", []string{"serve", "--listen", addr, "--metrics-listen", maddr,
+	defer closeSockets(ss)
+	addr, maddr := ss[0].Addr, ss[1].Addr
+	p, err := startChild(binary, "relay", "", []string{"serve", "--listen", fdArg(0), "--metrics-listen", fdArg(1),
 		"--upgrade-rate", "1000", "--upgrade-burst", "1000"},
-		[]string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LOG_LEVEL=warn"})
+		[]string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LOG_LEVEL=warn"}, files(ss)...)
 	if err != nil {
 		t.Fatal(err)
 	}

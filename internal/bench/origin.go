@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/switchboard-relay/switchboard/internal/listen"
 )
 
 // The origin is the upstream every scenario measures, reached directly and through the relay. Its paths:
@@ -154,10 +156,11 @@ func startLocalOrigin() (*origin, error) {
 	}}, nil
 }
 
-// ServeOrigin serves the bench origin on addr until ctx ends. Run calls it when Config.OriginServe is set, which is
-// how the bench starts the origin as a child process of its own.
+// ServeOrigin serves the bench origin on addr (a listen address, or fd:N for a socket the parent passed down) until
+// ctx ends. Run calls it when Config.OriginServe is set, which is how the bench starts the origin as a child process
+// of its own.
 func ServeOrigin(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen.Open(addr)
 	if err != nil {
 		return fmt.Errorf("listen origin: %w", err)
 	}

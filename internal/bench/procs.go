@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/listen"
 )
 
 // child is a process the bench started: the relay, a host agent or the origin.
@@ -29,7 +31,8 @@ type child struct {
 }
 
 // startChild runs exe with args. Output goes to logDir/name.log when logDir is set, and its tail is kept in memory.
-func startChild(exe, name, logDir string, args, env []string) (*child, error) {
+// files are passed down as file descriptors 3, 4, … (listening sockets the child serves as fd:N).
+func startChild(exe, name, logDir string, args, env []string, files ...*os.File) (*child, error) {
 	c := &child{name: name, done: make(chan struct{}), tail: &tailBuffer{max: 4 << 10}}
 	var out io.Writer = c.tail
 	if logDir != "" {
@@ -45,6 +48,7 @@ func startChild(exe, name, logDir string, args, env []string) (*child, error) {
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout = out
 	c.cmd.Stderr = out
+	c.cmd.ExtraFiles = files
 	// Children die with the bench even if it is killed (Linux only).
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
@@ -132,7 +136,8 @@ func (t *tailBuffer) String() string {
 	return string(t.b)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address with a port that was free a moment ago. Only for children that cannot serve
+// an inherited socket (redis-server): the port may be taken before they bind it, so their start is retried.
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -142,6 +147,67 @@ func freeAddr() (string, error) {
 	ln.Close()
 	return addr, nil
 }
+
+// socket is a loopback listening socket the bench holds for the life of a child and every restart of it: the child
+// serves it as fd:N, so its address never falls free between two runs (another process could take a port the bench
+// let go of, and a restart "on the same port" would fail to bind).
+type socket struct {
+	ln   net.Listener
+	file *os.File // the duplicate passed to children
+	Addr string   // host:port
+}
+
+// newSocket opens a listening socket on a free loopback port.
+func newSocket() (*socket, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	f, err := listen.File(ln)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &socket{ln: ln, file: f, Addr: ln.Addr().String()}, nil
+}
+
+// close releases the socket; children that still serve it keep their own copies.
+func (s *socket) close() {
+	s.file.Close()
+	s.ln.Close()
+}
+
+// sockets opens n listening sockets; the i-th is passed to a child as fd:(3+i).
+func sockets(n int) ([]*socket, error) {
+	out := make([]*socket, 0, n)
+	for range n {
+		s, err := newSocket()
+		if err != nil {
+			closeSockets(out)
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func closeSockets(ss []*socket) {
+	for _, s := range ss {
+		s.close()
+	}
+}
+
+// files are the sockets' descriptors for startChild, in order.
+func files(ss []*socket) []*os.File {
+	out := make([]*os.File, len(ss))
+	for i, s := range ss {
+		out[i] = s.file
+	}
+	return out
+}
+
+// fdArg is the listen spec of the i-th socket passed to a child.
+func fdArg(i int) string { return "fd:" + strconv.Itoa(3+i) }
 
 // waitReady polls url until it answers 200, the child exits, or timeout passes.
 func waitReady(ctx context.Context, url string, c *child, timeout time.Duration, header http.Header) error {
@@ -200,7 +266,13 @@ type metricsSnapshot struct {
 	// HeapAlloc is go_memstats_heap_alloc_bytes: right after a forced GC, the live heap. Unlike HeapInuse it does
 	// not count free space inside spans, which grows and shrinks with fragmentation, not with leaks.
 	HeapAlloc float64 `json:"heap_alloc_bytes"`
-	Found     bool    `json:"-"`
+	// HeapFree is go_memstats_heap_idle_bytes less go_memstats_heap_released_bytes: heap the runtime has freed but
+	// not yet returned to the OS. It is part of RSS, and it is why RSS swings from run to run with the same live heap:
+	// after a burst of allocation (10k tunnels connecting) the runtime may keep up to the GC goal (2× live with
+	// GOGC=100) and returns it only slowly.
+	HeapFree   float64 `json:"heap_free_bytes"`
+	StackInuse float64 `json:"stack_inuse_bytes"`
+	Found      bool    `json:"-"`
 	ForcedGC  bool    `json:"forced_gc"`
 }
 
@@ -230,6 +302,14 @@ func scrapeMetrics(ctx context.Context, base string, gc bool) (metricsSnapshot, 
 			n++
 		case "go_memstats_heap_alloc_bytes":
 			s.HeapAlloc, _ = strconv.ParseFloat(val, 64)
+		case "go_memstats_heap_idle_bytes":
+			v, _ := strconv.ParseFloat(val, 64)
+			s.HeapFree += v
+		case "go_memstats_heap_released_bytes":
+			v, _ := strconv.ParseFloat(val, 64)
+			s.HeapFree -= v
+		case "go_memstats_stack_inuse_bytes":
+			s.StackInuse, _ = strconv.ParseFloat(val, 64)
 		}
 	})
 	if err != nil {

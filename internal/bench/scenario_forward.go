@@ -98,21 +98,29 @@ func (e *env) clusterRedis(ctx context.Context, res *Result, what string) (addr 
 // startReplica starts `switchboard serve` as replica id of the cluster on the Redis at redisAddr, with an internal
 // listener on a free port, and extra flags.
 func (e *env) startReplica(ctx context.Context, name, redisAddr, id string, extra ...string) (*relayProc, error) {
-	internal, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"--directory", "redis://" + redisAddr + "/0", "--replica-id", id, "--internal-listen", internal,
+	args := []string{"--directory", "redis://" + redisAddr + "/0", "--replica-id", id, "--internal-listen", fdArg(2),
 		"--cluster-secret", e.secret + "-cluster"}
-	return e.startRelayArgs(ctx, name, append(args, extra...)...)
+	return e.startRelayArgs(ctx, name, 1, append(args, extra...)...)
 }
 
-// startRedis starts a throwaway redis-server on a free loopback port, without persistence.
+// startRedis starts a throwaway redis-server on a free loopback port, without persistence. redis-server cannot serve
+// an inherited socket, so a port taken between the look-up and its bind is retried on another.
 func (e *env) startRedis(ctx context.Context) (string, *child, error) {
 	exe, err := exec.LookPath("redis-server")
 	if err != nil {
 		return "", nil, errNoRedis
 	}
+	for attempt := 1; ; attempt++ {
+		addr, c, err := e.tryRedis(ctx, exe)
+		if err == nil || attempt == 5 || ctx.Err() != nil {
+			return addr, c, err
+		}
+		e.progressf("redis-server: %v; trying another port", err)
+	}
+}
+
+// tryRedis starts redis-server once, on a port that was free a moment ago, and waits until it accepts.
+func (e *env) tryRedis(ctx context.Context, exe string) (string, *child, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
@@ -125,6 +133,9 @@ func (e *env) startRedis(ctx context.Context) (string, *child, error) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		if c.exited() { // typically: the port was taken meanwhile
+			return "", nil, fmt.Errorf("redis-server on %s: %s", addr, c.describe())
+		}
 		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
 		if err == nil {
 			conn.Close()

@@ -22,7 +22,7 @@ type trafficStack struct {
 
 // startTraffic starts a relay and an agent (or, against an existing relay, just the agent) and a meter on them.
 func (e *env) startTraffic(ctx context.Context, name string) (*trafficStack, error) {
-	r, err := e.startRelay(ctx, "relay-"+name, "", "")
+	r, err := e.startRelay(ctx, "relay-"+name)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ const rollingReplicas = 3
 const rollingWorkers = 16
 
 // runRolling restarts every replica of a three-replica cluster in turn — out of the front's rotation, SIGTERM,
-// wait for the drain to finish and the process to exit, start it again on the same ports under the same replica
+// wait for the drain to finish and the process to exit, start it again on the same sockets (held by the bench) under the same replica
 // id, back into the rotation — while RollingHosts agents (the real agent library, in the bench process) stay
 // connected through a round-robin TCP front and clients keep calling random hosts through the same front. The
 // goal is that not one request fails. The baseline for throughput and latency is the same load on the same
@@ -178,7 +178,7 @@ func runRolling(ctx context.Context, e *env) (*Result, error) {
 		row("restart until every host reachable via it (max)", "s", s(restarts.Quantile(1)), 0, false),
 		row("whole roll", "s", s(rollTime), 0, false),
 	)
-	res.notef("%d replicas sharing a Redis directory, %d hosts (agent library) and %d clients behind one round-robin TCP front; drain jitter %s; each replica leaves the rotation, gets SIGTERM, exits, restarts on the same ports",
+	res.notef("%d replicas sharing a Redis directory, %d hosts (agent library) and %d clients behind one round-robin TCP front; drain jitter %s; each replica leaves the rotation, gets SIGTERM, exits, restarts on the same listening sockets (held by the bench)",
 		rollingReplicas, n, rollingWorkers, jitter)
 	meter.fill(ctx, res)
 	for kind, c := range events {

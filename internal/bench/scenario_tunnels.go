@@ -24,6 +24,8 @@ type relayFootprint struct {
 	rssKiB     int64
 	heapBytes  float64 // in use (spans)
 	liveBytes  float64 // allocated; live after a forced GC
+	freeBytes  float64 // freed heap the runtime still holds (part of RSS)
+	stackBytes float64 // goroutine stacks
 	goroutines float64
 	haveProc   bool
 	haveMetric bool
@@ -38,6 +40,7 @@ func footprint(ctx context.Context, r *relayProc) relayFootprint {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if s, err := scrapeMetrics(sctx, r.Metrics, true); err == nil {
 			f.heapBytes, f.liveBytes, f.goroutines, f.haveMetric, f.forcedGC = s.HeapInuse, s.HeapAlloc, s.Goroutines, true, s.ForcedGC
+			f.freeBytes, f.stackBytes = s.HeapFree, s.StackInuse
 		}
 		cancel()
 	}
@@ -110,7 +113,7 @@ func (e *env) routeUntil(ctx context.Context, c *http.Client, r *relayProc, id s
 func runIdle(ctx context.Context, e *env) (*Result, error) {
 	res := &Result{}
 	n := e.cfg.IdleTunnels
-	r, err := e.startRelay(ctx, "relay-idle", "", "")
+	r, err := e.startRelay(ctx, "relay-idle")
 	if err != nil {
 		return res, err
 	}
@@ -156,6 +159,15 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 		per := float64(after.rssKiB-before.rssKiB) / nf
 		res.add(row(fmt.Sprintf("RSS, %d tunnels", n), "MiB", float64(after.rssKiB)/1024, float64(before.rssKiB)/1024, false).withBaseline("0 tunnels"),
 			row("RSS per tunnel", "KiB", per, 0, false).withGoal("≤ 20 KiB at 100k", per <= 20))
+		if before.haveMetric && after.haveMetric {
+			// RSS less the freed heap the runtime keeps: what the tunnels hold. RSS itself also carries whatever
+			// the runtime has not yet returned after the connect burst, which differs from run to run.
+			net := (float64(after.rssKiB)*1024 - after.freeBytes - (float64(before.rssKiB)*1024 - before.freeBytes)) / nf / 1024
+			res.add(row(fmt.Sprintf("freed heap not yet returned, %d tunnels", n), "MiB", after.freeBytes/(1<<20), before.freeBytes/(1<<20), false).withBaseline("0 tunnels"),
+				row("RSS per tunnel less freed heap", "KiB", net, 0, false),
+				row("stacks per tunnel", "KiB", (after.stackBytes-before.stackBytes)/1024/nf, 0, false))
+			res.notef("RSS per tunnel swings with freed heap the Go runtime keeps after the connect burst (up to the GC goal, 2× live heap); \"RSS per tunnel less freed heap\" is the figure to compare between runs")
+		}
 	} else {
 		res.notef("relay RSS unavailable (not a child of the bench)")
 	}
@@ -186,7 +198,7 @@ const (
 func runChurn(ctx context.Context, e *env) (*Result, error) {
 	res := &Result{}
 	m := e.cfg.ChurnCycles
-	r, err := e.startRelay(ctx, "relay-churn", "", "")
+	r, err := e.startRelay(ctx, "relay-churn")
 	if err != nil {
 		return res, err
 	}

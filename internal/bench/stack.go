@@ -20,8 +20,11 @@ type relayProc struct {
 	Base string
 	// Metrics is the base URL of the metrics listener; "" when unknown.
 	Metrics string
-	// args restart the relay on the same ports.
+	// args restart the relay on the same sockets.
 	args []string
+	// sockets are the listening sockets the relay serves (public, metrics, then internal if any), held by the bench
+	// across restarts and closed by stop.
+	sockets []*socket
 }
 
 // name is the relay's process name in logs and profile files.
@@ -32,51 +35,41 @@ func (r *relayProc) name() string {
 	return r.proc.name
 }
 
-// startRelay starts `switchboard serve` on addr and metricsAddr (free ports when empty) and waits for /healthz.
-func (e *env) startRelay(ctx context.Context, name, addr, metricsAddr string) (*relayProc, error) {
+// startRelay starts `switchboard serve` on sockets of its own and waits for /healthz, or describes Config.Relay.
+func (e *env) startRelay(ctx context.Context, name string) (*relayProc, error) {
 	if e.cfg.Relay != "" {
 		return e.externalRelay()
 	}
-	return e.startRelayOn(ctx, name, addr, metricsAddr)
+	return e.startRelayArgs(ctx, name, 0)
 }
 
-// startRelayArgs starts `switchboard serve` on free ports with extra arguments (never an external relay).
-func (e *env) startRelayArgs(ctx context.Context, name string, extra ...string) (*relayProc, error) {
-	return e.startRelayOn(ctx, name, "", "", extra...)
-}
-
-// startRelayOn starts `switchboard serve` on addr and metricsAddr (free ports when empty) with extra arguments.
-func (e *env) startRelayOn(ctx context.Context, name, addr, metricsAddr string, extra ...string) (*relayProc, error) {
-	var err error
-	if addr == "" {
-		if addr, err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	if metricsAddr == "" {
-		if metricsAddr, err = freeAddr(); err != nil {
-			return nil, err
-		}
+// startRelayArgs starts `switchboard serve` (never an external relay) on a public and a metrics socket, plus
+// extraSockets more passed as fd:5, fd:6, … for extra arguments to name.
+func (e *env) startRelayArgs(ctx context.Context, name string, extraSockets int, extra ...string) (*relayProc, error) {
+	ss, err := sockets(2 + extraSockets)
+	if err != nil {
+		return nil, err
 	}
 	// The per-IP upgrade limit exists against abuse; every simulated host here comes from loopback, so lift it.
-	args := []string{"serve", "--listen", addr, "--metrics-listen", metricsAddr,
+	args := []string{"serve", "--listen", fdArg(0), "--metrics-listen", fdArg(1),
 		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000"}
 	args = append(args, e.cfg.RelayArgs...)
 	args = append(args, extra...)
-	r := &relayProc{Addr: addr, Base: "http://" + addr, Metrics: "http://" + metricsAddr, args: args}
+	r := &relayProc{Addr: ss[0].Addr, Base: "http://" + ss[0].Addr, Metrics: "http://" + ss[1].Addr, args: args, sockets: ss}
 	if err := e.launchRelay(ctx, r, name); err != nil {
+		closeSockets(ss)
 		return nil, err
 	}
 	return r, nil
 }
 
-// launchRelay starts the relay process of r (again) and waits until it is healthy.
+// launchRelay starts the relay process of r (again, on the same sockets) and waits until it is healthy.
 func (e *env) launchRelay(ctx context.Context, r *relayProc, name string) error {
 	p, err := startChild(e.exe, name, e.logDir, r.args, []string{
 		"SWITCHBOARD_SECRET=" + e.secret, "SWITCHBOARD_LOG_LEVEL=" + childLogLevel,
 		// pprof on the metrics listener: forced GCs before heap readings, and CPU profiles with Config.Profile.
 		"SWITCHBOARD_PPROF=true",
-	})
+	}, files(r.sockets)...)
 	if err != nil {
 		return err
 	}
@@ -101,11 +94,13 @@ func (e *env) externalRelay() (*relayProc, error) {
 	return r, nil
 }
 
-// stop ends a relay the bench started; an external relay is left alone.
+// stop ends a relay the bench started and releases its sockets; an external relay is left alone.
 func (r *relayProc) stop() {
 	if r.proc != nil {
 		r.proc.stop(5 * time.Second)
 	}
+	closeSockets(r.sockets)
+	r.sockets = nil
 }
 
 // PID is the relay's process id, 0 for an external relay.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 )
@@ -49,13 +50,13 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		return nil, errors.New("a shared directory needs --internal-listen: peers forward requests for this replica's hosts there")
 	}
 	cl.url = c.AdvertiseInternal
-	cl.internal, err = net.Listen("tcp", c.InternalListen)
+	cl.internal, err = listen.Open(c.InternalListen)
 	if err != nil {
 		return nil, fmt.Errorf("internal listen: %w", err)
 	}
 	if cl.url == "" {
-		host, _, _ := net.SplitHostPort(c.InternalListen)
-		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		// The bound address, not the flag: it may name an inherited socket (fd:N).
+		if cl.internal.Addr().(*net.TCPAddr).IP.IsUnspecified() {
 			_ = cl.internal.Close()
 			return nil, fmt.Errorf("--internal-listen %s listens on every address: set --advertise-internal to the URL peers should use", c.InternalListen)
 		}

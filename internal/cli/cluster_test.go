@@ -21,7 +21,7 @@ func TestServeRedisCluster(t *testing.T) {
 	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
 	replica := func(id string) (*proc, string) {
 		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
-			"--internal-listen", freeAddr(t))
+			"--internal-listen", "127.0.0.1:0")
 		return p, a
 	}
 	pa, a := replica("a")
@@ -88,7 +88,7 @@ func TestServeRedisKill9(t *testing.T) {
 	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
 	replica := func(id string) (*proc, string) {
 		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
-			"--internal-listen", freeAddr(t), "--lease", "2s", "--miss-wait", "0")
+			"--internal-listen", "127.0.0.1:0", "--lease", "2s", "--miss-wait", "0")
 		return p, a
 	}
 	pa, a := replica("a")

@@ -71,7 +71,9 @@ func TestTokenCommand(t *testing.T) {
 		b, _ := os.ReadFile(runs)
 		return len(b)
 	}
-	relay, addr, metrics := startRelay(t, withSecret)
+	socks := listenSockets(t, 2)
+	addr := socks.addrs[0]
+	relay := startRelayOn(t, withSecret, socks)
 	command := fmt.Sprintf("printf x >> '%s'; printf '%s'", runs, mint(t, "host", "--id", "h1"))
 	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token-command", command, "--upstream", up,
 		"--min-backoff", "50ms", "--max-backoff", "200ms")
@@ -84,7 +86,7 @@ func TestTokenCommand(t *testing.T) {
 
 	relay.signal(t, syscall.SIGKILL)
 	relay.exitCode(t, 10*time.Second)
-	start(t, withSecret, "serve", "--listen", addr, "--metrics-listen", metrics)
+	startRelayOn(t, withSecret, socks) // on the same sockets, held by the test
 	waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200)
 	if after := count(); after <= before {
 		t.Fatalf("the token command ran %d times in all, %d before the restart: not run again to reconnect", after, before)
@@ -99,7 +101,9 @@ func TestTokenCommandFreshToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(mint(t, "host", "--id", "h1")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	relay, addr, metrics := startRelay(t, withSecret)
+	socks := listenSockets(t, 2)
+	addr := socks.addrs[0]
+	relay := startRelayOn(t, withSecret, socks)
 	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token-command", "cat '"+tokenFile+"'", "--upstream", up,
 		"--min-backoff", "50ms", "--max-backoff", "200ms")
 	waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200)
@@ -111,7 +115,7 @@ func TestTokenCommandFreshToken(t *testing.T) {
 	}
 	relay.signal(t, syscall.SIGKILL)
 	relay.exitCode(t, 10*time.Second)
-	start(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "serve", "--listen", addr, "--metrics-listen", metrics)
+	startRelayOn(t, []string{"SWITCHBOARD_SECRET=" + rotated}, socks) // on the same sockets, held by the test
 	tok := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "client", "--hosts", "h1").stdout
 	waitStatus(t, "http://"+addr+"/hosts/h1/", strings.TrimSpace(tok), 200)
 }
@@ -119,8 +123,9 @@ func TestTokenCommandFreshToken(t *testing.T) {
 // TestConfigFromEnvironment: a relay and a host configured only through SWITCHBOARD_ variables carry a request.
 func TestConfigFromEnvironment(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(r.Header.Get("X-Pre-Shared"))) })
-	addr, metrics := freeAddr(t), freeAddr(t)
-	start(t, []string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LISTEN=" + addr, "SWITCHBOARD_METRICS_LISTEN=" + metrics}, "serve")
+	socks := listenSockets(t, 2)
+	addr, metrics := socks.addrs[0], socks.addrs[1]
+	startFiles(t, []string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LISTEN=fd:3", "SWITCHBOARD_METRICS_LISTEN=fd:4"}, socks.files, "serve")
 	waitStatus(t, "http://"+metrics+"/healthz", "", 200)
 	start(t, []string{
 		"SWITCHBOARD_RELAY=ws://" + addr, "SWITCHBOARD_HOST_ID=h1", "SWITCHBOARD_TOKEN=" + mint(t, "host", "--id", "h1"),

@@ -106,8 +106,15 @@ func (p *proc) output() string {
 // waited for in t.Cleanup; its output is logged if the test failed.
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startFiles(t, env, nil, args...)
+}
+
+// startFiles is start passing files down as file descriptors 3, 4, …
+func startFiles(t *testing.T, env []string, files []*os.File, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	p.cmd.Env = append(cleanEnv(), env...)
+	p.cmd.ExtraFiles = files
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -199,25 +206,61 @@ func cleanEnv() []string {
 	return env
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// sockets are loopback listening sockets the test holds until it ends and passes to children as fd:3, fd:4, … A
+// relay serves them, and one started again serves the same ones: a port the test let go of could be taken by
+// another process before the relay binds it.
+type sockets struct {
+	addrs []string
+	files []*os.File
+	lns   []net.Listener
 }
 
-// startRelay runs `serve` on free ports with extra args and waits until it is healthy. It returns the process and
-// the main and metrics addresses.
+// release closes the test's copies: the sockets then live exactly as long as the process serving them, so a relay
+// killed later leaves its address refusing connections, as a dead replica's does.
+func (s sockets) release() {
+	for i := range s.files {
+		_ = s.files[i].Close()
+		_ = s.lns[i].Close()
+	}
+}
+
+func listenSockets(t *testing.T, n int) sockets {
+	t.Helper()
+	var s sockets
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.addrs = append(s.addrs, ln.Addr().String())
+		s.files = append(s.files, f)
+		s.lns = append(s.lns, ln)
+	}
+	t.Cleanup(s.release)
+	return s
+}
+
+// startRelay runs `serve` on sockets of its own with extra args and waits until it is healthy. It returns the
+// process and the main and metrics addresses. The sockets are the relay's alone: they close when it exits. Tests
+// that start a relay again on the same address use listenSockets and startRelayOn.
 func startRelay(t *testing.T, env []string, args ...string) (p *proc, addr, metrics string) {
 	t.Helper()
-	addr, metrics = freeAddr(t), freeAddr(t)
-	p = start(t, env, append([]string{"serve", "--listen", addr, "--metrics-listen", metrics}, args...)...)
-	waitStatus(t, "http://"+addr+"/healthz", "", 200)
-	return p, addr, metrics
+	s := listenSockets(t, 2)
+	p = startRelayOn(t, env, s, args...)
+	s.release()
+	return p, s.addrs[0], s.addrs[1]
+}
+
+// startRelayOn runs `serve` on s (main, then metrics) with extra args and waits until it is healthy.
+func startRelayOn(t *testing.T, env []string, s sockets, args ...string) *proc {
+	t.Helper()
+	p := startFiles(t, env, s.files, append([]string{"serve", "--listen", "fd:3", "--metrics-listen", "fd:4"}, args...)...)
+	waitStatus(t, "http://"+s.addrs[0]+"/healthz", "", 200)
+	return p
 }
 
 // get sends GET url with a bearer token (if any) and returns the status and body; status 0 if it failed.

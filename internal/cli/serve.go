@@ -18,13 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 )
 
 // ServeCmd is `switchboard serve`.
 type ServeCmd struct {
-	Listen        string `help:"Address of the relay listener." default:"127.0.0.1:8080" env:"SWITCHBOARD_LISTEN"`
-	MetricsListen string `help:"Address of the metrics listener (/metrics, /healthz, /readyz); empty disables it." default:"127.0.0.1:9090" env:"SWITCHBOARD_METRICS_LISTEN"`
+	Listen        string `help:"Address of the relay listener, or fd:N to serve on a listening socket inherited as file descriptor N." default:"127.0.0.1:8080" env:"SWITCHBOARD_LISTEN"`
+	MetricsListen string `help:"Address of the metrics listener (/metrics, /healthz, /readyz), or fd:N; empty disables it." default:"127.0.0.1:9090" env:"SWITCHBOARD_METRICS_LISTEN"`
 	Secret        string `help:"HS256 secret for host and client tokens; generated for this run if empty." env:"SWITCHBOARD_SECRET"`
 	Auth          string `help:"Token checking: 'token' (HS256, plus JWKS when --jwks-url is set) or 'none' (local experiments only)." default:"token" enum:"token,none" env:"SWITCHBOARD_AUTH"`
 
@@ -37,7 +38,7 @@ type ServeCmd struct {
 
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
-	InternalListen    string        `help:"Address of the internal listener peers forward requests to (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
+	InternalListen    string        `help:"Address of the internal listener peers forward requests to, or fd:N (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
 	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address, if it names one)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
 	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
 	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
@@ -145,7 +146,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		cl.abort()
 		return &exitError{code: 2, err: err}
 	}
-	ln, err := net.Listen("tcp", c.Listen)
+	ln, err := listen.Open(c.Listen)
 	if err != nil {
 		_ = srv.Close()
 		cl.abort()
@@ -162,7 +163,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	var metricsAddr string
 	var mln net.Listener
 	if c.MetricsListen != "" {
-		mln, err = net.Listen("tcp", c.MetricsListen)
+		mln, err = listen.Open(c.MetricsListen)
 		if err != nil {
 			_ = ln.Close()
 			_ = srv.Close()

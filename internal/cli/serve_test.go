@@ -61,7 +61,7 @@ func TestSingleInstanceGuard(t *testing.T) {
 	for _, platform := range []string{"FLY_APP_NAME=x", "KUBERNETES_SERVICE_HOST=x"} {
 		t.Run(platform, func(t *testing.T) {
 			p := start(t, []string{platform, "SWITCHBOARD_SECRET=" + secret},
-				"serve", "--listen", freeAddr(t), "--metrics-listen", freeAddr(t))
+				"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 			if code := p.exitCode(t, 10*time.Second); code != 2 {
 				t.Fatalf("exit code %d, want 2", code)
 			}
@@ -125,7 +125,9 @@ func TestDrainOnSIGTERM(t *testing.T) {
 
 	const drainTimeout = 10 * time.Second
 	relayArgs := []string{"--drain-timeout", drainTimeout.String(), "--drain-jitter", "100ms"}
-	relay, addr, metrics := startRelay(t, withSecret, relayArgs...)
+	socks := listenSockets(t, 2)
+	addr, metrics := socks.addrs[0], socks.addrs[1]
+	relay := startRelayOn(t, withSecret, socks, relayArgs...)
 	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
 		"--upstream", up, "--min-backoff", "50ms", "--max-backoff", "200ms")
 	tok := mint(t, "client", "--hosts", "h1")
@@ -175,7 +177,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	}
 	t.Logf("relay exited %v after SIGTERM", time.Since(sigterm).Round(time.Millisecond))
 
-	start(t, withSecret, append([]string{"serve", "--listen", addr, "--metrics-listen", metrics}, relayArgs...)...)
+	startRelayOn(t, withSecret, socks, relayArgs...) // on the same sockets, as a supervisor holding them would
 	waitStatus(t, "http://"+addr+"/hosts/h1/again", tok, 200)
 }
 

@@ -183,7 +183,7 @@ func TestServeWebhooksTakeover(t *testing.T) {
 	}
 	start := func(id string) replica {
 		p, a, m := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
-			"--internal-listen", freeAddr(t), "--webhook-url", rc.srv.URL+"/hook", "--flap-window", "300ms",
+			"--internal-listen", "127.0.0.1:0", "--webhook-url", rc.srv.URL+"/hook", "--flap-window", "300ms",
 			"--drain-jitter", "100ms")
 		return replica{p, a, m}
 	}

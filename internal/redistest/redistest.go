@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/tcpfront"
 )
 
 const (
@@ -27,17 +29,23 @@ const (
 )
 
 // Server is one redis-server process. Its methods are safe for concurrent use.
+//
+// A single server (StartServer) is reached through a TCP front the test process holds for the whole test, so Addr
+// never changes and never falls free: Restart starts the new redis-server on whatever port is free and points the
+// front at it. Restarting on the old port instead could fail, because another process may take a port between
+// the kill and the new bind. While the server is stopped, connections to Addr are accepted and closed at once.
 type Server struct {
 	// Immutable after start.
-	Addr    string // host:port on 127.0.0.1
+	Addr    string // host:port on 127.0.0.1 that clients use
 	t       testing.TB
 	bin     string
 	dir     string
-	port    int
 	cluster bool
+	front   *tcpfront.Front // nil for a cluster node, whose address is the node's own
 
 	// Guarded by mu.
 	mu   sync.Mutex
+	port int      // the redis-server's own port; fixed for a cluster node
 	proc *process // nil while stopped
 }
 
@@ -60,20 +68,17 @@ func Start(t testing.TB) (addr string, stop func()) {
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	bin := lookRedis(t, "redis-server")
-	var lastErr error
-	for range portAttempts {
-		port, err := freePort(false)
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
-		s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-		if lastErr = s.start(); lastErr == nil {
-			t.Cleanup(s.Stop)
-			return s
-		}
+	front, err := tcpfront.Listen()
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
 	}
-	t.Fatalf("redistest: start redis-server: %v", lastErr)
-	return nil
+	t.Cleanup(func() { _ = front.Close() })
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), front: front, Addr: front.Addr()}
+	if err := s.start(); err != nil {
+		t.Fatalf("redistest: start redis-server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
 }
 
 // Stop kills the server and waits for it to exit. It is idempotent.
@@ -83,20 +88,16 @@ func (s *Server) Stop() {
 	s.stopLocked()
 }
 
-// Restart kills the server and starts a new, empty one on the same port, like a Redis that crashed and came back
-// without its data. It fails the test if the new server does not come up.
+// Restart kills the server and starts a new, empty one behind the same address, like a Redis that crashed and came
+// back without its data. It fails the test if the new server does not come up.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopLocked()
-	var err error
-	for range portAttempts { // the old socket may linger briefly
-		if err = s.startLocked(); err == nil {
-			return
-		}
+	if err := s.startLocked(); err != nil {
+		s.t.Fatalf("redistest: restart redis-server behind %s: %v", s.Addr, err)
 	}
-	s.t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
 }
 
 func (s *Server) stopLocked() {
@@ -114,8 +115,28 @@ func (s *Server) start() error {
 	return s.startLocked()
 }
 
-// startLocked runs redis-server and waits until it answers PING.
+// startLocked runs redis-server and waits until it answers PING. A server behind a front gets a free port, and
+// another one if that port is taken before redis-server binds it; a cluster node keeps its port.
 func (s *Server) startLocked() error {
+	if s.front == nil {
+		return s.runLocked()
+	}
+	var err error
+	for range portAttempts {
+		if s.port, err = freePort(false); err != nil {
+			return err
+		}
+		if err = s.runLocked(); err == nil {
+			s.front.Set(net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)))
+			return nil
+		}
+	}
+	return err
+}
+
+// runLocked runs redis-server on s.port and waits until it answers PING there.
+func (s *Server) runLocked() error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
@@ -140,7 +161,7 @@ func (s *Server) startLocked() error {
 	go p.wait() // owned by the Server: stopLocked waits for done
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if err := ping(s.Addr); err == nil {
+		if err := ping(addr); err == nil {
 			s.proc = p
 			return nil
 		}

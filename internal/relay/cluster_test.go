@@ -821,20 +821,12 @@ func TestClusterDrainUnderLoad(t *testing.T) {
 func TestClusterEvictionNoticeRetried(t *testing.T) {
 	a, b, _ := startPair(t, nil)
 	first := dialBareTunnel(t, a.URL, "lost", "first")
-	addr := a.Internal.Listener.Addr().String()
-	a.Internal.CloseClientConnections()
-	a.Internal.Close()
+	a.SetInternalDown(true)
 	second := dialBareTunnel(t, b.URL, "lost", "second")
 	if second.epoch <= first.epoch {
 		t.Fatalf("epochs %d then %d", first.epoch, second.epoch)
 	}
-	ln, err := net.Listen("tcp", addr) // A's internal listener comes back on its advertised address
-	if err != nil {
-		t.Fatalf("listen again on %s: %v", addr, err)
-	}
-	srv := &http.Server{Handler: a.InternalHandler()}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	a.SetInternalDown(false) // A's internal listener comes back on its advertised address
 	if code := first.closeCode(t); code != tunnel.CloseReplaced {
 		t.Fatalf("A's tunnel closed with %d, want %d (replaced, once the notice got through)", code, tunnel.CloseReplaced)
 	}

@@ -3,6 +3,7 @@ package relaytest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,18 @@ type Replica struct {
 	Internal    *httptest.Server // serves Server.InternalHandler
 	InternalURL string
 	Directory   directory.Directory
+
+	internalDown atomic.Bool
+}
+
+// SetInternalDown makes the internal listener unreachable (true) or serve again (false) at the same address: while
+// down, open connections are cut and every new one is closed before it is read, as peers would find a replica
+// whose internal listener is gone. The address stays bound, so it cannot be taken by another process meanwhile.
+func (r *Replica) SetInternalDown(down bool) {
+	r.internalDown.Store(down)
+	if down {
+		r.Internal.CloseClientConnections()
+	}
 }
 
 var replicaSeq atomic.Int64
@@ -48,7 +61,17 @@ func StartRelayOn(t testing.TB, dir directory.Directory, mutate func(*relay.Conf
 		}
 		id = c.Replica
 	})
-	internal.Config.Handler = r.InternalHandler()
+	rep := &Replica{Relay: r, ID: id, Internal: internal, InternalURL: internalURL, Directory: dir}
+	inner := r.InternalHandler()
+	internal.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if rep.internalDown.Load() {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				_ = c.Close()
+			}
+			return
+		}
+		inner.ServeHTTP(w, req)
+	})
 	internal.Start()
 	t.Cleanup(func() {
 		internal.CloseClientConnections()
@@ -60,7 +83,7 @@ func StartRelayOn(t testing.TB, dir directory.Directory, mutate func(*relay.Conf
 			return err == nil && u == internalURL
 		})
 	}
-	return &Replica{Relay: r, ID: id, Internal: internal, InternalURL: internalURL, Directory: dir}
+	return rep
 }
 
 // StartRedisReplica starts replica id on its own Redis directory at addrs under key prefix (replicas of one
