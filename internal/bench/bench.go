@@ -72,6 +72,9 @@ type Config struct {
 	// OriginServe, when set, makes Run serve only the bench origin on this address until ctx ends. The bench uses
 	// it to run its origin as a child process (`switchboard bench --origin-serve ADDR`).
 	OriginServe string
+	// PipeServe and PipeTo, when set, make Run serve only a pipe (see ServePipe) from PipeServe to PipeTo until ctx
+	// ends: `switchboard bench --pipe-serve ADDR --pipe-to ADDR`, how the bench starts its two pipe processes.
+	PipeServe, PipeTo string
 	// OriginInProcess runs the origin inside the bench process instead of as a child.
 	OriginInProcess bool
 	// Profile saves a CPU profile of the relay (from /debug/pprof on its metrics listener) over each relay-path
@@ -154,6 +157,7 @@ type env struct {
 	clientToken string
 	logDir      string // "" discards children's output (its tail is still kept for errors)
 	origin      *origin
+	pipe        *pipeChain // two byte-copy processes in front of the origin
 
 	progressMu sync.Mutex // scenarios report progress from several goroutines
 	progress   io.Writer
@@ -171,6 +175,9 @@ func (e *env) progressf(format string, args ...any) {
 func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.OriginServe != "" {
 		return ServeOrigin(ctx, cfg.OriginServe)
+	}
+	if cfg.PipeServe != "" {
+		return ServePipe(ctx, cfg.PipeServe, cfg.PipeTo)
 	}
 	cfg = cfg.withDefaults()
 	for _, s := range cfg.Scenarios {
@@ -235,6 +242,10 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if o.PID == 0 {
 		rep.OriginProcess = "bench"
 	}
+	if e.pipe, err = e.startPipe(ctx); err != nil {
+		return err
+	}
+	defer e.pipe.stop()
 
 	var failed []string
 	for _, name := range cfg.Scenarios {

@@ -218,7 +218,7 @@ func TestOriginStreams(t *testing.T) {
 
 // sampleReport is a report with every kind of row, for the renderers.
 func sampleReport() *Report {
-	met := row("rps c=50", "req/s", 6000, 10000, true).withGoal("≥ 0.6× direct", true)
+	met := row("rps c=50", "req/s", 6000, 10000, true).withPipe(3000).withGoal("≥ 1.0× pipe", true)
 	return &Report{
 		Started: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Command: "switchboard bench --tiny",
 		Machine: Machine{Cores: 2, MemoryMiB: 1024, GoVersion: "go1.26", Commit: "0123456789abcdef"},
@@ -285,7 +285,7 @@ func TestReportFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(md), "| rps | rps c=50 | req/s | 6000 | 10000 | 0.60× | ≥ 0.6× direct ✓ |") {
+	if !strings.Contains(string(md), "| rps | rps c=50 | req/s | 6000 | 10000 | 0.60× | 3000 | 2.00× | ≥ 1.0× pipe ✓ |") {
 		t.Fatalf("report.md lacks the rps row:\n%s", md)
 	}
 }
@@ -387,6 +387,15 @@ func TestScenarios(t *testing.T) {
 				if got, want := r.Ratio, r.Relay/r.Direct; math.Abs(got-want) > 1e-9*want {
 					t.Fatalf("%s: ratio %v, want %v", r.Metric, got, want)
 				}
+				// Every figure measured against the direct path is measured through the pipe too.
+				if r.Baseline == "" && pipeScenarios[name] {
+					if r.Pipe <= 0 {
+						t.Fatalf("%s: pipe %v: want it measured beside direct", r.Metric, r.Pipe)
+					}
+					if got, want := r.PipeRatio, r.Relay/r.Pipe; math.Abs(got-want) > 1e-9*want {
+						t.Fatalf("%s: relay ÷ pipe %v, want %v", r.Metric, got, want)
+					}
+				}
 			}
 			if ratios == 0 {
 				t.Fatalf("%s reports no ratio", name)
@@ -394,6 +403,9 @@ func TestScenarios(t *testing.T) {
 		})
 	}
 }
+
+// pipeScenarios measure the pipe beside the direct path.
+var pipeScenarios = map[string]bool{"rps": true, "latency": true, "bulk": true, "sse": true, "ws": true}
 
 func tail(b []byte, n int) []byte {
 	if len(b) > n {

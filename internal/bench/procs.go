@@ -273,7 +273,7 @@ type metricsSnapshot struct {
 	HeapFree   float64 `json:"heap_free_bytes"`
 	StackInuse float64 `json:"stack_inuse_bytes"`
 	Found      bool    `json:"-"`
-	ForcedGC  bool    `json:"forced_gc"`
+	ForcedGC   bool    `json:"forced_gc"`
 }
 
 // scrapeMetrics reads go_goroutines and go_memstats_heap_inuse_bytes from a Prometheus text endpoint. With gc it

@@ -50,6 +50,10 @@ type Row struct {
 	Direct float64 `json:"direct"`
 	// Ratio is Relay ÷ Direct; 0 when Direct is 0.
 	Ratio float64 `json:"ratio"`
+	// Pipe is the same figure through the pipe (two chained byte-copy processes, the floor of any relay with two
+	// processes in the path), measured in the same run; PipeRatio is Relay ÷ Pipe. Both 0 when not measured.
+	Pipe      float64 `json:"pipe,omitempty"`
+	PipeRatio float64 `json:"pipe_ratio,omitempty"`
 	// Baseline names what Direct is when it is not the direct path ("0 tunnels", "before", …).
 	Baseline string `json:"baseline,omitempty"`
 	// HigherBetter says which way is good.
@@ -77,6 +81,23 @@ func row(metric, unit string, relay, direct float64, higherBetter bool) Row {
 		r.Ratio = relay / direct
 	}
 	return r
+}
+
+// withPipe attaches the pipe's figure and the relay's ratio to it.
+func (r Row) withPipe(pipe float64) Row {
+	r.Pipe = pipe
+	if pipe != 0 {
+		r.PipeRatio = r.Relay / pipe
+	}
+	return r
+}
+
+// pipeCells prints the pipe figure and relay ÷ pipe, or dashes.
+func pipeCells(r Row) (pipe, ratio string) {
+	if r.Pipe == 0 {
+		return "–", "–"
+	}
+	return fmtNum(r.Pipe), fmt.Sprintf("%.2f×", r.PipeRatio)
 }
 
 // withGoal attaches a goal and whether it was met.
@@ -107,10 +128,10 @@ func writeTable(w io.Writer, rep *Report) {
 		m.Cores, m.MemoryMiB, m.CPUModel, m.GoVersion, shortCommit(m), m.LoadAvg)
 	fmt.Fprintf(w, "origin: %s process\n\n", rep.OriginProcess)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tmetric\tunit\trelay\tdirect/baseline\tratio\tgoal\t")
+	fmt.Fprintln(tw, "scenario\tmetric\tunit\trelay\tdirect/baseline\tratio\tpipe\t÷ pipe\tgoal\t")
 	for _, s := range rep.Scenarios {
 		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\tFAILED: %s\t\t\t\t\t\t\n", s.Name, firstLine(s.Error))
+			fmt.Fprintf(tw, "%s\tFAILED: %s\t\t\t\t\t\t\t\t\n", s.Name, firstLine(s.Error))
 		}
 		for _, r := range s.Rows {
 			base := baseLabel(r)
@@ -126,7 +147,8 @@ func writeTable(w io.Writer, rep *Report) {
 					goal += " ✗"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Name, r.Metric, r.Unit, fmtNum(r.Relay), base, ratio, goal)
+			pipe, pratio := pipeCells(r)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Name, r.Metric, r.Unit, fmtNum(r.Relay), base, ratio, pipe, pratio, goal)
 		}
 	}
 	tw.Flush()
@@ -191,11 +213,11 @@ func writeMarkdown(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "Command: `%s`\n\n", rep.Command)
 	fmt.Fprintf(w, "Machine: %d cores, %d MiB, %s, Linux %s, %s, commit %s, load average at start %s; origin in the %s process.\n\n",
 		m.Cores, m.MemoryMiB, m.CPUModel, m.Kernel, m.GoVersion, shortCommit(m), m.LoadAvg, rep.OriginProcess)
-	fmt.Fprintln(w, "| scenario | metric | unit | relay | direct / baseline | ratio | goal |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---|")
+	fmt.Fprintln(w, "| scenario | metric | unit | relay | direct / baseline | ratio | pipe | ÷ pipe | goal |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---|")
 	for _, s := range rep.Scenarios {
 		if s.Error != "" {
-			fmt.Fprintf(w, "| %s | FAILED: %s | | | | | |\n", s.Name, firstLine(s.Error))
+			fmt.Fprintf(w, "| %s | FAILED: %s | | | | | | | |\n", s.Name, firstLine(s.Error))
 		}
 		for _, r := range s.Rows {
 			base := baseLabel(r)
@@ -207,7 +229,8 @@ func writeMarkdown(w io.Writer, rep *Report) {
 			if r.GoalMet != nil {
 				goal += map[bool]string{true: " ✓", false: " ✗"}[*r.GoalMet]
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Name, r.Metric, r.Unit, fmtNum(r.Relay), base, ratio, goal)
+			pipe, pratio := pipeCells(r)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, r.Metric, r.Unit, fmtNum(r.Relay), base, ratio, pipe, pratio, goal)
 		}
 	}
 	fmt.Fprintln(w)

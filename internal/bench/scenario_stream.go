@@ -31,19 +31,24 @@ func runSSE(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("direct: %w", err)
 	}
+	p, err := sseRun(ctx, "http://"+e.pipe.Addr+path, "", e.cfg.SSEClients, events)
+	if err != nil {
+		return res, fmt.Errorf("pipe: %w", err)
+	}
 	s.meter.begin()
 	r, err := sseRun(ctx, s.relay.Base+hostPath(benchHostID, path), e.clientToken, e.cfg.SSEClients, events)
 	s.meter.end()
 	if err != nil {
 		return res, fmt.Errorf("relay: %w", err)
 	}
-	ds, rs := d.lat.Summary(), r.lat.Summary()
-	e.progressf("sse %d streams: direct p50 %.0f µs p99 %.0f µs | relay p50 %.0f µs p99 %.0f µs | %d/%d events",
-		e.cfg.SSEClients, ds.P50, ds.P99, rs.P50, rs.P99, r.lat.Count(), e.cfg.SSEClients*events)
+	ds, ps, rs := d.lat.Summary(), p.lat.Summary(), r.lat.Summary()
+	e.progressf("sse %d streams: direct p50 %.0f µs p99 %.0f µs | pipe p50 %.0f µs p99 %.0f µs | relay p50 %.0f µs p99 %.0f µs | %d/%d events",
+		e.cfg.SSEClients, ds.P50, ds.P99, ps.P50, ps.P99, rs.P50, rs.P99, r.lat.Count(), e.cfg.SSEClients*events)
 	res.add(
-		row("delivery p50", "µs", rs.P50, ds.P50, false),
-		row("delivery p99", "µs", rs.P99, ds.P99, false),
-		row("events", "events/s", r.rate(), d.rate(), true),
+		row("delivery p50", "µs", rs.P50, ds.P50, false).withPipe(ps.P50),
+		row("delivery p99", "µs", rs.P99, ds.P99, false).withPipe(ps.P99).
+			withGoal("≤ direct + 2 ms", rs.P99-ds.P99 <= 2000),
+		row("events", "events/s", r.rate(), d.rate(), true).withPipe(p.rate()),
 	)
 	res.notef("%d streams, one event per %s each", e.cfg.SSEClients, sseInterval)
 	s.meter.fill(ctx, res)
@@ -139,6 +144,10 @@ func runWS(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("direct: %w", err)
 	}
+	p, err := wsRun(ctx, "ws://"+e.pipe.Addr+"/ws", "", e.cfg.WSClients, e.cfg.Duration, e.cfg.MaxRequests)
+	if err != nil {
+		return res, fmt.Errorf("pipe: %w", err)
+	}
 	stopProfile := e.profile(ctx, s.relay, "echo")
 	s.meter.begin()
 	r, err := wsRun(ctx, "ws://"+s.relay.Addr+hostPath(benchHostID, "/ws"), e.clientToken, e.cfg.WSClients, e.cfg.Duration, e.cfg.MaxRequests)
@@ -147,13 +156,14 @@ func runWS(ctx context.Context, e *env) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("relay: %w", err)
 	}
-	ds, rs := d.lat.Summary(), r.lat.Summary()
-	e.progressf("ws %d clients: direct %.0f msg/s p50 %.0f µs p99 %.0f µs | relay %.0f msg/s p50 %.0f µs p99 %.0f µs",
-		e.cfg.WSClients, d.rate(), ds.P50, ds.P99, r.rate(), rs.P50, rs.P99)
+	ds, ps, rs := d.lat.Summary(), p.lat.Summary(), r.lat.Summary()
+	e.progressf("ws %d clients: direct %.0f msg/s p50 %.0f µs p99 %.0f µs | pipe %.0f msg/s p50 %.0f µs | relay %.0f msg/s p50 %.0f µs p99 %.0f µs",
+		e.cfg.WSClients, d.rate(), ds.P50, ds.P99, p.rate(), ps.P50, r.rate(), rs.P50, rs.P99)
+	echo := row("echo", "msg/s", r.rate(), d.rate(), true).withPipe(p.rate())
 	res.add(
-		row("echo", "msg/s", r.rate(), d.rate(), true),
-		row("rtt p50", "µs", rs.P50, ds.P50, false),
-		row("rtt p99", "µs", rs.P99, ds.P99, false),
+		echo.withGoal("≥ 0.8× pipe", echo.PipeRatio >= 0.8),
+		row("rtt p50", "µs", rs.P50, ds.P50, false).withPipe(ps.P50),
+		row("rtt p99", "µs", rs.P99, ds.P99, false).withPipe(ps.P99),
 	)
 	res.notef("%d clients, %d-byte binary messages, one in flight per client", e.cfg.WSClients, wsMessage)
 	s.meter.fill(ctx, res)

@@ -29,6 +29,8 @@ type BenchCmd struct {
 	StormHosts      int           `help:"Hosts reconnecting in the storm scenario (default 10000)."`
 	RollingHosts    int           `help:"Hosts connected during the rolling restart (default 1000)."`
 	OriginServe     string        `hidden:"" help:"Serve only the bench origin on this address (used by the bench itself)."`
+	PipeServe       string        `hidden:"" help:"Serve only a byte-copy pipe on this address (used by the bench itself)."`
+	PipeTo          string        `hidden:"" help:"Where --pipe-serve carries connections."`
 	OriginInProcess bool          `help:"Run the origin inside the bench process instead of as a child."`
 	Profile         bool          `help:"Save relay CPU and heap profiles into --out."`
 }
@@ -56,6 +58,8 @@ func (c *BenchCmd) Run(ctx context.Context, g *Globals) error {
 		StormHosts:      c.StormHosts,
 		RollingHosts:    c.RollingHosts,
 		OriginServe:     c.OriginServe,
+		PipeServe:       c.PipeServe,
+		PipeTo:          c.PipeTo,
 		OriginInProcess: c.OriginInProcess,
 		Profile:         c.Profile,
 	}, g.stdout)
