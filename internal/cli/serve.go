@@ -42,6 +42,7 @@ type ServeCmd struct {
 	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
 	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
 	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
+	HopNonceCache     int           `help:"Most nonces of accepted hops remembered to refuse replays (each ~30 s); when full, hops get 503. Size above 30 × forwarded requests/s." default:"1000000" env:"SWITCHBOARD_HOP_NONCE_CACHE"`
 	Lease             time.Duration `help:"Replica lease in a Redis directory: how long a dead replica's hosts may still route to it; refreshed every third of it." default:"15s" env:"SWITCHBOARD_LEASE"`
 
 	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
@@ -88,7 +89,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
-		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
+		{"--max-header-bytes", float64(c.MaxHeaderBytes)}, {"--hop-nonce-cache", float64(c.HopNonceCache)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
@@ -132,6 +133,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
+		HopNonceCache:     c.HopNonceCache,
 	}
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)

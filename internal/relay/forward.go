@@ -197,6 +197,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = fw.peer.Scheme
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
 	if s.cfg.TrustForwardedFor {
 		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
 			out.Header["X-Forwarded-For"] = prior
@@ -204,10 +205,9 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded()
 	out.Host = pr.In.Host
-	out.Header.Del("Authorization")
-	out.Header.Del(HeaderSubject)
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer
+	guardTrailers(out)
 }
 
 // forwardError answers a forward that failed before the peer answered.

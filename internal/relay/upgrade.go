@@ -155,18 +155,22 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	out.URL.Host = "host"
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
-	out.Header.Del("Authorization")
-	out.Header.Del(HeaderSubject)
-	delete(out.Header, headerHop)
-	delete(out.Header, headerHopSubject)
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go); keeps the Connection/Upgrade pair set above
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
-	if !ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set
+	if ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set and signed (verifyHop)
+		for _, k := range forwardedHeaders {
+			if v := r.Header[k]; len(v) > 0 {
+				out.Header[k] = v
+			}
+		}
+	} else {
 		setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
 	}
 	out.Body = nil
 	out.ContentLength = 0
+	out.Trailer = nil // no body, no trailers
 	out.RequestURI = ""
 	return out
 }
