@@ -175,9 +175,10 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	return out
 }
 
-// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded.
+// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
+// client's own X-Forwarded-For (read from r) is extended.
 func setForwarded(h http.Header, r *http.Request, trust bool) {
-	prior := h.Values("X-Forwarded-For")
+	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
 	h.Del("X-Forwarded-For")
 	h.Del("X-Forwarded-Host")
