@@ -138,14 +138,14 @@ const smuggledPath = "/hosts/h1/smuggled"
 
 // hostileRequests are raw client requests that try to get a reserved header to the host, by look-alike names,
 // trailers, forged forwarding headers, request smuggling (CL+TE, TE obfuscations, duplicate Content-Length) and
-// obs-fold. In each, {H} is the relay's host:port and {T} a valid client token for "alice".
-func hostileRequests() []struct{ name, raw string } {
-	inner := "GET " + smuggledPath + " HTTP/1.1\r\nHost: {H}\r\nX-Switchboard-Subject: admin\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+// obs-fold, for the relay at addr (host:port) and a client token of "alice".
+func hostileRequests(addr, tok string) []struct{ name, raw string } {
+	inner := "GET " + smuggledPath + " HTTP/1.1\r\nHost: " + addr + "\r\nX-Switchboard-Subject: admin\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
 	chunkedInner := "0\r\n\r\n" + inner
 	head := func(path string) string {
 		return "POST " + path + " HTTP/1.1\r\nHost: {H}\r\nAuthorization: Bearer {T}\r\n"
 	}
-	return []struct{ name, raw string }{
+	reqs := []struct{ name, raw string }{
 		{"look-alikes and forged forwarding", "GET /hosts/h1/look HTTP/1.1\r\nHost: {H}\r\nAuthorization: Bearer {T}\r\n" +
 			"X_Switchboard_Subject: admin\r\nx_switchboard_subject: admin2\r\nX-SWITCHBOARD-SUBJECT: admin3\r\n" +
 			"X-Switchboard-Role: admin\r\nX_SWITCHBOARD_ROLE: admin\r\n" +
@@ -180,6 +180,10 @@ func hostileRequests() []struct{ name, raw string } {
 		{"obs-fold", "GET /hosts/h1/fold HTTP/1.1\r\nHost: {H}\r\nAuthorization: Bearer {T}\r\n" +
 			"X-Note: a\r\n X-Switchboard-Subject: admin\r\nX_Switchboard_Subject:\r\n admin\r\nX-Forwarded-For:\r\n\t6.6.6.6\r\n\r\n"},
 	}
+	for i := range reqs {
+		reqs[i].raw = strings.NewReplacer("{H}", addr, "{T}", tok).Replace(reqs[i].raw)
+	}
+	return reqs
 }
 
 // TestHostileClientHeaders: over raw TCP, a client tries every way we know to make a host see a header the relay
@@ -202,10 +206,9 @@ func TestHostileClientHeaders(t *testing.T) {
 		r    *relaytest.Replica
 	}{{"local", a}, {"forwarded", b}} {
 		addr := strings.TrimPrefix(via.r.URL, "http://")
-		for _, atk := range hostileRequests() {
+		for _, atk := range hostileRequests(addr, tok) {
 			t.Run(via.name+"/"+atk.name, func(t *testing.T) {
-				raw := strings.NewReplacer("{H}", addr, "{T}", tok).Replace(atk.raw)
-				statuses := rawExchange(t, addr, raw, "/hosts/h2/probe", tok)
+				statuses := rawExchange(t, addr, atk.raw, "/hosts/h2/probe", tok)
 				t.Logf("answers: %q", statuses)
 				seen := host.take()
 				for _, req := range seen {
@@ -230,8 +233,7 @@ func TestHostileClientHeaders(t *testing.T) {
 	// The look-alike requests must have reached the host at all, or the test proves nothing.
 	for _, via := range []*relaytest.Replica{a, b} {
 		addr := strings.TrimPrefix(via.URL, "http://")
-		raw := strings.NewReplacer("{H}", addr, "{T}", tok).Replace(hostileRequests()[0].raw)
-		if st := rawExchange(t, addr, raw, "/hosts/h2/probe", tok); len(st) != 2 || st[0] != "200 OK" {
+		if st := rawExchange(t, addr, hostileRequests(addr, tok)[0].raw, "/hosts/h2/probe", tok); len(st) != 2 || st[0] != "200 OK" {
 			t.Fatalf("look-alike request via %s answered %q, want 200 then the probe's answer", via.ID, st)
 		}
 		if seen := host.take(); len(seen) != 1 || seen[0].path != "/look" {
