@@ -168,7 +168,7 @@ func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 			if fw, ok := resp.Request.Context().Value(forwardKey{}).(*forwardEx); ok {
 				fw.status = resp.StatusCode
 			}
-			return nil
+			return modifyResponse(resp) // the owner did so already; a peer of another release may not have
 		},
 		BufferPool: bufferPool{},
 		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

@@ -125,3 +125,35 @@ func guardTrailers(out *http.Request) {
 		out.Body = trailerGuard{ReadCloser: out.Body, t: out.Trailer}
 	}
 }
+
+// reservedResponseHeaders are folded names a host may not put on its answer, because a proxy in front of the relay
+// acts on them: Fly.io's proxy replays the client's request, credentials included, wherever fly-replay says, and
+// nginx and lighttpd serve a file or an internal location named by X-Accel-Redirect or X-Sendfile. Only the relay
+// itself sets fly-replay (RouteFlyReplay).
+var reservedResponseHeaders = map[string]bool{
+	"fly-replay": true, "x-sendfile": true, "x-lighttpd-send-file": true, "x-lighttpd-send-tempfile": true,
+}
+
+// reservedResponsePrefixes: X-Accel-Redirect, -Buffering, -Limit-Rate, … (nginx).
+var reservedResponsePrefixes = []string{"x-accel-"}
+
+// stripReservedResponse removes from h, the header of a host's answer, every name a proxy in front of the relay
+// would act on, and every look-alike of one.
+func stripReservedResponse(h http.Header) {
+	for k := range h {
+		f := foldHeaderName(k)
+		drop := reservedResponseHeaders[f]
+		for _, p := range reservedResponsePrefixes {
+			drop = drop || strings.HasPrefix(f, p)
+		}
+		if drop {
+			delete(h, k)
+		}
+	}
+}
+
+// modifyResponse is the ReverseProxy hook that cleans a host's answer (stripReservedResponse).
+func modifyResponse(resp *http.Response) error {
+	stripReservedResponse(resp.Header)
+	return nil
+}

@@ -279,3 +279,84 @@ func TestLookAlikeSubjectCGIUpstream(t *testing.T) {
 		t.Fatalf("CGI upstream read HTTP_X_SWITCHBOARD_SUBJECT as %s (status %d), want only the verified subject", body, resp.StatusCode)
 	}
 }
+
+// TestHostAnswerCannotSteerFrontProxy: a host's answer cannot carry headers that a proxy in front of the relay
+// acts on (fly-replay, X-Accel-Redirect, X-Sendfile, and their look-alikes), on a plain answer, a refused upgrade and
+// a 101, locally and through a forwarding replica (lean forward and ReverseProxy alike); its other headers pass.
+func TestHostAnswerCannotSteerFrontProxy(t *testing.T) {
+	dir := directory.NewMemory()
+	t.Cleanup(func() { _ = dir.Close() })
+	a := relaytest.StartRelayOn(t, dir, nil)
+	b := relaytest.StartRelayOn(t, dir, nil)
+	steer := map[string]string{
+		"Fly-Replay": "app=elsewhere", "Fly_Replay": "instance=x", "X-Accel-Redirect": "/internal/secrets",
+		"X_Accel_Redirect": "/internal/secrets", "X-Accel-Buffering": "no", "X-Sendfile": "/etc/passwd",
+	}
+	relaytest.StartHost(t, a.URL, "h1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/switch" { // a 101 written by hand, with the steering headers
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n")
+			for k, v := range steer {
+				_, _ = brw.WriteString(k + ": " + v + "\r\n")
+			}
+			_, _ = brw.WriteString("X-Ok: 1\r\n\r\n")
+			_ = brw.Flush()
+			_, _ = io.Copy(io.Discard, brw) // until the relay closes
+			return
+		}
+		for k, v := range steer {
+			w.Header()[k] = []string{v}
+		}
+		w.Header().Set("X-Ok", "1")
+		if r.Header.Get("Upgrade") != "" {
+			w.WriteHeader(http.StatusForbidden) // a refused upgrade
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), nil)
+	tok := relaytest.ClientToken(t, "alice", "h1")
+	for _, via := range []*relaytest.Replica{a, b} {
+		addr := strings.TrimPrefix(via.URL, "http://")
+		for _, tc := range []struct {
+			name, raw string
+			status    int
+		}{
+			{"GET", "GET /hosts/h1/get HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok + "\r\n\r\n", 200},
+			{"POST", "POST /hosts/h1/post HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 2\r\n\r\nhi", 200},
+			{"refused upgrade", "GET /hosts/h1/ws HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok +
+				"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 403},
+			{"101", "GET /hosts/h1/switch HTTP/1.1\r\nHost: " + addr + "\r\nAuthorization: Bearer " + tok +
+				"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 101},
+		} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			_ = c.Close()
+			if err != nil {
+				t.Fatalf("%s via %s: %v", tc.name, via.ID, err)
+			}
+			if resp.StatusCode != tc.status || resp.Header.Get("X-Ok") != "1" {
+				t.Errorf("%s via %s: %d X-Ok %q, want %d and the host's other headers", tc.name, via.ID, resp.StatusCode,
+					resp.Header.Get("X-Ok"), tc.status)
+			}
+			for k := range resp.Header {
+				if f := fold(k); f == "fly-replay" || strings.HasPrefix(f, "x-accel-") || f == "x-sendfile" {
+					t.Errorf("%s via %s: client saw %s: %q", tc.name, via.ID, k, resp.Header[k])
+				}
+			}
+		}
+	}
+	if code, body := getText(t, b.URL+"/hosts/h1/get", tok); code != 200 || body != "ok" {
+		t.Fatalf("after: %d %q", code, body)
+	}
+}

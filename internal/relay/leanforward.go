@@ -245,6 +245,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 // connection instead.
 func (s *Server) copyResponse(w http.ResponseWriter, resp *http.Response, br *bufio.Reader) bool {
 	removeHopHeaders(resp.Header)
+	stripReservedResponse(resp.Header)
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = append(h[k], vs...)

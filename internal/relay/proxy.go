@@ -131,6 +131,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		ErrorHandler:  s.proxyError,
 		BufferPool:    bufferPool{},
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+
+		// A host's answer may not carry headers that a proxy in front of the relay acts on (headerpolicy.go).
+		ModifyResponse: modifyResponse,
 	}
 }
 

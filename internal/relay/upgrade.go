@@ -53,6 +53,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// The upstream refused the upgrade: pass its answer on as an ordinary response.
 		removeHopHeaders(resp.Header)
+		stripReservedResponse(resp.Header)
 		for k, v := range resp.Header {
 			w.Header()[k] = v
 		}
@@ -69,6 +70,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
+	stripReservedResponse(resp.Header)
 	if err := writeSwitching(brw.Writer, resp.Header); err != nil {
 		return "client_gone", http.StatusSwitchingProtocols
 	}
