@@ -186,6 +186,7 @@ func (s *Server) newPeerTransport() *http.Transport {
 		DisableCompression:    true,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
+		TLSClientConfig:       s.cfg.PeerTLS.Clone(), // https:// peers; HTTP/1.1 only (upgrades), as no NextProtos
 	}
 }
 

@@ -6,6 +6,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,11 @@ type Config struct {
 	// MissWait is how long a request for a host connected nowhere is held, waiting for the host to connect to any
 	// replica, before it is answered 503. Zero (or negative) answers at once; `switchboard serve` defaults to 2 s.
 	MissWait time.Duration
+	// PeerTLS configures the TLS of connections to peers whose internal URL is https://: the CA that signed their
+	// internal listeners' certificates (RootCAs) and the client certificate they require (Certificates). Hops to
+	// https:// peers go through the ReverseProxy forward (the lean forward is plain HTTP only). If nil, https://
+	// peers are verified against the system roots and offered no client certificate.
+	PeerTLS *tls.Config
 	// HopNonceCache caps the nonces of accepted hops this replica remembers to refuse a replayed one (each for
 	// about 30 s, the acceptance window). When that many are held, further hops are refused with 503 replica_busy
 	// until some expire. Size it above 30 × the forwarded requests per second this replica receives. Zero means
