@@ -38,7 +38,10 @@ type ServeCmd struct {
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
 	InternalListen    string        `help:"Address of the internal listener peers forward requests to (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
-	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address, if it names one)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
+	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address if it names one; https:// with --internal-tls-cert)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
+	InternalTLSCert   string        `name:"internal-tls-cert" help:"PEM certificate of the internal listener, also presented to peers as this replica's client certificate (with --internal-tls-key); the default advertised URL becomes https://." env:"SWITCHBOARD_INTERNAL_TLS_CERT"`
+	InternalTLSKey    string        `name:"internal-tls-key" help:"PEM private key of --internal-tls-cert." env:"SWITCHBOARD_INTERNAL_TLS_KEY"`
+	InternalCA        string        `name:"internal-ca" help:"PEM CA bundle: peers' internal listeners must present a certificate it signed, and with --internal-tls-cert so must every caller of this replica's internal listener." env:"SWITCHBOARD_INTERNAL_CA"`
 	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
 	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
 	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
