@@ -42,6 +42,9 @@ type forwardEx struct {
 	subject string
 	status  int    // status of the peer's answer; 0 if none
 	outcome string // set by forwardError
+	// passedOn marks an exchange a peer forwarded here and this replica passes on (passOn): its forwarding
+	// headers, set and signed by that peer, are kept rather than set again from this replica's view.
+	passedOn bool
 }
 
 // routeMiss serves a request for a host with no tunnel here: forward it to the replica that holds the tunnel (or
@@ -199,12 +202,20 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
-	if s.cfg.TrustForwardedFor {
-		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-			out.Header["X-Forwarded-For"] = prior
+	if fw.passedOn {
+		for _, k := range forwardedHeaders {
+			if v := pr.In.Header[k]; len(v) > 0 {
+				out.Header[k] = v
+			}
 		}
+	} else {
+		if s.cfg.TrustForwardedFor {
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				out.Header["X-Forwarded-For"] = prior
+			}
+		}
+		pr.SetXForwarded()
 	}
-	pr.SetXForwarded()
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
@@ -290,5 +291,97 @@ func TestHopNonceCacheBounded(t *testing.T) {
 	}
 	if code, body := getText(t, a.URL+"/hosts/h1/x", tok); code != 200 || body != "ok" {
 		t.Fatalf("local GET on the replica whose cache is full: %d %q", code, body)
+	}
+}
+
+// TestPassOnKeepsForwardingHeaders: a forwarded exchange that a draining replica passes on to the host's new owner
+// keeps the forwarding headers the first replica set and signed (the client's address, the Host it used, its
+// scheme), rather than describing the draining replica as the client.
+func TestPassOnKeepsForwardingHeaders(t *testing.T) {
+	dir := directory.NewMemory()
+	t.Cleanup(func() { _ = dir.Close() })
+	a := relaytest.StartRelayOn(t, dir, func(c *relay.Config) { c.DrainJitter = 10 * time.Millisecond })
+	b := relaytest.StartRelayOn(t, dir, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	host := &recordingHost{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "started ")
+		w.(http.Flusher).Flush()
+		close(entered)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	mux.Handle("/", host)
+	relaytest.StartHost(t, a.URL, "mv", mux, func(c *agent.Config) { c.Relays = []string{a.URL, b.URL} })
+	tok := relaytest.ClientToken(t, "c", "mv")
+
+	// An exchange in flight keeps A's tunnel retiring, not closed, while A drains and the host moves to B.
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		req, _ := http.NewRequest("GET", a.URL+"/hosts/mv/slow", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- a.Drain(ctx)
+	}()
+	relaytest.Eventually(t, 10*time.Second, "directory flipped to B", func() bool {
+		e, err := dir.Lookup(context.Background(), "mv")
+		return err == nil && e.Replica == b.ID
+	})
+
+	// A retires its old tunnel once it sees the host moved: from then on its own clients are forwarded to B.
+	relaytest.Eventually(t, 10*time.Second, "A forwards to B", func() bool {
+		_, _ = getText(t, a.URL+"/hosts/mv/probe", tok)
+		return metricValue(t, a.Relay, "switchboard_forwards_total", "outcome", "ok") > 0
+	})
+	relaytest.Eventually(t, 10*time.Second, "B counted A's forwards", func() bool {
+		return metricValue(t, b.Relay, "switchboard_forwards_total", "outcome", "received") > 0
+	})
+	host.take()
+	before := metricValue(t, b.Relay, "switchboard_forwards_total", "outcome", "received")
+
+	// A third replica's hop reaches A, which passes it on to B.
+	internal := strings.TrimPrefix(a.InternalURL, "http://")
+	fwd := http.Header{"X-Forwarded-For": {"203.0.113.7"}, "X-Forwarded-Host": {"front.example"}, "X-Forwarded-Proto": {"https"}}
+	uri := "/hosts/mv/moved"
+	raw := "GET " + uri + " HTTP/1.1\r\nHost: " + internal + "\r\nX-Forwarded-For: 203.0.113.7\r\n" +
+		"X-Forwarded-Host: front.example\r\nX-Forwarded-Proto: https\r\nSwitchboard-Hop-Subject: c\r\n" +
+		"Switchboard-Hop: " + hopValue(relaytest.ClusterSecret, "C", time.Now(), newNonce(), "GET", uri, internal, "c", fwd) +
+		"\r\nConnection: close\r\n\r\n"
+	if code, ecode := sendRaw(t, internal, raw); code != 200 {
+		t.Fatalf("hop to the draining replica: %d %s", code, ecode)
+	}
+	seen := host.take()
+	if len(seen) != 1 {
+		t.Fatalf("host saw %d requests, want 1", len(seen))
+	}
+	for k, want := range fwd {
+		if got := seen[0].header[k]; len(got) != 1 || got[0] != want[0] {
+			t.Errorf("passed-on exchange: host saw %s %q, want %q", k, got, want)
+		}
+	}
+	if got := seen[0].header.Get(relay.HeaderSubject); got != "c" {
+		t.Errorf("passed-on exchange: subject %q, want c", got)
+	}
+	// Counted when B's handler returns, after the answer's head reached the test.
+	relaytest.Eventually(t, 10*time.Second, "B counted the exchange A passed on", func() bool {
+		return metricValue(t, b.Relay, "switchboard_forwards_total", "outcome", "received") == before+1
+	})
+	close(release)
+	<-slowDone
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 }

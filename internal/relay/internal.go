@@ -253,7 +253,7 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject stri
 	if err != nil {
 		return false
 	}
-	fw := &forwardEx{peer: peer, subject: subject}
+	fw := &forwardEx{peer: peer, subject: subject, passedOn: true}
 	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	if fw.outcome == "" {
 		fw.outcome = fwdOK
