@@ -33,8 +33,9 @@ import (
 // so a hop cannot be forged without the secret, nor moved to another method, path, host or subject, nor carry
 // forwarding headers other than those its sender set. The receiver accepts it for hopMaxAge either side of its own
 // clock, and once: the nonce of every accepted hop is remembered until its timestamp leaves the window (hopNonces).
-// The body is not covered; a hop cannot be sent twice, so a captured one cannot carry another body either. Both
-// headers are removed before a request reaches a host.
+// The body (and trailers) are not covered: whoever can alter a hop in flight can change them (Config.PeerTLS and a
+// TLS internal listener prevent that), but a captured hop cannot be sent again, with any body. Both headers are
+// removed before a request reaches a host.
 const (
 	headerHop        = "Switchboard-Hop"
 	headerHopSubject = "Switchboard-Hop-Subject"
