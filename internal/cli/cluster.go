@@ -2,11 +2,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +26,7 @@ type cluster struct {
 	redis    *directory.Redis             // nil with the memory directory
 	internal net.Listener                 // nil without --internal-listen
 	url      string                       // advertised internal URL
+	peerTLS  *tls.Config                  // TLS of connections to https:// peers; nil: system roots, no certificate
 	srv      atomic.Pointer[relay.Server] // set once the relay exists; its tunnels are re-asserted after data loss
 }
 
@@ -31,8 +35,8 @@ type cluster struct {
 func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Logger) (*cluster, error) {
 	cl := &cluster{}
 	if c.Directory == "" || c.Directory == "memory" {
-		if c.InternalListen != "" {
-			return nil, errors.New("--internal-listen needs a shared directory (--directory redis://...)")
+		if c.InternalListen != "" || c.InternalTLSCert != "" || c.InternalCA != "" {
+			return nil, errors.New("--internal-listen and --internal-tls-*/--internal-ca need a shared directory (--directory redis://...)")
 		}
 		return cl, nil
 	}
@@ -50,9 +54,19 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		return nil, errors.New("a shared directory needs --internal-listen: peers forward requests for this replica's hosts there")
 	}
 	cl.url = c.AdvertiseInternal
+	serverTLS, peerTLS, err := c.internalTLS()
+	if err != nil {
+		return nil, err
+	}
+	cl.peerTLS = peerTLS
 	cl.internal, err = listen.Open(c.InternalListen)
 	if err != nil {
 		return nil, fmt.Errorf("internal listen: %w", err)
+	}
+	scheme := "http://"
+	if serverTLS != nil {
+		cl.internal = tls.NewListener(cl.internal, serverTLS)
+		scheme = "https://"
 	}
 	if cl.url == "" {
 		// The bound address, not the flag: it may name an inherited socket (fd:N).
@@ -60,7 +74,11 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 			_ = cl.internal.Close()
 			return nil, fmt.Errorf("--internal-listen %s listens on every address: set --advertise-internal to the URL peers should use", c.InternalListen)
 		}
-		cl.url = "http://" + cl.internal.Addr().String()
+		cl.url = scheme + cl.internal.Addr().String()
+	}
+	if serverTLS != nil && !strings.HasPrefix(cl.url, "https://") {
+		_ = cl.internal.Close()
+		return nil, fmt.Errorf("--advertise-internal %s: the internal listener speaks TLS (--internal-tls-cert); advertise an https:// URL", cl.url)
 	}
 	cfg.Replica = replica
 	cfg.Lease = c.Lease
@@ -82,11 +100,51 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 	return cl, nil
 }
 
+// internalTLS loads --internal-tls-cert, --internal-tls-key and --internal-ca: the TLS of the internal listener
+// (nil without a certificate: plain HTTP), which requires a client certificate signed by the CA when one is given,
+// and the TLS of connections to https:// peers (nil without a certificate or a CA). Connections between replicas
+// are HTTP/1.1 (no NextProtos): a forwarded WebSocket is an HTTP/1.1 upgrade.
+func (c *ServeCmd) internalTLS() (server, peer *tls.Config, err error) {
+	if (c.InternalTLSCert == "") != (c.InternalTLSKey == "") {
+		return nil, nil, errors.New("--internal-tls-cert and --internal-tls-key go together")
+	}
+	var pool *x509.CertPool
+	if c.InternalCA != "" {
+		pem, err := os.ReadFile(c.InternalCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--internal-ca: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("--internal-ca %s: no PEM certificate in it", c.InternalCA)
+		}
+		peer = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if c.InternalTLSCert == "" {
+		return nil, peer, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.InternalTLSCert, c.InternalTLSKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
+	}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if pool != nil {
+		server.ClientCAs = pool
+		server.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if peer == nil {
+		peer = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	peer.Certificates = []tls.Certificate{cert}
+	return server, peer, nil
+}
+
 // configure sets the relay's scale-out fields.
 func (cl *cluster) configure(c *ServeCmd, cfg *relay.Config) {
 	cfg.Directory = cl.dir // nil: the relay's own memory directory
 	cfg.InternalURL = cl.url
 	cfg.ClusterSecret = []byte(c.ClusterSecret)
+	cfg.PeerTLS = cl.peerTLS
 	cfg.RouteMode = c.RouteMode
 	cfg.MissWait = c.MissWait
 	cfg.FlapWindow = c.FlapWindow

@@ -1,14 +1,19 @@
 package cli_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/redistest"
+	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
 
 // TestServeRedisCluster: two `serve` processes share a Redis directory; a host connected to one is reached through
@@ -40,6 +45,78 @@ func TestServeRedisCluster(t *testing.T) {
 	}
 }
 
+// pkiFiles are the PEM files of a relaytest.InternalPKI.
+type pkiFiles struct{ cert, key, ca string }
+
+// writePKI writes a fresh relaytest.InternalPKI to files.
+func writePKI(t *testing.T) pkiFiles {
+	t.Helper()
+	p := relaytest.NewInternalPKI(t)
+	dir := t.TempDir()
+	f := pkiFiles{cert: filepath.Join(dir, "cert.pem"), key: filepath.Join(dir, "key.pem"), ca: filepath.Join(dir, "ca.pem")}
+	for name, b := range map[string][]byte{f.cert: p.CertPEM, f.key: p.KeyPEM, f.ca: p.CAPEM} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+// TestServeRedisClusterInternalTLS: two `serve` processes whose internal listeners speak TLS with certificates of
+// one CA, and require them of each other, forward to each other; the internal listener refuses a caller without
+// a certificate.
+func TestServeRedisClusterInternalTLS(t *testing.T) {
+	addr, _ := redistest.Start(t)
+	pki := writePKI(t)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("hi " + r.Header.Get("X-Switchboard-Subject")))
+	})
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret", "SWITCHBOARD_INTERNAL_CA=" + pki.ca}, withSecret...)
+	var internalA string
+	replica := func(id string) (*proc, string) {
+		socks := listenSockets(t, 3) // main, metrics, internal
+		if id == "a" {
+			internalA = socks.addrs[2]
+		}
+		p := startRelayOn(t, env, socks, "--directory", "redis://"+addr+"/0", "--replica-id", id,
+			"--internal-listen", "fd:5", "--internal-tls-cert", pki.cert, "--internal-tls-key", pki.key)
+		socks.release()
+		return p, socks.addrs[0]
+	}
+	pa, a := replica("a")
+	pb, b := replica("b")
+	start(t, nil, "host", "--relay", "http://"+a, "--id", "h1", "--token", mint(t, "host", "--id", "h1"), "--upstream", up)
+	tok := mint(t, "client", "--hosts", "h1", "--sub", "alice")
+	waitStatus(t, "http://"+a+"/hosts/h1/", tok, 200)
+	if body := waitStatus(t, "http://"+b+"/hosts/h1/", tok, 200); body != "hi alice" {
+		t.Fatalf("via the other replica over TLS: %q", body)
+	}
+	pool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(pki.ca)
+	pool.AppendCertsFromPEM(caPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	if resp, err := tr.RoundTrip(mustRequest(t, "https://"+internalA+"/hosts/h1/")); err == nil {
+		resp.Body.Close()
+		t.Fatalf("internal listener answered a caller without a certificate: %d", resp.StatusCode)
+	}
+	for _, p := range []*proc{pb, pa} {
+		p.signal(t, syscall.SIGTERM)
+		if code := p.exitCode(t, 20*time.Second); code != 0 {
+			t.Fatalf("exit code after SIGTERM: %d\n%s", code, p.output())
+		}
+	}
+}
+
+func mustRequest(t *testing.T, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
 // TestServeClusterFlagErrors: a shared directory without what forwarding needs is refused with exit 2.
 func TestServeClusterFlagErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -54,9 +131,21 @@ func TestServeClusterFlagErrors(t *testing.T) {
 		{"bad route mode", nil, []string{"--route-mode", "teleport"}, "route-mode"},
 		{"wildcard internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "0.0.0.0:0"}, "--advertise-internal"},
+		{"tls cert without key", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--internal-tls-cert", "c.pem"}, "--internal-tls-key"},
+		{"tls on one node", nil, []string{"--internal-ca", "ca.pem"}, "shared directory"},
+		{"unreadable ca", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--internal-ca", "/nonexistent/ca.pem"}, "--internal-ca"},
+		{"tls advertised as http", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--advertise-internal", "http://127.0.0.1:1",
+				"--internal-tls-cert", "{cert}", "--internal-tls-key", "{key}"}, "https://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""}, tc.args...)
+			pki := writePKI(t)
+			for i, a := range args {
+				args[i] = strings.NewReplacer("{cert}", pki.cert, "{key}", pki.key, "{ca}", pki.ca).Replace(a)
+			}
 			r := run(t, append(tc.env, withSecret...), args...)
 			if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
 				t.Fatalf("exit %d, stderr %q; want 2 mentioning %q", r.code, r.stderr, tc.want)

@@ -39,10 +39,14 @@ type ServeCmd struct {
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
 	InternalListen    string        `help:"Address of the internal listener peers forward requests to, or fd:N (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
-	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address, if it names one)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
+	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address if it names one; https:// with --internal-tls-cert)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`
+	InternalTLSCert   string        `name:"internal-tls-cert" help:"PEM certificate of the internal listener, also presented to peers as this replica's client certificate (with --internal-tls-key); the default advertised URL becomes https://." env:"SWITCHBOARD_INTERNAL_TLS_CERT"`
+	InternalTLSKey    string        `name:"internal-tls-key" help:"PEM private key of --internal-tls-cert." env:"SWITCHBOARD_INTERNAL_TLS_KEY"`
+	InternalCA        string        `name:"internal-ca" help:"PEM CA bundle: peers' internal listeners must present a certificate it signed, and with --internal-tls-cert so must every caller of this replica's internal listener." env:"SWITCHBOARD_INTERNAL_CA"`
 	ClusterSecret     string        `help:"Secret shared by all replicas; authenticates forwarded requests (required with a Redis directory)." env:"SWITCHBOARD_CLUSTER_SECRET"`
 	RouteMode         string        `help:"How a replica reaches a host held by another: 'forward' (proxy to its internal listener) or 'fly-replay' (answer plain HTTP with fly-replay; WebSocket and SSE are forwarded)." default:"forward" enum:"forward,fly-replay" env:"SWITCHBOARD_ROUTE_MODE"`
 	MissWait          time.Duration `help:"How long a request for a host connected nowhere waits for it to connect before 503; 0 answers at once." default:"2s" env:"SWITCHBOARD_MISS_WAIT"`
+	HopNonceCache     int           `help:"Most nonces of accepted hops remembered to refuse replays (each ~30 s); when full, hops get 503. Size above 30 × forwarded requests/s." default:"1000000" env:"SWITCHBOARD_HOP_NONCE_CACHE"`
 	Lease             time.Duration `help:"Replica lease in a Redis directory: how long a dead replica's hosts may still route to it; refreshed every third of it." default:"15s" env:"SWITCHBOARD_LEASE"`
 
 	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
@@ -89,7 +93,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
-		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
+		{"--max-header-bytes", float64(c.MaxHeaderBytes)}, {"--hop-nonce-cache", float64(c.HopNonceCache)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
@@ -133,6 +137,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
+		HopNonceCache:     c.HopNonceCache,
 	}
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)

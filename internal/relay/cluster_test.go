@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -165,12 +166,34 @@ func TestClusterForwardHTTPSSEWebSocket(t *testing.T) {
 	}
 }
 
-// hopHeader computes a Switchboard-Hop value the way docs/scaling.md specifies it.
-func hopHeader(secret, replica string, ts time.Time, method, requestURI, subject string) string {
+// hopHeader computes a Switchboard-Hop value the way docs/scaling.md specifies it, with a fresh nonce and no
+// forwarding headers.
+func hopHeader(secret, replica string, ts time.Time, method, requestURI, host, subject string) string {
+	return hopValue(secret, replica, ts, newNonce(), method, requestURI, host, subject, nil)
+}
+
+// newNonce returns a fresh hop nonce.
+func newNonce() string {
+	var n [16]byte
+	_, _ = rand.Read(n[:])
+	return hex.EncodeToString(n[:])
+}
+
+// hopValue computes a Switchboard-Hop value from every field the signature covers (docs/scaling.md).
+func hopValue(secret, replica string, ts time.Time, nonce, method, requestURI, host, subject string, fwd http.Header) string {
 	unix := strconv.FormatInt(ts.Unix(), 10)
 	m := hmac.New(sha256.New, []byte(secret))
-	_, _ = io.WriteString(m, "switchboard-hop-v1\n"+replica+"\n"+unix+"\n"+method+"\n"+requestURI+"\n"+subject)
-	return replica + "," + unix + "," + hex.EncodeToString(m.Sum(nil))
+	field := func(v string) { _, _ = fmt.Fprintf(m, "%d:%s\n", len(v), v) }
+	for _, v := range []string{"switchboard-hop-v2", replica, unix, nonce, method, requestURI, host, subject} {
+		field(v)
+	}
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		field(strconv.Itoa(len(fwd[k])))
+		for _, v := range fwd[k] {
+			field(v)
+		}
+	}
+	return replica + "," + unix + "," + nonce + "," + hex.EncodeToString(m.Sum(nil))
 }
 
 // TestClusterHopForgeryRejected: the internal listener serves only requests signed with the cluster secret, fresh,
@@ -180,6 +203,7 @@ func TestClusterHopForgeryRejected(t *testing.T) {
 	relaytest.StartHost(t, a.URL, "h1", http.HandlerFunc(seenHeaders), nil)
 	now := time.Now()
 	good := relaytest.ClusterSecret
+	ih := strings.TrimPrefix(a.InternalURL, "http://")
 	for _, tc := range []struct {
 		name string
 		path string
@@ -189,12 +213,12 @@ func TestClusterHopForgeryRejected(t *testing.T) {
 		{"missing", "/hosts/h1/get", "", 403},
 		{"garbage", "/hosts/h1/get", "B,x,deadbeef", 403},
 		{"bad mac", "/hosts/h1/get", "B," + strconv.FormatInt(now.Unix(), 10) + ",deadbeef", 403},
-		{"wrong secret", "/hosts/h1/get", hopHeader("guess", "B", now, "GET", "/hosts/h1/get", ""), 403},
-		{"too old", "/hosts/h1/get", hopHeader(good, "B", now.Add(-time.Minute), "GET", "/hosts/h1/get", ""), 403},
-		{"from the future", "/hosts/h1/get", hopHeader(good, "B", now.Add(time.Minute), "GET", "/hosts/h1/get", ""), 403},
-		{"moved to another path", "/hosts/h1/other", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ""), 403},
-		{"other method", "/hosts/h1/get", hopHeader(good, "B", now, "POST", "/hosts/h1/get", ""), 403},
-		{"valid", "/hosts/h1/get", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ""), 200},
+		{"wrong secret", "/hosts/h1/get", hopHeader("guess", "B", now, "GET", "/hosts/h1/get", ih, ""), 403},
+		{"too old", "/hosts/h1/get", hopHeader(good, "B", now.Add(-time.Minute), "GET", "/hosts/h1/get", ih, ""), 403},
+		{"from the future", "/hosts/h1/get", hopHeader(good, "B", now.Add(time.Minute), "GET", "/hosts/h1/get", ih, ""), 403},
+		{"moved to another path", "/hosts/h1/other", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ih, ""), 403},
+		{"other method", "/hosts/h1/get", hopHeader(good, "B", now, "POST", "/hosts/h1/get", ih, ""), 403},
+		{"valid", "/hosts/h1/get", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ih, ""), 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", a.InternalURL+tc.path, nil)
@@ -217,7 +241,7 @@ func TestClusterHopForgeryRejected(t *testing.T) {
 	}
 	// A signed subject is the one the host sees.
 	req, _ := http.NewRequest("GET", a.InternalURL+"/hosts/h1/get", nil)
-	req.Header.Set("Switchboard-Hop", hopHeader(good, "B", now, "GET", "/hosts/h1/get", "bob smith"))
+	req.Header.Set("Switchboard-Hop", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ih, "bob smith"))
 	req.Header.Set("Switchboard-Hop-Subject", "bob+smith")
 	resp, err := newClient(t).Do(req)
 	if err != nil {
@@ -235,7 +259,7 @@ func TestClusterHopForgeryRejected(t *testing.T) {
 	}
 	req, _ = http.NewRequest("GET", a.URL+"/hosts/h1/get", nil)
 	req.Header.Set("Authorization", "Bearer "+relaytest.ClientToken(t, "c", "h1"))
-	req.Header.Set("Switchboard-Hop", hopHeader(good, "B", now, "GET", "/hosts/h1/get", "root"))
+	req.Header.Set("Switchboard-Hop", hopHeader(good, "B", now, "GET", "/hosts/h1/get", ih, "root"))
 	req.Header.Set("Switchboard-Hop-Subject", "root")
 	resp, err = newClient(t).Do(req)
 	if err != nil {
@@ -592,7 +616,7 @@ func TestClusterEvictBeforeRegister(t *testing.T) {
 		t.Helper()
 		uri := "/internal/v1/evict?epoch=" + strconv.FormatUint(epoch, 10) + "&host=" + host
 		req, _ := http.NewRequest("POST", a.InternalURL+uri, nil)
-		req.Header.Set("Switchboard-Hop", hopHeader(relaytest.ClusterSecret, "B", time.Now(), "POST", uri, ""))
+		req.Header.Set("Switchboard-Hop", hopHeader(relaytest.ClusterSecret, "B", time.Now(), "POST", uri, strings.TrimPrefix(a.InternalURL, "http://"), ""))
 		resp, err := newClient(t).Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ type clusterMetrics struct {
 	forwards   *prometheus.CounterVec   // outcome
 	missWaits  *prometheus.CounterVec   // outcome
 	drainMoves prometheus.Counter
+
+	hopRejections *prometheus.CounterVec // reason (hopReason)
 }
 
 // Forward outcomes (switchboard_forwards_total). The first group is counted by the replica that forwards, the
@@ -53,8 +55,21 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Tunnels of a draining replica whose host opened its new tunnel on another replica before the old one closed.",
 		}),
 	}
-	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves)
+	m.hopRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "hop_rejections_total",
+		Help: "Requests on the internal listener refused, by reason (no_secret, malformed, expired, bad_signature, " +
+			"replayed, nonce_cache_full).",
+	}, []string{"reason"})
+	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves, m.hopRejections)
 	return m
+}
+
+// registerHopMetrics exposes the size of the hop nonce cache.
+func registerHopMetrics(reg prometheus.Registerer, s *Server) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "switchboard", Name: "hop_nonces",
+		Help: "Nonces of accepted hops remembered to refuse replays (capped by --hop-nonce-cache).",
+	}, func() float64 { return float64(s.hopNonces.len()) }))
 }
 
 // cacheStatser is implemented by directories with a client-side cache (directory.Redis).

@@ -42,6 +42,9 @@ type forwardEx struct {
 	subject string
 	status  int    // status of the peer's answer; 0 if none
 	outcome string // set by forwardError
+	// passedOn marks an exchange a peer forwarded here and this replica passes on (passOn): its forwarding
+	// headers, set and signed by that peer, are kept rather than set again from this replica's view.
+	passedOn bool
 }
 
 // routeMiss serves a request for a host with no tunnel here: forward it to the replica that holds the tunnel (or
@@ -168,7 +171,7 @@ func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 			if fw, ok := resp.Request.Context().Value(forwardKey{}).(*forwardEx); ok {
 				fw.status = resp.StatusCode
 			}
-			return nil
+			return modifyResponse(resp) // the owner did so already; a peer of another release may not have
 		},
 		BufferPool: bufferPool{},
 		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -186,6 +189,7 @@ func (s *Server) newPeerTransport() *http.Transport {
 		DisableCompression:    true,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
+		TLSClientConfig:       s.cfg.PeerTLS.Clone(), // https:// peers; HTTP/1.1 only (upgrades), as no NextProtos
 	}
 }
 
@@ -197,17 +201,25 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = fw.peer.Scheme
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
-	if s.cfg.TrustForwardedFor {
-		if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-			out.Header["X-Forwarded-For"] = prior
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
+	if fw.passedOn {
+		for _, k := range forwardedHeaders {
+			if v := pr.In.Header[k]; len(v) > 0 {
+				out.Header[k] = v
+			}
 		}
+	} else {
+		if s.cfg.TrustForwardedFor {
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				out.Header["X-Forwarded-For"] = prior
+			}
+		}
+		pr.SetXForwarded()
 	}
-	pr.SetXForwarded()
 	out.Host = pr.In.Host
-	out.Header.Del("Authorization")
-	out.Header.Del(HeaderSubject)
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer
+	guardTrailers(out)
 }
 
 // forwardError answers a forward that failed before the peer answered.

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -21,15 +22,20 @@ import (
 
 // Headers of a request sent from one replica to another (see docs/scaling.md).
 //
-//	Switchboard-Hop: <sending replica id>,<unix seconds>,<hex HMAC-SHA256>
+//	Switchboard-Hop: <sending replica id>,<unix seconds>,<nonce: 32 hex digits>,<hex HMAC-SHA256>
 //	Switchboard-Hop-Subject: <verified client subject, query-escaped>   (absent if none)
 //
-// The HMAC is keyed with the cluster secret over
+// The HMAC is keyed with the cluster secret over the length-prefixed fields (see hopMAC)
 //
-//	"switchboard-hop-v1\n" + replica + "\n" + unix + "\n" + method + "\n" + request-URI + "\n" + subject
+//	"switchboard-hop-v2", replica, unix, nonce, method, request-URI, Host, subject,
+//	and for X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto: the number of header lines, then each line
 //
-// so a hop cannot be forged without the secret, nor moved to another method, path, host or subject. The receiver
-// accepts it for hopMaxAge either side of its own clock. Both headers are removed before a request reaches a host.
+// so a hop cannot be forged without the secret, nor moved to another method, path, host or subject, nor carry
+// forwarding headers other than those its sender set. The receiver accepts it for hopMaxAge either side of its own
+// clock, and once: the nonce of every accepted hop is remembered until its timestamp leaves the window (hopNonces).
+// The body (and trailers) are not covered: whoever can alter a hop in flight can change them (Config.PeerTLS and a
+// TLS internal listener prevent that), but a captured hop cannot be sent again, with any body. Both headers are
+// removed before a request reaches a host.
 const (
 	headerHop        = "Switchboard-Hop"
 	headerHopSubject = "Switchboard-Hop-Subject"
@@ -42,25 +48,81 @@ const hopMaxAge = 30 * time.Second
 // older tunnel: POST /internal/v1/evict?host=ID&epoch=N.
 const evictPath = "/internal/v1/evict"
 
-// errHop is the cause of every refused hop.
-var errHop = errors.New("hop not authenticated")
+// errHop is the cause of every refused hop; the errors below wrap it and name the reason
+// (switchboard_hop_rejections_total).
+var (
+	errHop          = errors.New("hop not authenticated")
+	errHopNoSecret  = fmt.Errorf("%w: no cluster secret configured", errHop)
+	errHopMalformed = fmt.Errorf("%w: missing or malformed %s", errHop, headerHop)
+	errHopExpired   = fmt.Errorf("%w: timestamp outside the acceptance window", errHop)
+	errHopSignature = fmt.Errorf("%w: bad signature", errHop)
+	errHopReplayed  = fmt.Errorf("%w: nonce already used", errHop)
+	errHopCacheFull = fmt.Errorf("%w: nonce cache full", errHop)
+)
 
-// hopMAC computes the hop signature.
-func hopMAC(secret []byte, replica, unix, method, requestURI, subject string) string {
+// hopReason names the cause of a refused hop for switchboard_hop_rejections_total.
+func hopReason(err error) string {
+	switch {
+	case errors.Is(err, errHopNoSecret):
+		return "no_secret"
+	case errors.Is(err, errHopExpired):
+		return "expired"
+	case errors.Is(err, errHopSignature):
+		return "bad_signature"
+	case errors.Is(err, errHopReplayed):
+		return "replayed"
+	case errors.Is(err, errHopCacheFull):
+		return "nonce_cache_full"
+	default:
+		return "malformed"
+	}
+}
+
+// hopMAC computes the hop signature. Every field is written as its length, ':', the field and '\n', so no two
+// different requests feed the HMAC the same bytes. fwd is the header the forwarding headers are read from.
+func hopMAC(secret []byte, replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) string {
 	m := hmac.New(sha256.New, secret)
-	for _, p := range []string{"switchboard-hop-v1", replica, unix, method, requestURI} {
-		_, _ = io.WriteString(m, p)
+	var num [20]byte
+	field := func(v string) {
+		_, _ = m.Write(strconv.AppendInt(num[:0], int64(len(v)), 10))
+		_, _ = io.WriteString(m, ":")
+		_, _ = io.WriteString(m, v)
 		_, _ = io.WriteString(m, "\n")
 	}
-	_, _ = io.WriteString(m, subject)
+	for _, v := range []string{"switchboard-hop-v2", replica, unix, nonce, method, requestURI, host, subject} {
+		field(v)
+	}
+	for _, k := range forwardedHeaders {
+		vs := fwd[k]
+		field(strconv.Itoa(len(vs)))
+		for _, v := range vs {
+			field(v)
+		}
+	}
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// signHop sets the hop headers on out, a request from this replica to a peer. out.URL must be final.
+// hopHost is the Host a request carries on the wire (as Request.Write picks it).
+func hopHost(r *http.Request) string {
+	if r.Host != "" {
+		return r.Host
+	}
+	if r.URL != nil {
+		return r.URL.Host
+	}
+	return ""
+}
+
+// signHop sets the hop headers on out, a request from this replica to a peer. out.URL, out.Host and the forwarding
+// headers must be final: the signature covers them.
 func (s *Server) signHop(out *http.Request, subject string) {
 	unix := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hopMAC(s.cfg.ClusterSecret, s.cfg.Replica, unix, out.Method, out.URL.RequestURI(), subject)
-	out.Header.Set(headerHop, s.cfg.Replica+","+unix+","+mac)
+	var n [16]byte
+	_, _ = rand.Read(n[:]) // never fails (crypto/rand)
+	nonce := hex.EncodeToString(n[:])
+	mac := hopMAC(s.cfg.ClusterSecret, s.cfg.Replica, unix, nonce, out.Method, out.URL.RequestURI(), hopHost(out), subject,
+		out.Header)
+	out.Header.Set(headerHop, s.cfg.Replica+","+unix+","+nonce+","+mac)
 	if subject != "" {
 		out.Header.Set(headerHopSubject, url.QueryEscape(subject))
 	} else {
@@ -69,37 +131,51 @@ func (s *Server) signHop(out *http.Request, subject string) {
 }
 
 // verifyHop checks the hop headers of r, a request on the internal listener, and returns the sending replica and
-// the client subject it vouches for.
+// the client subject it vouches for. A hop that verifies is remembered, and refused if it comes again.
 func (s *Server) verifyHop(r *http.Request, now time.Time) (from, subject string, err error) {
 	if len(s.cfg.ClusterSecret) == 0 {
-		return "", "", fmt.Errorf("%w: no cluster secret configured", errHop)
+		return "", "", errHopNoSecret
 	}
+	if len(r.Header[headerHop]) != 1 || len(r.Header[headerHopSubject]) > 1 {
+		return "", "", errHopMalformed
+	}
+	// <replica>,<unix>,<nonce>,<mac>, split from the right: the replica id is the rest.
 	v := r.Header.Get(headerHop)
-	i := strings.LastIndexByte(v, ',')
-	if i < 0 {
-		return "", "", fmt.Errorf("%w: missing or malformed %s", errHop, headerHop)
+	var parts [3]string
+	for i := 2; i >= 0; i-- {
+		j := strings.LastIndexByte(v, ',')
+		if j < 0 {
+			return "", "", errHopMalformed
+		}
+		v, parts[i] = v[:j], v[j+1:]
 	}
-	head, mac := v[:i], v[i+1:]
-	j := strings.LastIndexByte(head, ',')
-	if j <= 0 {
-		return "", "", fmt.Errorf("%w: malformed %s", errHop, headerHop)
+	from, unix, nonce, mac := v, parts[0], parts[1], parts[2]
+	var n [16]byte
+	if from == "" || len(nonce) != 2*len(n) {
+		return "", "", errHopMalformed
 	}
-	from, unix := head[:j], head[j+1:]
+	if _, err := hex.Decode(n[:], []byte(nonce)); err != nil {
+		return "", "", errHopMalformed
+	}
 	ts, err := strconv.ParseInt(unix, 10, 64)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: bad timestamp", errHop)
+		return "", "", errHopMalformed
 	}
 	if d := now.Sub(time.Unix(ts, 0)); d > hopMaxAge || d < -hopMaxAge {
-		return "", "", fmt.Errorf("%w: timestamp %v away from this replica's clock", errHop, d.Round(time.Second))
+		return "", "", fmt.Errorf("%w (%v away from this replica's clock)", errHopExpired, d.Round(time.Second))
 	}
 	if raw := r.Header.Get(headerHopSubject); raw != "" {
 		if subject, err = url.QueryUnescape(raw); err != nil {
-			return "", "", fmt.Errorf("%w: bad subject encoding", errHop)
+			return "", "", errHopMalformed
 		}
 	}
-	want := hopMAC(s.cfg.ClusterSecret, from, unix, r.Method, r.RequestURI, subject)
+	want := hopMAC(s.cfg.ClusterSecret, from, unix, nonce, r.Method, r.RequestURI, r.Host, subject, r.Header)
 	if !hmac.Equal([]byte(mac), []byte(want)) {
-		return "", "", fmt.Errorf("%w: bad signature", errHop)
+		return "", "", errHopSignature
+	}
+	// Only a signed hop reaches the cache, so only the cluster can fill it.
+	if err := s.hopNonces.admit(n, ts+int64(hopMaxAge/time.Second), now.Unix()); err != nil {
+		return "", "", err
 	}
 	return from, subject, nil
 }
@@ -114,8 +190,13 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 	from, subject, err := s.verifyHop(r, time.Now())
 	if err != nil {
 		s.cluster.forwards.WithLabelValues(fwdRejected).Inc()
+		s.cluster.hopRejections.WithLabelValues(hopReason(err)).Inc()
 		s.log.Warn("internal request refused", "err", err, "remote", clientIP(r))
-		writeError(w, http.StatusForbidden, codeForbidden, "requests between replicas must be signed with the cluster secret")
+		if errors.Is(err, errHopCacheFull) {
+			writeError(w, http.StatusServiceUnavailable, codeReplicaBusy, "too many requests between replicas to remember; retry")
+			return
+		}
+		writeError(w, http.StatusForbidden, codeForbidden, "requests between replicas must be signed with the cluster secret, fresh and sent once")
 		return
 	}
 	switch {
@@ -173,7 +254,7 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject stri
 	if err != nil {
 		return false
 	}
-	fw := &forwardEx{peer: peer, subject: subject}
+	fw := &forwardEx{peer: peer, subject: subject, passedOn: true}
 	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	if fw.outcome == "" {
 		fw.outcome = fwdOK

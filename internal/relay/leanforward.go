@@ -161,6 +161,8 @@ func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forward
 		c = nil
 		if attempt == 0 {
 			c = s.peerConns.get(addr)
+		} else {
+			s.signHop(out, fw.subject) // a fresh nonce: the peer may have seen the first one
 		}
 		reused := c != nil
 		if c == nil {
@@ -243,6 +245,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 // connection instead.
 func (s *Server) copyResponse(w http.ResponseWriter, resp *http.Response, br *bufio.Reader) bool {
 	removeHopHeaders(resp.Header)
+	stripReservedResponse(resp.Header)
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = append(h[k], vs...)

@@ -131,6 +131,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		ErrorHandler:  s.proxyError,
 		BufferPool:    bufferPool{},
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+
+		// A host's answer may not carry headers that a proxy in front of the relay acts on (headerpolicy.go).
+		ModifyResponse: modifyResponse,
 	}
 }
 
@@ -142,8 +145,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = "host"
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go)
 	if ex.hop {
-		// The replica that forwarded the request set these by its own trust rules.
+		// The replica that forwarded the request set these by its own trust rules, and signed them (verifyHop).
 		for _, k := range forwardedHeaders {
 			if v := pr.In.Header[k]; len(v) > 0 {
 				out.Header[k] = v
@@ -158,16 +162,14 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetXForwarded()
 	}
 	out.Host = pr.In.Host
-	out.Header.Del("Authorization")
-	out.Header.Del(HeaderSubject)
-	delete(out.Header, headerHop)
-	delete(out.Header, headerHopSubject)
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
 	// Request trailers: the server fills the incoming request's map when its body ends, and the transport writes
-	// the outgoing map after the body, so they must be the same map (Clone gave Out an empty copy).
+	// the outgoing map after the body, so they must be the same map (Clone gave Out an empty copy). Reserved names
+	// are removed from it, declared ones now and the rest when the body ends.
 	out.Trailer = pr.In.Trailer
+	guardTrailers(out)
 }
 
 // forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards.

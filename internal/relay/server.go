@@ -6,6 +6,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,16 @@ type Config struct {
 	// MissWait is how long a request for a host connected nowhere is held, waiting for the host to connect to any
 	// replica, before it is answered 503. Zero (or negative) answers at once; `switchboard serve` defaults to 2 s.
 	MissWait time.Duration
+	// PeerTLS configures the TLS of connections to peers whose internal URL is https://: the CA that signed their
+	// internal listeners' certificates (RootCAs) and the client certificate they require (Certificates). Hops to
+	// https:// peers go through the ReverseProxy forward (the lean forward is plain HTTP only). If nil, https://
+	// peers are verified against the system roots and offered no client certificate.
+	PeerTLS *tls.Config
+	// HopNonceCache caps the nonces of accepted hops this replica remembers to refuse a replayed one (each for
+	// about 30 s, the acceptance window). When that many are held, further hops are refused with 503 replica_busy
+	// until some expire. Size it above 30 × the forwarded requests per second this replica receives. Zero means
+	// 1,000,000 (about 70 MB when full).
+	HopNonceCache int
 }
 
 // Server is the relay. It is an http.Handler.
@@ -107,6 +118,7 @@ type Server struct {
 	peerURLs      peerURLs                            // has its own lock
 	evictions     evictions                           // has its own lock
 	knownPeers    atomic.Pointer[map[string]*url.URL] // replica → internal URL, other replicas only; see refreshPeers
+	hopNonces     hopNonces                           // has its own lock
 
 	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
 	ctx    context.Context
@@ -179,6 +191,9 @@ func New(cfg Config) (*Server, error) {
 	} else if cfg.FlapWindow < 0 {
 		cfg.FlapWindow = 0
 	}
+	if cfg.HopNonceCache <= 0 {
+		cfg.HopNonceCache = 1_000_000
+	}
 	if cfg.Events == nil {
 		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
 	}
@@ -214,6 +229,7 @@ func New(cfg Config) (*Server, error) {
 		events:     cfg.Events,
 		hub:        presence.NewFanout(cfg.Events, 0),
 		evm:        newEventMetrics(cfg.Registerer),
+		hopNonces:  hopNonces{max: cfg.HopNonceCache},
 	}
 	dir := cfg.Directory
 	if dir == nil {
@@ -222,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors}
 	registerCacheMetrics(cfg.Registerer, dir)
+	registerHopMetrics(cfg.Registerer, s)
 	if n, ok := dir.(reapedNotifier); ok {
 		n.OnReaped(s.moveReaped)
 	}

@@ -53,6 +53,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// The upstream refused the upgrade: pass its answer on as an ordinary response.
 		removeHopHeaders(resp.Header)
+		stripReservedResponse(resp.Header)
 		for k, v := range resp.Header {
 			w.Header()[k] = v
 		}
@@ -69,6 +70,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
+	stripReservedResponse(resp.Header)
 	if err := writeSwitching(brw.Writer, resp.Header); err != nil {
 		return "client_gone", http.StatusSwitchingProtocols
 	}
@@ -155,25 +157,30 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	out.URL.Host = "host"
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
-	out.Header.Del("Authorization")
-	out.Header.Del(HeaderSubject)
-	delete(out.Header, headerHop)
-	delete(out.Header, headerHopSubject)
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go); keeps the Connection/Upgrade pair set above
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
-	if !ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set
+	if ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set and signed (verifyHop)
+		for _, k := range forwardedHeaders {
+			if v := r.Header[k]; len(v) > 0 {
+				out.Header[k] = v
+			}
+		}
+	} else {
 		setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
 	}
 	out.Body = nil
 	out.ContentLength = 0
+	out.Trailer = nil // no body, no trailers
 	out.RequestURI = ""
 	return out
 }
 
-// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded.
+// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
+// client's own X-Forwarded-For (read from r) is extended.
 func setForwarded(h http.Header, r *http.Request, trust bool) {
-	prior := h.Values("X-Forwarded-For")
+	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
 	h.Del("X-Forwarded-For")
 	h.Del("X-Forwarded-Host")

@@ -48,14 +48,26 @@ var replicaSeq atomic.Int64
 // mutate, if not nil, adjusts the config before New. Everything is stopped in t.Cleanup; dir is not closed.
 func StartRelayOn(t testing.TB, dir directory.Directory, mutate func(*relay.Config)) *Replica {
 	t.Helper()
+	return startRelayOn(t, dir, nil, mutate)
+}
+
+// startRelayOn is StartRelayOn, with an internal listener over TLS if pki is not nil.
+func startRelayOn(t testing.TB, dir directory.Directory, pki *InternalPKI, mutate func(*relay.Config)) *Replica {
+	t.Helper()
 	internal := httptest.NewUnstartedServer(nil)
 	internalURL := "http://" + internal.Listener.Addr().String()
+	if pki != nil {
+		internalURL = "https://" + internal.Listener.Addr().String()
+	}
 	var id string
 	r := StartRelay(t, func(c *relay.Config) {
 		c.Directory = dir
 		c.Replica = fmt.Sprintf("replica-%d", replicaSeq.Add(1))
 		c.InternalURL = internalURL
 		c.ClusterSecret = []byte(ClusterSecret)
+		if pki != nil {
+			c.PeerTLS = pki.ClientConfig(t)
+		}
 		if mutate != nil {
 			mutate(c)
 		}
@@ -72,7 +84,12 @@ func StartRelayOn(t testing.TB, dir directory.Directory, mutate func(*relay.Conf
 		}
 		inner.ServeHTTP(w, req)
 	})
-	internal.Start()
+	if pki != nil {
+		internal.TLS = pki.ServerConfig(t)
+		internal.StartTLS()
+	} else {
+		internal.Start()
+	}
 	t.Cleanup(func() {
 		internal.CloseClientConnections()
 		internal.Close()
