@@ -210,7 +210,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-// metricsHandler serves the relay's metrics and health endpoints, and pprof when asked.
+// metricsHandler serves the relay's metrics and health endpoints, and pprof when asked. pprof's cmdline handler is
+// left out: it prints the process's arguments, which may hold --secret, --cluster-secret or --webhook-secret (the
+// index's "cmdline" link then answers 404 "Unknown profile").
 func metricsHandler(srv *relay.Server, withPprof bool) http.Handler {
 	if !withPprof {
 		return srv.MetricsHandler()
@@ -218,7 +220,6 @@ func metricsHandler(srv *relay.Server, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.MetricsHandler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

@@ -39,7 +39,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics. If nil, a fresh registry is used (see Server.Gatherer).
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics. If nil and Registerer is nil, the fresh registry; if nil otherwise, no /metrics.
+	// Gatherer serves /metrics on MetricsHandler (never on the Server's own public handler). If nil and Registerer
+	// is nil, the fresh registry; if nil otherwise, no /metrics.
 	Gatherer prometheus.Gatherer
 
 	// PingInterval is the tunnel keepalive cadence; a tunnel is dead after three missed intervals. Zero means 10 s.
@@ -236,9 +237,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
-	if s.cfg.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
+	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
 	})
