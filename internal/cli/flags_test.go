@@ -48,6 +48,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"token", "client", "--hosts", ","}, "--hosts needs at least one host id or pattern"},
 		{[]string{"token", "client", "--hosts", ""}, "--hosts needs at least one host id or pattern"},
 		{[]string{"token", "client"}, "missing flags: --hosts"},
+		{[]string{"token", "client", "--hosts", "a", "--sub", ""}, "--sub must not be empty"},
 		{[]string{"token", "client", "--hosts", "a", "--ttl", "forever"}, `--ttl: expected duration but got "forever"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

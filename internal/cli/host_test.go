@@ -104,7 +104,7 @@ func TestTokenCommandFreshToken(t *testing.T) {
 		"--min-backoff", "50ms", "--max-backoff", "200ms")
 	waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200)
 
-	const rotated = "rotated-secret-0123456789abcdef"
+	const rotated = "rotated-secret-0123456789abcdefghij"
 	newToken := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "host", "--id", "h1")
 	if err := os.WriteFile(tokenFile, []byte(newToken.stdout), 0o600); err != nil {
 		t.Fatal(err)

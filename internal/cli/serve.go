@@ -64,8 +64,8 @@ type ServeCmd struct {
 	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
 }
 
-// Validate refuses negative limits and durations: the relay would silently replace them with its defaults, which
-// is not what someone asking for -1 meant.
+// Validate refuses negative limits and durations (the relay would silently replace them with its defaults, which
+// is not what someone asking for -1 meant) and secrets shorter than auth.MinSecretLen bytes.
 func (c *ServeCmd) Validate() error {
 	for _, d := range []struct {
 		name string
@@ -92,6 +92,15 @@ func (c *ServeCmd) Validate() error {
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
+		}
+	}
+	for _, sec := range []struct{ flag, v string }{
+		{"--secret (SWITCHBOARD_SECRET)", c.Secret},
+		{"--cluster-secret (SWITCHBOARD_CLUSTER_SECRET)", c.ClusterSecret},
+		{"--webhook-secret (SWITCHBOARD_WEBHOOK_SECRET)", c.WebhookSecret},
+	} {
+		if err := checkSecret(sec.flag, sec.v); err != nil {
+			return err
 		}
 	}
 	return c.validateWebhooks()
