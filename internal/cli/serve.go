@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -249,15 +250,7 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 	}
 	secret := c.Secret
 	if secret == "" {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		secret = hex.EncodeToString(b)
-		log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only; tokens die with the process")
-		fmt.Fprintf(g.stderr, "\nTo mint tokens for this relay run, in another shell:\n\n"+
-			"  export SWITCHBOARD_SECRET=%s\n"+
-			"  switchboard token host --id my-host\n"+
-			"  switchboard token client --hosts my-host\n\n"+
-			"Set SWITCHBOARD_SECRET before starting the relay to keep tokens valid across restarts.\n\n", secret)
+		secret = generateSecret(g.stderr, log)
 	}
 	vs := []auth.Verifier{auth.NewHS256([]byte(secret))}
 	if c.JWKSURL != "" {
@@ -276,6 +269,39 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 		vs = append(vs, j)
 	}
 	return auth.Chain(vs...), nil
+}
+
+// generateSecret makes a secret for this run. It prints the secret, with how to mint tokens, only when stderr is a
+// terminal: logs are collected somewhere (a file, journald, a log service), and a secret printed there is leaked to
+// everyone who reads them.
+func generateSecret(stderr io.Writer, log *slog.Logger) string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	secret := hex.EncodeToString(b)
+	if !isTerminal(stderr) {
+		log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only and kept it to this process " +
+			"(stderr is not a terminal); tokens from this run cannot be minted elsewhere and die with the process. " +
+			"Set SWITCHBOARD_SECRET (at least 32 bytes: openssl rand -base64 32) to mint tokens")
+		return secret
+	}
+	log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only; tokens die with the process")
+	fmt.Fprintf(stderr, "\nTo mint tokens for this relay run, in another shell:\n\n"+
+		"  export SWITCHBOARD_SECRET=%s\n"+
+		"  switchboard token host --id my-host\n"+
+		"  switchboard token client --hosts my-host\n\n"+
+		"Set SWITCHBOARD_SECRET before starting the relay to keep tokens valid across restarts.\n\n", secret)
+	return secret
+}
+
+// isTerminal reports whether w is a character device, as a terminal is: the generated secret is printed only for a
+// person watching, never into collected logs. (/dev/null is a character device too, which is harmless.)
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // singleInstanceGuard refuses the in-memory directory where the platform may run several instances: two relays
