@@ -34,7 +34,7 @@ type ServeCmd struct {
 	JWKSHostsSuffix string `name:"jwks-hosts-suffix" help:"Suffix appended to every hosts-claim value (e.g. ':*' for org ids)." env:"SWITCHBOARD_JWKS_HOSTS_SUFFIX"`
 	JWKSHostIDClaim string `name:"jwks-host-id-claim" help:"Claim naming the host id a JWKS token may register." default:"host_id" env:"SWITCHBOARD_JWKS_HOST_ID_CLAIM"`
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
-	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens." env:"SWITCHBOARD_JWKS_AUDIENCE"`
+	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens (required with --jwks-url)." env:"SWITCHBOARD_JWKS_AUDIENCE"`
 
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
@@ -66,7 +66,8 @@ type ServeCmd struct {
 }
 
 // Validate refuses negative limits and durations (the relay would silently replace them with its defaults, which
-// is not what someone asking for -1 meant) and secrets shorter than auth.MinSecretLen bytes.
+// is not what someone asking for -1 meant), secrets shorter than auth.MinSecretLen bytes, and --jwks-url without
+// --jwks-audience.
 func (c *ServeCmd) Validate() error {
 	for _, d := range []struct {
 		name string
@@ -94,6 +95,10 @@ func (c *ServeCmd) Validate() error {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
 		}
+	}
+	if c.JWKSURL != "" && c.JWKSAudience == "" {
+		return errors.New("--jwks-url needs --jwks-audience (or SWITCHBOARD_JWKS_AUDIENCE): without it a token the " +
+			"identity provider issued for any other application would be accepted here")
 	}
 	for _, sec := range []struct{ flag, v string }{
 		{"--secret (SWITCHBOARD_SECRET)", c.Secret},
