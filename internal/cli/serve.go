@@ -54,6 +54,7 @@ type ServeCmd struct {
 	IdleTimeout       time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`
 	MaxTunnels        int           `help:"Most tunnels this relay holds." default:"100000" env:"SWITCHBOARD_MAX_TUNNELS"`
 	MaxStreamsPerHost int           `help:"Most concurrent exchanges per host; more get 429." default:"1000" env:"SWITCHBOARD_MAX_STREAMS_PER_HOST"`
+	ReplaceGrace      time.Duration `help:"How long a tunnel replaced by a newer one for its host (e.g. a token renewal) may finish its exchanges before it is closed." default:"30s" env:"SWITCHBOARD_REPLACE_GRACE"`
 	UpgradeRate       float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
 	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
 	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
@@ -75,7 +76,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
-		{"--webhook-timeout", c.WebhookTimeout},
+		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -143,6 +144,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		IdleTimeout:       c.IdleTimeout,
 		MaxTunnels:        c.MaxTunnels,
 		MaxStreamsPerHost: c.MaxStreamsPerHost,
+		ReplaceGrace:      c.ReplaceGrace,
 		UpgradeRate:       c.UpgradeRate,
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,

@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/relay"
@@ -191,5 +193,62 @@ func TestTokenExpiredCloseFetchesFreshToken(t *testing.T) {
 	}
 	if n := registrationCount(t, r, "unauthorized"); n != 0 {
 		t.Fatalf("%v registrations refused: the agent presented the expired token", n)
+	}
+}
+
+// TestReplacedTunnelGrace: a tunnel replaced by a newer registration of its host takes no new exchanges, and one
+// that still holds an exchange after ReplaceGrace is closed under it with 4409 and counted; the new tunnel and
+// other hosts serve meanwhile.
+func TestReplacedTunnelGrace(t *testing.T) {
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.ReplaceGrace = 300 * time.Millisecond })
+	relaytest.StartHost(t, r.URL, "steady", echoPath, nil)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	old := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), true)
+	t.Cleanup(func() { close(release) }) // runs before old's cleanup, which waits for this handler
+	old.serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	client := relaytest.ClientToken(t, "c", "*")
+	stuck := make(chan int, 1)
+	go func() { // ends when the relay answers, at the latest when old is closed after the grace
+		code, _ := getText(t, r.URL+"/hosts/h/stuck", client)
+		stuck <- code
+	}()
+	<-entered
+
+	fresh := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), true)
+	fresh.serve(echoPath)
+	if code, body := getText(t, r.URL+"/hosts/h/new", client); code != 200 || body != "echoPath /new" {
+		t.Fatalf("exchange while the old tunnel retires: %d %q, want the new tunnel's answer", code, body)
+	}
+	if code := old.closeCode(t); code != tunnel.CloseReplaced {
+		t.Fatalf("old tunnel closed with %d, want %d", code, tunnel.CloseReplaced)
+	}
+	select {
+	case code := <-stuck:
+		if code == 200 {
+			t.Fatal("the stuck exchange succeeded though its tunnel was closed under it")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stuck exchange was not ended by the close")
+	}
+	relaytest.Eventually(t, 10*time.Second, "the cut to be counted", func() bool {
+		n, err := testutil.GatherAndCount(r.Registry, "switchboard_replaced_tunnels_cut_total")
+		if err != nil || n != 1 {
+			t.Fatalf("series of switchboard_replaced_tunnels_cut_total: %d, %v", n, err)
+		}
+		mfs, _ := r.Registry.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "switchboard_replaced_tunnels_cut_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue() == 1
+			}
+		}
+		return false
+	})
+	for _, path := range []string{"/hosts/h/after", "/hosts/steady/after"} {
+		if code, body := getText(t, r.URL+path, client); code != 200 || !strings.HasSuffix(body, "/after") {
+			t.Fatalf("GET %s after the replacement: %d %q", path, code, body)
+		}
 	}
 }

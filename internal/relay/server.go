@@ -57,6 +57,10 @@ type Config struct {
 	UpgradeBurst int
 	// DrainJitter spreads drain notices to agents over this window, so they do not reconnect at once. Zero means 2 s.
 	DrainJitter time.Duration
+	// ReplaceGrace is how long a tunnel replaced by a newer registration of its host (a token renewal, a
+	// reconnect, a duplicate agent) may finish the exchanges it has in flight before it is closed under them with
+	// 4409; it takes no new ones meanwhile. Zero means 30 s.
+	ReplaceGrace time.Duration
 	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
 	MaxBatchIDs int
 	// Events is the log presence events are appended to and GET /v1/presence/events reads (docs/presence.md). Give
@@ -171,6 +175,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DrainJitter <= 0 {
 		cfg.DrainJitter = 2 * time.Second
+	}
+	if cfg.ReplaceGrace <= 0 {
+		cfg.ReplaceGrace = 30 * time.Second
 	}
 	if cfg.MaxBatchIDs <= 0 {
 		cfg.MaxBatchIDs = 100
