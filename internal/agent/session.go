@@ -75,7 +75,8 @@ func (l *Listener) run() {
 		relayIx int
 		renewC  <-chan time.Time // fires when current's token is due for renewal (refresh.go)
 	)
-	renewal := time.NewTimer(time.Hour)
+	renewal := time.NewTimer(0)
+	renewal.Stop() // armed by planRenewal for each current tunnel
 	defer renewal.Stop()
 	for {
 		if current == nil {

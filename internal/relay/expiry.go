@@ -10,11 +10,11 @@ import (
 // A tunnel lives no longer than the host token that opened it: at the token's "exp" the relay closes it with
 // tunnel.CloseTokenExpired (4401), and an agent with a way to get fresh tokens opens a new tunnel before then
 // (make-before-break; the new registration retires the old tunnel through retireReplaced, within
-// Config.ReplaceGrace). The check runs on the
-// ping loop's tick, so its precision is one PingInterval. The verifier's leeway on "exp" (auth.Leeway) is for
-// clock skew at the moment a token is presented; it does not extend a tunnel, and a host token already past its
-// "exp" is refused at the upgrade even within the leeway, so an agent holding a stale token cannot re-register
-// and be closed again on every tick.
+// Config.ReplaceGrace). The check runs on the ping loop's tick, so its precision is one PingInterval, and it costs
+// an idle tunnel no timer of its own. The verifier's leeway on "exp" (auth.Leeway) is for clock skew at the moment
+// a token is presented; it does not extend a tunnel, and a host token already past its "exp" is refused at the
+// upgrade even within the leeway, so an agent holding a stale token cannot re-register and be closed again on
+// every tick.
 
 // expiredAt reports whether a token with expiry exp has expired at now. A zero exp (auth.AllowAll) never expires.
 func expiredAt(exp, now time.Time) bool {
