@@ -25,9 +25,13 @@ type Config struct {
 	Relays []string
 	// HostID is the id to register. Required.
 	HostID string
-	// Token is the host token. Ignored when TokenFunc is set.
+	// Token is the host token. Ignored when TokenFunc is set. The relay closes a tunnel when its token expires
+	// (close code 4401), so a Token with an "exp" serves until then only; use TokenFunc to stay connected.
 	Token string
-	// TokenFunc, if set, is called before every connection attempt, so an expiring token can be refreshed.
+	// TokenFunc, if set, is called before every connection attempt, and to renew the tunnel before its token
+	// expires: at 90% of the token's lifetime or one minute before its "exp", whichever is later, the agent gets a
+	// fresh token and opens a new tunnel with it while the old one finishes its exchanges (make-before-break). A
+	// token that expires no later than the current one is not used for renewal; renewal is retried with backoff.
 	TokenFunc func(ctx context.Context) (string, error)
 	// Name and Labels are metadata shown by the relay's presence API. OS and agent version are sent automatically.
 	Name   string

@@ -34,6 +34,8 @@ type session struct {
 	epoch     uint64
 	relay     string
 	since     time.Time
+	tokenAt   time.Time // when the token this tunnel registered with was got
+	tokenExp  time.Time // that token's "exp"; zero if it has none or is not a JWT
 }
 
 // sessionEvent is what a session's goroutines tell the run loop.
@@ -71,7 +73,11 @@ func (l *Listener) run() {
 		attempt int
 		wait    time.Duration
 		relayIx int
+		renewC  <-chan time.Time // fires when current's token is due for renewal (refresh.go)
 	)
+	renewal := time.NewTimer(0)
+	renewal.Stop() // armed by planRenewal for each current tunnel
+	defer renewal.Stop()
 	for {
 		if current == nil {
 			if !l.sleep(wait) {
@@ -93,10 +99,36 @@ func (l *Listener) run() {
 			current = s
 			l.start(s)
 			l.log.Info("tunnel up", "relay", relay, "epoch", s.epoch)
+			renewC = l.planRenewal(renewal, s)
 		}
 		var ev sessionEvent
 		select {
 		case ev = <-l.events:
+		case <-renewC:
+			s, err := l.renew(current)
+			if err != nil {
+				if l.ctx.Err() != nil {
+					return
+				}
+				// Retry until the token expires; the relay's 4401 then ends this tunnel like any loss.
+				attempt++
+				retry := l.backoff(attempt)
+				if retry >= time.Until(current.tokenExp) {
+					l.log.Warn("token renewal failed; no time left to retry before the token expires", "err", err)
+					renewC = nil
+					continue
+				}
+				l.log.Warn("token renewal failed; the tunnel keeps its current token", "err", err,
+					"retry_in", retry.Round(time.Millisecond).String())
+				renewal.Reset(retry)
+				continue
+			}
+			attempt = 0
+			l.log.Info("tunnel renewed with a fresh token", "relay", s.relay, "epoch", s.epoch, "old_epoch", current.epoch)
+			current = s // the relay retires the old tunnel once its exchanges finish, and closes it with 4409
+			l.start(s)
+			renewC = l.planRenewal(renewal, s)
+			continue
 		case <-l.ctx.Done():
 			return
 		}
@@ -113,6 +145,15 @@ func (l *Listener) run() {
 		case ev.code == tunnel.CloseDrain:
 			current, wait = nil, 0
 			relayIx++
+		case ev.code == tunnel.CloseTokenExpired && l.cfg.TokenFunc != nil:
+			// Reconnect at once: dial gets a fresh token rather than presenting the expired one.
+			l.log.Warn("host token expired before it was renewed; reconnecting with a fresh token")
+			current, wait = nil, 0
+		case ev.code == tunnel.CloseTokenExpired:
+			wait = l.cfg.MaxBackoff
+			l.log.Error("host token expired and there is no token command to get a fresh one; the relay will refuse it",
+				"retry_in", wait.Round(time.Millisecond).String())
+			current = nil
 		case ev.code == tunnel.CloseReplaced:
 			l.log.Warn("tunnel replaced by another agent with the same host id", "retry_in", l.cfg.ReplacedBackoff.String())
 			current, wait = nil, l.cfg.ReplacedBackoff
@@ -154,18 +195,23 @@ func (l *Listener) sleep(d time.Duration) bool {
 	}
 }
 
-// dial makes one tunnel attempt against relay.
+// dial makes one tunnel attempt against relay, with a token got for it.
 func (l *Listener) dial(relay string) (*session, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ConnectTimeout)
 	defer cancel()
-	token := l.cfg.Token
-	if l.cfg.TokenFunc != nil {
-		t, err := l.cfg.TokenFunc(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("get token: %w", err)
-		}
-		token = t
+	token, err := l.token(ctx)
+	if err != nil {
+		return nil, err
 	}
+	return l.dialWith(relay, token)
+}
+
+// dialWith makes one tunnel attempt against relay with token.
+func (l *Listener) dialWith(relay, token string) (*session, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ConnectTimeout)
+	defer cancel()
+	tokenAt := time.Now()
+	tokenExp, _ := tokenExpiry(token)
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
 	h.Set(tunnel.HeaderHostID, l.cfg.HostID)
@@ -210,7 +256,8 @@ func (l *Listener) dial(relay string) (*session, error) {
 		fail(tunnel.CloseProtocol, "expected a ready message")
 		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
 	}
-	return &session{conn: c, mux: mux, ctrl: ctrl, ctrlR: sc, ctrlDone: make(chan struct{}), rec: rec, epoch: c.epoch, relay: relay, since: time.Now()}, nil
+	return &session{conn: c, mux: mux, ctrl: ctrl, ctrlR: sc, ctrlDone: make(chan struct{}), rec: rec, epoch: c.epoch,
+		relay: relay, since: time.Now(), tokenAt: tokenAt, tokenExp: tokenExp}, nil
 }
 
 // dialError explains a failed upgrade, reading the relay's JSON error when there is one.

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"strings"
 	"time"
 )
@@ -17,7 +18,8 @@ const (
 type Claims struct {
 	// Subject is the "sub" claim.
 	Subject string
-	// Kind is KindHost, KindClient, or "" for tokens (from a JWKS issuer, or AllowAll) that carry no "kind".
+	// Kind is KindHost or KindClient for every verified token (see settleKind for tokens without a "kind" claim);
+	// "" only from AllowAll and in the zero value.
 	Kind string
 	// HostID is the single host id a host token may register (the "host_id" claim); "" for client tokens.
 	HostID string
@@ -31,8 +33,9 @@ type Claims struct {
 	Unrestricted bool
 }
 
-// MayReach reports whether the bearer may call hostID: an entry of Hosts equals hostID, is a "prefix*" pattern
-// whose prefix starts hostID, or is "*". A host-kind token reaches nothing, and nothing reaches the empty id.
+// MayReach reports whether the bearer may call hostID: the claims are of KindClient and an entry of Hosts equals
+// hostID, is a "prefix*" pattern whose prefix starts hostID, or is "*". Any other kind reaches nothing, and nothing
+// reaches the empty id.
 func (c Claims) MayReach(hostID string) bool {
 	if hostID == "" {
 		return false
@@ -40,7 +43,7 @@ func (c Claims) MayReach(hostID string) bool {
 	if c.Unrestricted {
 		return true
 	}
-	if c.Kind == KindHost {
+	if c.Kind != KindClient {
 		return false
 	}
 	for _, p := range c.Hosts {
@@ -51,8 +54,9 @@ func (c Claims) MayReach(hostID string) bool {
 	return false
 }
 
-// MayRegister reports whether the bearer may register a tunnel for hostID: HostID equals hostID (or the claims
-// come from AllowAll). A client-kind token registers nothing, and nothing registers the empty id.
+// MayRegister reports whether the bearer may register a tunnel for hostID: the claims are of KindHost and HostID
+// equals hostID (or the claims come from AllowAll). Any other kind registers nothing, and nothing registers the
+// empty id.
 func (c Claims) MayRegister(hostID string) bool {
 	if hostID == "" {
 		return false
@@ -60,7 +64,43 @@ func (c Claims) MayRegister(hostID string) bool {
 	if c.Unrestricted {
 		return true
 	}
-	return c.Kind != KindClient && c.HostID == hostID
+	return c.Kind == KindHost && c.HostID == hostID
+}
+
+// settleKind applies the one-kind rule to the claims of an authentic token, so that a token is a host token or a
+// client token, never both:
+//
+//   - "kind": "host" needs a host id and no hosts claim;
+//   - "kind": "client" needs a subject and no host id;
+//   - no "kind" (JWKS tokens only): a host id without a hosts claim makes a host token; a hosts claim (even an empty
+//     one) without a host id, or neither, makes a client token, which then needs a subject; a host id and a hosts
+//     claim together are refused, since the token would qualify as both.
+//
+// hostsPresent says whether the token carried the hosts claim at all. Refusals match ErrInvalidToken.
+func settleKind(c Claims, hostsPresent bool) (Claims, error) {
+	if c.Kind == "" {
+		switch {
+		case c.HostID != "" && hostsPresent:
+			return Claims{}, fmt.Errorf("%w: token has a host id and a hosts claim but no kind: it would be both a host and a client token", ErrInvalidToken)
+		case c.HostID != "":
+			c.Kind = KindHost
+		default:
+			c.Kind = KindClient
+		}
+	}
+	switch {
+	case c.Kind == KindHost && c.HostID == "":
+		return Claims{}, fmt.Errorf("%w: host token without host id", ErrInvalidToken)
+	case c.Kind == KindHost && hostsPresent:
+		return Claims{}, fmt.Errorf("%w: host token with hosts", ErrInvalidToken)
+	case c.Kind == KindClient && c.Subject == "":
+		return Claims{}, fmt.Errorf("%w: client token without sub", ErrInvalidToken)
+	case c.Kind == KindClient && c.HostID != "":
+		return Claims{}, fmt.Errorf("%w: client token with host id", ErrInvalidToken)
+	case c.Kind != KindHost && c.Kind != KindClient:
+		return Claims{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, truncate(c.Kind))
+	}
+	return c, nil
 }
 
 // matchHost reports whether the hosts-claim entry pattern admits hostID. Only a final "*" is special.

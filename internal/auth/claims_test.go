@@ -31,7 +31,7 @@ func TestMayReach(t *testing.T) {
 		{"double star", Claims{Kind: KindClient, Hosts: []string{"a**"}}, "a*x", true},
 		{"double star miss", Claims{Kind: KindClient, Hosts: []string{"a**"}}, "ax", false},
 		{"second entry", Claims{Kind: KindClient, Hosts: []string{"x", "y:*"}}, "y:1", true},
-		{"kindless foreign", Claims{Hosts: []string{"a"}}, "a", true},
+		{"kindless reaches nothing", Claims{Hosts: []string{"a"}}, "a", false},
 		{"host kind reaches nothing", Claims{Kind: KindHost, HostID: "a", Hosts: []string{"*"}}, "a", false},
 		{"allow all", allowAllClaims(), "x", true},
 	}
@@ -55,7 +55,7 @@ func TestMayRegister(t *testing.T) {
 		{"other id", Claims{Kind: KindHost, HostID: "org:a"}, "org:b", false},
 		{"prefix of id", Claims{Kind: KindHost, HostID: "org:a"}, "org:", false},
 		{"empty id", Claims{Kind: KindHost, HostID: ""}, "", false},
-		{"kindless foreign", Claims{HostID: "a"}, "a", true},
+		{"kindless registers nothing", Claims{HostID: "a"}, "a", false},
 		{"client kind", Claims{Kind: KindClient, HostID: "a", Hosts: []string{"*"}}, "a", false},
 		{"no wildcard in host id", Claims{Kind: KindHost, HostID: "*"}, "a", false},
 		{"allow all", allowAllClaims(), "any", true},

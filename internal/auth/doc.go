@@ -19,8 +19,10 @@
 // absent or empty list reaches nothing. A host token reaches nothing, and a client token registers nothing.
 //
 // Tokens from an external identity provider are verified against its JWKS document (NewJWKS, RS256 and EdDSA
-// with Ed25519 keys, selected by the "kid" header). Their "kind" claim is optional (Claims.Kind is "" when absent);
-// the names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
+// with Ed25519 keys, selected by the "kid" header). Their "kind" claim is optional: without it, a token with a host id
+// and no hosts claim is a host token, and any other a client token; a token with both claims is refused, so no
+// token is ever both kinds (the rule is settleKind's; Claims.Kind is always set). Every client token needs a
+// non-empty "sub". The names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
 // JWKSConfig.HostIDClaim, default "host_id"), and the hosts claim may be a JSON array of strings or one string.
 // JWKSConfig.HostsSuffix turns an issuer's organization ids into patterns (suffix ":*": "org1" reaches "org1:*").
 // RSA keys must have 2048 to 8192 bits; keys without a "kid", with "use" other than "sig", or of other types are

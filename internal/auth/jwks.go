@@ -162,9 +162,6 @@ func (j *JWKS) claims(mc jwt.MapClaims) (Claims, error) {
 	if c.Kind, err = stringClaim(mc, "kind"); err != nil {
 		return Claims{}, err
 	}
-	if c.Kind != "" && c.Kind != KindHost && c.Kind != KindClient {
-		return Claims{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, truncate(c.Kind))
-	}
 	if c.HostID, err = stringClaim(mc, j.hostIDClaim); err != nil {
 		return Claims{}, err
 	}
@@ -190,7 +187,8 @@ func (j *JWKS) claims(mc jwt.MapClaims) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: bad exp", ErrInvalidToken) // unreachable after WithExpirationRequired
 	}
 	c.ExpiresAt = exp.Time
-	return c, nil
+	_, hostsPresent := mc[j.hostsClaim]
+	return settleKind(c, hostsPresent)
 }
 
 // stringClaim returns claim name as a string, "" when absent.

@@ -159,7 +159,7 @@ func TestJWKSVerify(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if c.Subject != "user-1" || c.Kind != "" || !slices.Equal(c.Hosts, []string{"org:*"}) || c.ExpiresAt.IsZero() {
+			if c.Subject != "user-1" || c.Kind != KindClient || !slices.Equal(c.Hosts, []string{"org:*"}) || c.ExpiresAt.IsZero() {
 				t.Fatalf("claims = %+v", c)
 			}
 			if !c.MayReach("org:a") || c.MayReach("other:a") {
@@ -238,20 +238,37 @@ func TestJWKSClaims(t *testing.T) {
 		wantKind   string
 		wantErr    error
 	}{
-		{"defaults", JWKSConfig{}, jwt.MapClaims{"hosts": []string{"a", "b*"}, "host_id": "h"}, []string{"a", "b*"}, "h", "", nil},
+		{"defaults", JWKSConfig{}, jwt.MapClaims{"sub": "u", "hosts": []string{"a", "b*"}}, []string{"a", "b*"}, "", KindClient, nil},
 		{"kind read", JWKSConfig{}, jwt.MapClaims{"kind": "host", "host_id": "h"}, nil, "h", KindHost, nil},
-		{"hosts as one string", JWKSConfig{}, jwt.MapClaims{"hosts": "a"}, []string{"a"}, "", "", nil},
+		{"hosts as one string", JWKSConfig{}, jwt.MapClaims{"sub": "u", "hosts": "a"}, []string{"a"}, "", KindClient, nil},
 		{"custom claims", JWKSConfig{HostsClaim: "machines", HostIDClaim: "machine"},
-			jwt.MapClaims{"machines": []string{"m1"}, "machine": "m2", "hosts": []string{"ignored"}}, []string{"m1"}, "m2", "", nil},
+			jwt.MapClaims{"sub": "u", "machines": []string{"m1"}, "host_id": "ignored"}, []string{"m1"}, "", KindClient, nil},
+		{"custom host id claim", JWKSConfig{HostsClaim: "machines", HostIDClaim: "machine"},
+			jwt.MapClaims{"machine": "m2", "hosts": []string{"ignored"}}, nil, "m2", KindHost, nil},
 		{"organization ids with suffix", JWKSConfig{HostsClaim: "organizationIds", HostsSuffix: ":*"},
-			jwt.MapClaims{"organizationIds": []string{"org1", "org2"}}, []string{"org1:*", "org2:*"}, "", "", nil},
-		{"issuer ok", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{"iss": "https://id.example"}, nil, "", "", nil},
-		{"issuer wrong", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{"iss": "https://evil.example"}, nil, "", "", ErrInvalidToken},
-		{"issuer missing", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{}, nil, "", "", ErrInvalidToken},
-		{"audience ok", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"aud": "switchboard"}, nil, "", "", nil},
-		{"audience in list", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"aud": []string{"x", "switchboard"}}, nil, "", "", nil},
-		{"audience wrong", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"aud": "other"}, nil, "", "", ErrInvalidToken},
-		{"audience missing", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{}, nil, "", "", ErrInvalidToken},
+			jwt.MapClaims{"sub": "u", "organizationIds": []string{"org1", "org2"}}, []string{"org1:*", "org2:*"}, "", KindClient, nil},
+		{"issuer ok", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{"sub": "u", "iss": "https://id.example"}, nil, "", KindClient, nil},
+		{"issuer wrong", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{"sub": "u", "iss": "https://evil.example"}, nil, "", "", ErrInvalidToken},
+		{"issuer missing", JWKSConfig{Issuer: "https://id.example"}, jwt.MapClaims{"sub": "u"}, nil, "", "", ErrInvalidToken},
+		{"audience ok", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"sub": "u", "aud": "switchboard"}, nil, "", KindClient, nil},
+		{"audience in list", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"sub": "u", "aud": []string{"x", "switchboard"}}, nil, "", KindClient, nil},
+		{"audience wrong", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"sub": "u", "aud": "other"}, nil, "", "", ErrInvalidToken},
+		{"audience missing", JWKSConfig{Audience: "switchboard"}, jwt.MapClaims{"sub": "u"}, nil, "", "", ErrInvalidToken},
+
+		// One kind per token (settleKind).
+		{"kindless host id and hosts", JWKSConfig{}, jwt.MapClaims{"sub": "u", "host_id": "h", "hosts": []string{"h"}}, nil, "", "", ErrInvalidToken},
+		{"kindless host id and org claim", JWKSConfig{HostsClaim: "organizationIds", HostsSuffix: ":*"},
+			jwt.MapClaims{"sub": "u", "host_id": "org1:m", "organizationIds": []string{"org1"}}, nil, "", "", ErrInvalidToken},
+		{"kindless host id and empty hosts", JWKSConfig{}, jwt.MapClaims{"host_id": "h", "hosts": []string{}}, nil, "", "", ErrInvalidToken},
+		{"kindless host id", JWKSConfig{}, jwt.MapClaims{"host_id": "h"}, nil, "h", KindHost, nil},
+		{"kindless client without sub", JWKSConfig{}, jwt.MapClaims{"hosts": []string{"a"}}, nil, "", "", ErrInvalidToken},
+		{"kindless client empty sub", JWKSConfig{}, jwt.MapClaims{"sub": "", "hosts": []string{"a"}}, nil, "", "", ErrInvalidToken},
+		{"kindless nothing without sub", JWKSConfig{}, jwt.MapClaims{}, nil, "", "", ErrInvalidToken},
+		{"kindless nothing with sub", JWKSConfig{}, jwt.MapClaims{"sub": "u"}, nil, "", KindClient, nil},
+		{"host kind with hosts", JWKSConfig{}, jwt.MapClaims{"kind": "host", "host_id": "h", "hosts": []string{"*"}}, nil, "", "", ErrInvalidToken},
+		{"host kind without host id", JWKSConfig{}, jwt.MapClaims{"kind": "host", "sub": "u"}, nil, "", "", ErrInvalidToken},
+		{"client kind with host id", JWKSConfig{}, jwt.MapClaims{"kind": "client", "sub": "u", "host_id": "h"}, nil, "", "", ErrInvalidToken},
+		{"client kind without sub", JWKSConfig{}, jwt.MapClaims{"kind": "client", "hosts": []string{"a"}}, nil, "", "", ErrInvalidToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

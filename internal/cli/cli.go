@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
 )
 
 // exitError carries a process exit code out of a subcommand.
@@ -100,6 +102,16 @@ func parse(p *kong.Kong, args []string, exit *int) (kctx *kong.Context, code int
 		return nil, 2, false
 	}
 	return kctx, 0, true
+}
+
+// checkSecret refuses a secret shorter than auth.MinSecretLen bytes; empty is the caller's to handle. The error
+// names the flag and how to make a good secret, never the secret.
+func checkSecret(flag, secret string) error {
+	if secret == "" || len(secret) >= auth.MinSecretLen {
+		return nil
+	}
+	return fmt.Errorf("%s is %d bytes: a secret must be at least %d random bytes; make one with "+
+		"`openssl rand -base64 32` or `head -c 32 /dev/urandom | base64`", flag, len(secret), auth.MinSecretLen)
 }
 
 // splitList splits a comma-separated flag value, dropping empty parts.

@@ -23,7 +23,7 @@ func TestServeRedisCluster(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("hi " + r.Header.Get("X-Switchboard-Subject")))
 	})
-	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret-0123456789abcdef"}, withSecret...)
 	replica := func(id string) (*proc, string) {
 		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
 			"--internal-listen", "127.0.0.1:0")
@@ -126,10 +126,10 @@ func TestServeClusterFlagErrors(t *testing.T) {
 		want string
 	}{
 		{"no secret", nil, []string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0"}, "--cluster-secret"},
-		{"no internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=x"}, []string{"--directory", "redis://127.0.0.1:1"}, "--internal-listen"},
+		{"no internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret}, []string{"--directory", "redis://127.0.0.1:1"}, "--internal-listen"},
 		{"bad directory", nil, []string{"--directory", "postgres"}, "--directory"},
 		{"bad route mode", nil, []string{"--route-mode", "teleport"}, "route-mode"},
-		{"wildcard internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+		{"wildcard internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "0.0.0.0:0"}, "--advertise-internal"},
 		{"tls cert without key", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--internal-tls-cert", "c.pem"}, "--internal-tls-key"},
@@ -174,7 +174,7 @@ func TestServeRedisKill9(t *testing.T) {
 		}
 		_, _ = w.Write([]byte("alive"))
 	})
-	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret"}, withSecret...)
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret-0123456789abcdef"}, withSecret...)
 	replica := func(id string) (*proc, string) {
 		p, a, _ := startRelay(t, env, "--directory", "redis://"+addr+"/0", "--replica-id", id,
 			"--internal-listen", "127.0.0.1:0", "--lease", "2s", "--miss-wait", "0")

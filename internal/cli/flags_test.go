@@ -26,6 +26,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"serve", "--drain-timeout", "soon"}, `--drain-timeout: expected duration but got "soon"`},
 		{[]string{"serve", "--drain-timeout=-1s"}, "--drain-timeout -1s must not be negative"},
 		{[]string{"serve", "--max-tunnels=-1"}, "--max-tunnels -1 must not be negative"},
+		{[]string{"serve", "--jwks-url", "https://id.example/jwks"}, "--jwks-url needs --jwks-audience"},
 		{[]string{"serve", "--listen", busy.Addr().String(), "--metrics-listen", ""}, "listen: listen tcp " + busy.Addr().String()},
 		{[]string{"serve", "--log-level", "loud"}, "--log-level must be one of"},
 		{[]string{"host", "--relay", "http://127.0.0.1:1", "--id", "h1"}, "missing flags: --upstream"},
@@ -48,6 +49,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"token", "client", "--hosts", ","}, "--hosts needs at least one host id or pattern"},
 		{[]string{"token", "client", "--hosts", ""}, "--hosts needs at least one host id or pattern"},
 		{[]string{"token", "client"}, "missing flags: --hosts"},
+		{[]string{"token", "client", "--hosts", "a", "--sub", ""}, "--sub must not be empty"},
 		{[]string{"token", "client", "--hosts", "a", "--ttl", "forever"}, `--ttl: expected duration but got "forever"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

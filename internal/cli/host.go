@@ -19,7 +19,7 @@ type HostCmd struct {
 	Relay          []string          `help:"Relay base URL (http, https, ws, wss); repeat to fail over between relays." required:"" env:"SWITCHBOARD_RELAY" sep:","`
 	ID             string            `help:"Host id to register." required:"" env:"SWITCHBOARD_HOST_ID"`
 	Token          string            `help:"Host token (see 'switchboard token host')." env:"SWITCHBOARD_TOKEN"`
-	TokenCommand   string            `help:"Shell command that prints a host token; run before every connection attempt." env:"SWITCHBOARD_TOKEN_COMMAND"`
+	TokenCommand   string            `help:"Shell command that prints a host token; run before every connection attempt and to renew the tunnel before the token expires." env:"SWITCHBOARD_TOKEN_COMMAND"`
 	Upstream       string            `help:"URL of the service to expose, e.g. http://127.0.0.1:3000." required:"" env:"SWITCHBOARD_UPSTREAM"`
 	UpstreamHeader []string          `help:"Fixed header 'K: V' added to every upstream request (repeatable)." env:"SWITCHBOARD_UPSTREAM_HEADER" sep:"none"`
 	Name           string            `help:"Display name of this host." env:"SWITCHBOARD_HOST_NAME"`

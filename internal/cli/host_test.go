@@ -108,7 +108,7 @@ func TestTokenCommandFreshToken(t *testing.T) {
 		"--min-backoff", "50ms", "--max-backoff", "200ms")
 	waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200)
 
-	const rotated = "rotated-secret-0123456789abcdef"
+	const rotated = "rotated-secret-0123456789abcdefghij"
 	newToken := run(t, []string{"SWITCHBOARD_SECRET=" + rotated}, "token", "host", "--id", "h1")
 	if err := os.WriteFile(tokenFile, []byte(newToken.stdout), 0o600); err != nil {
 		t.Fatal(err)
@@ -133,5 +133,37 @@ func TestConfigFromEnvironment(t *testing.T) {
 	}, "host")
 	if body := waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200); body != "from-env" {
 		t.Fatalf("upstream saw %q, want %q", body, "from-env")
+	}
+}
+
+// TestTokenCommandRenewsBeforeExpiry: a host whose token command mints 6-second tokens stays reachable across
+// several expiries: the agent renews each tunnel before the relay would close it (4401), and no request fails.
+func TestTokenCommandRenewsBeforeExpiry(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+	runs := filepath.Join(t.TempDir(), "runs")
+	_, addr, metrics := startRelay(t, withSecret, "--ping-interval", "100ms")
+	command := fmt.Sprintf("printf x >> '%s'; '%s' token host --id h1 --ttl 6s", runs, binary)
+	start(t, withSecret, "host", "--relay", "http://"+addr, "--id", "h1", "--token-command", command, "--upstream", up,
+		"--min-backoff", "50ms", "--max-backoff", "200ms")
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200)
+	until := time.Now().Add(8 * time.Second) // past the first token's exp
+	requests := 0
+	for time.Now().Before(until) {
+		if code, body := get("http://"+addr+"/hosts/h1/", tok); code != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", requests, code, body)
+		}
+		requests++
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(runs); len(b) < 2 {
+		t.Fatalf("the token command ran %d times across the first token's exp, want a renewal", len(b))
+	}
+	_, text := get("http://"+metrics+"/metrics", "")
+	if strings.Contains(text, `switchboard_tunnels_closed_total{reason="token_expired"}`) {
+		t.Fatalf("a tunnel was closed for an expired token; renewal came too late:\n%s", text)
+	}
+	if !strings.Contains(text, `switchboard_tunnels_closed_total{reason="replaced"}`) {
+		t.Fatal("no tunnel was replaced by its renewal")
 	}
 }

@@ -77,6 +77,12 @@ func build(out string) error {
 // secret is the signing secret of the tests' relays.
 const secret = "cli-test-secret-0123456789abcdef"
 
+// clusterSecret and hookSecretFlag are long enough for serve's secret check (32 bytes).
+const (
+	clusterSecret  = "cluster-flag-secret-0123456789abcdef"
+	hookSecretFlag = "hook-flag-secret-0123456789abcdefgh"
+)
+
 // withSecret is the environment of a relay (or token command) that signs with secret.
 var withSecret = []string{"SWITCHBOARD_SECRET=" + secret}
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,7 +35,7 @@ type ServeCmd struct {
 	JWKSHostsSuffix string `name:"jwks-hosts-suffix" help:"Suffix appended to every hosts-claim value (e.g. ':*' for org ids)." env:"SWITCHBOARD_JWKS_HOSTS_SUFFIX"`
 	JWKSHostIDClaim string `name:"jwks-host-id-claim" help:"Claim naming the host id a JWKS token may register." default:"host_id" env:"SWITCHBOARD_JWKS_HOST_ID_CLAIM"`
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
-	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens." env:"SWITCHBOARD_JWKS_AUDIENCE"`
+	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens (required with --jwks-url)." env:"SWITCHBOARD_JWKS_AUDIENCE"`
 
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
@@ -58,6 +59,7 @@ type ServeCmd struct {
 	IdleTimeout       time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`
 	MaxTunnels        int           `help:"Most tunnels this relay holds." default:"100000" env:"SWITCHBOARD_MAX_TUNNELS"`
 	MaxStreamsPerHost int           `help:"Most concurrent exchanges per host; more get 429." default:"1000" env:"SWITCHBOARD_MAX_STREAMS_PER_HOST"`
+	ReplaceGrace      time.Duration `help:"How long a tunnel replaced by a newer one for its host (e.g. a token renewal) may finish its exchanges before it is closed." default:"30s" env:"SWITCHBOARD_REPLACE_GRACE"`
 	UpgradeRate       float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
 	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
 	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
@@ -69,8 +71,9 @@ type ServeCmd struct {
 	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
 }
 
-// Validate refuses negative limits and durations: the relay would silently replace them with its defaults, which
-// is not what someone asking for -1 meant.
+// Validate refuses negative limits and durations (the relay would silently replace them with its defaults, which
+// is not what someone asking for -1 meant), secrets shorter than auth.MinSecretLen bytes, and --jwks-url without
+// --jwks-audience.
 func (c *ServeCmd) Validate() error {
 	for _, d := range []struct {
 		name string
@@ -78,7 +81,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
-		{"--webhook-timeout", c.WebhookTimeout},
+		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -97,6 +100,19 @@ func (c *ServeCmd) Validate() error {
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
+		}
+	}
+	if c.JWKSURL != "" && c.JWKSAudience == "" {
+		return errors.New("--jwks-url needs --jwks-audience (or SWITCHBOARD_JWKS_AUDIENCE): without it a token the " +
+			"identity provider issued for any other application would be accepted here")
+	}
+	for _, sec := range []struct{ flag, v string }{
+		{"--secret (SWITCHBOARD_SECRET)", c.Secret},
+		{"--cluster-secret (SWITCHBOARD_CLUSTER_SECRET)", c.ClusterSecret},
+		{"--webhook-secret (SWITCHBOARD_WEBHOOK_SECRET)", c.WebhookSecret},
+	} {
+		if err := checkSecret(sec.flag, sec.v); err != nil {
+			return err
 		}
 	}
 	return c.validateWebhooks()
@@ -133,6 +149,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		IdleTimeout:       c.IdleTimeout,
 		MaxTunnels:        c.MaxTunnels,
 		MaxStreamsPerHost: c.MaxStreamsPerHost,
+		ReplaceGrace:      c.ReplaceGrace,
 		UpgradeRate:       c.UpgradeRate,
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,
@@ -216,7 +233,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-// metricsHandler serves the relay's metrics and health endpoints, and pprof when asked.
+// metricsHandler serves the relay's metrics and health endpoints, and pprof when asked. pprof's cmdline handler is
+// left out: it prints the process's arguments, which may hold --secret, --cluster-secret or --webhook-secret (the
+// index's "cmdline" link then answers 404 "Unknown profile").
 func metricsHandler(srv *relay.Server, withPprof bool) http.Handler {
 	if !withPprof {
 		return srv.MetricsHandler()
@@ -224,7 +243,6 @@ func metricsHandler(srv *relay.Server, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.MetricsHandler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -245,15 +263,7 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 	}
 	secret := c.Secret
 	if secret == "" {
-		b := make([]byte, 32)
-		_, _ = rand.Read(b)
-		secret = hex.EncodeToString(b)
-		log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only; tokens die with the process")
-		fmt.Fprintf(g.stderr, "\nTo mint tokens for this relay run, in another shell:\n\n"+
-			"  export SWITCHBOARD_SECRET=%s\n"+
-			"  switchboard token host --id my-host\n"+
-			"  switchboard token client --hosts my-host\n\n"+
-			"Set SWITCHBOARD_SECRET before starting the relay to keep tokens valid across restarts.\n\n", secret)
+		secret = generateSecret(g.stderr, log)
 	}
 	vs := []auth.Verifier{auth.NewHS256([]byte(secret))}
 	if c.JWKSURL != "" {
@@ -272,6 +282,39 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 		vs = append(vs, j)
 	}
 	return auth.Chain(vs...), nil
+}
+
+// generateSecret makes a secret for this run. It prints the secret, with how to mint tokens, only when stderr is a
+// terminal: logs are collected somewhere (a file, journald, a log service), and a secret printed there is leaked to
+// everyone who reads them.
+func generateSecret(stderr io.Writer, log *slog.Logger) string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	secret := hex.EncodeToString(b)
+	if !isTerminal(stderr) {
+		log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only and kept it to this process " +
+			"(stderr is not a terminal); tokens from this run cannot be minted elsewhere and die with the process. " +
+			"Set SWITCHBOARD_SECRET (at least 32 bytes: openssl rand -base64 32) to mint tokens")
+		return secret
+	}
+	log.Warn("SWITCHBOARD_SECRET is not set: generated a secret for this run only; tokens die with the process")
+	fmt.Fprintf(stderr, "\nTo mint tokens for this relay run, in another shell:\n\n"+
+		"  export SWITCHBOARD_SECRET=%s\n"+
+		"  switchboard token host --id my-host\n"+
+		"  switchboard token client --hosts my-host\n\n"+
+		"Set SWITCHBOARD_SECRET before starting the relay to keep tokens valid across restarts.\n\n", secret)
+	return secret
+}
+
+// isTerminal reports whether w is a character device, as a terminal is: the generated secret is printed only for a
+// person watching, never into collected logs. (/dev/null is a character device too, which is harmless.)
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // singleInstanceGuard refuses the in-memory directory where the platform may run several instances: two relays

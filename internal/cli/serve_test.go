@@ -11,31 +11,24 @@ import (
 	"time"
 )
 
-// TestServeGeneratesSecret: with no SWITCHBOARD_SECRET the relay starts, says it generated a secret, and prints
-// instructions that really mint tokens it accepts.
-func TestServeGeneratesSecret(t *testing.T) {
+// TestServeGeneratedSecretNotLogged: with no SWITCHBOARD_SECRET and stderr not a terminal (a pipe here, as under a
+// supervisor that collects logs), the relay starts with a generated secret it does not print, and a WARN says tokens
+// from this run cannot be minted elsewhere. Tokens signed with any other secret are refused.
+func TestServeGeneratedSecretNotLogged(t *testing.T) {
 	p, addr, metrics := startRelay(t, nil)
 	for _, url := range []string{"http://" + metrics + "/healthz", "http://" + metrics + "/readyz", "http://" + addr + "/readyz"} {
 		if code, body := get(url, ""); code != 200 {
 			t.Fatalf("GET %s: %d %s", url, code, body)
 		}
 	}
-	p.waitOutput(t, "switchboard token client")
+	p.waitOutput(t, "relay listening")
 	out := p.output()
-	if !strings.Contains(out, "SWITCHBOARD_SECRET is not set") || !strings.Contains(out, "switchboard token host") {
-		t.Fatalf("serve without a secret did not explain itself:\n%s", out)
+	if !strings.Contains(out, `"level":"WARN","msg":"SWITCHBOARD_SECRET is not set`) ||
+		!strings.Contains(out, "cannot be minted elsewhere") {
+		t.Fatalf("serve without a secret did not warn:\n%s", out)
 	}
-	m := regexp.MustCompile(`export SWITCHBOARD_SECRET=(\S+)`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no export line in:\n%s", out)
-	}
-	printed := run(t, []string{"SWITCHBOARD_SECRET=" + m[1]}, "token", "client", "--hosts", "*")
-	if printed.code != 0 {
-		t.Fatalf("minting with the printed secret: %d %s", printed.code, printed.stderr)
-	}
-	// A token signed with the printed secret is accepted (404: no such host), one signed otherwise is not.
-	if code, body := get("http://"+addr+"/v1/hosts/nobody", strings.TrimSpace(printed.stdout)); code != 404 {
-		t.Fatalf("token minted as instructed: %d %s, want 404", code, body)
+	if strings.Contains(out, "export SWITCHBOARD_SECRET") || regexp.MustCompile(`[0-9a-f]{64}`).MatchString(out) {
+		t.Fatalf("serve printed its generated secret into non-terminal stderr:\n%s", out)
 	}
 	if code, _ := get("http://"+addr+"/v1/hosts/nobody", mint(t, "client", "--hosts", "*")); code != 401 {
 		t.Fatalf("token with another secret: %d, want 401", code)

@@ -26,6 +26,9 @@ func (c *TokenHostCmd) Validate() error {
 	if err := checkHostID(c.ID); c.ID != "" && err != nil { // a missing --id is kong's to report
 		return err
 	}
+	if err := checkSecret("--secret (SWITCHBOARD_SECRET)", c.Secret); err != nil {
+		return err
+	}
 	return checkTTL(c.TTL)
 }
 
@@ -48,7 +51,7 @@ func (c *TokenHostCmd) Run(g *Globals) error {
 // TokenClientCmd is `switchboard token client`.
 type TokenClientCmd struct {
 	Hosts  string        `help:"Comma-separated host ids or prefix* patterns the token may reach ('*' for all)." required:""`
-	Sub    string        `help:"Subject (who the client is); the host receives it as X-Switchboard-Subject." default:"client"`
+	Sub    string        `help:"Subject (who the client is; never empty); the host receives it as X-Switchboard-Subject." default:"client"`
 	TTL    time.Duration `help:"Lifetime." default:"1h"`
 	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
 }
@@ -57,6 +60,12 @@ type TokenClientCmd struct {
 func (c *TokenClientCmd) Validate() error {
 	if c.Hosts != "" && len(splitList(c.Hosts)) == 0 { // a missing --hosts is kong's to report
 		return errNoHosts
+	}
+	if c.Sub == "" {
+		return errNoSub
+	}
+	if err := checkSecret("--secret (SWITCHBOARD_SECRET)", c.Secret); err != nil {
+		return err
 	}
 	return checkTTL(c.TTL)
 }
@@ -87,5 +96,8 @@ func checkTTL(ttl time.Duration) error {
 }
 
 var errNoHosts = errors.New("--hosts needs at least one host id or pattern")
+
+// errNoSub: the relay refuses a client token without a subject (hosts see it as X-Switchboard-Subject).
+var errNoSub = errors.New("--sub must not be empty: a client token names who it speaks for")
 
 var errNoSecret = &exitError{code: 2, err: errors.New("no signing secret: set SWITCHBOARD_SECRET (the relay's secret) or pass --secret")}

@@ -28,11 +28,11 @@ func TestWebhookFlagErrors(t *testing.T) {
 	}{
 		{nil, []string{"--webhook-url", "http://127.0.0.1:1/hook"}, "--webhook-url needs --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET)"},
 		{[]string{"SWITCHBOARD_WEBHOOK_URL=http://127.0.0.1:1/a"}, nil, "--webhook-url needs --webhook-secret"},
-		{nil, []string{"--webhook-secret", "hooksecret", "--webhook-url", "ftp://example.com/x"}, `--webhook-url: invalid webhook: URL "ftp://example.com/x" is not an absolute http:// or https:// URL`},
-		{nil, []string{"--webhook-secret", "hooksecret", "--webhook-url", "example.com/hook"}, `is not an absolute http:// or https:// URL`},
-		{nil, []string{"--webhook-secret", "hooksecret", "--webhook-url", "https://user:pw@/hook?token=tok"}, `has no host`},
-		{nil, []string{"--webhook-secret", "hooksecret", "--webhook-url", "http://a/1", "--webhook-url", "http://a/1"}, "the same URL is given twice"},
-		{[]string{"SWITCHBOARD_WEBHOOK_SECRET=hooksecret"}, []string{"--webhook-url", "http://a/1", "--webhook-timeout=-1s"}, "--webhook-timeout -1s must not be negative"},
+		{nil, []string{"--webhook-secret", hookSecretFlag, "--webhook-url", "ftp://example.com/x"}, `--webhook-url: invalid webhook: URL "ftp://example.com/x" is not an absolute http:// or https:// URL`},
+		{nil, []string{"--webhook-secret", hookSecretFlag, "--webhook-url", "example.com/hook"}, `is not an absolute http:// or https:// URL`},
+		{nil, []string{"--webhook-secret", hookSecretFlag, "--webhook-url", "https://user:pw@/hook?token=tok"}, `has no host`},
+		{nil, []string{"--webhook-secret", hookSecretFlag, "--webhook-url", "http://a/1", "--webhook-url", "http://a/1"}, "the same URL is given twice"},
+		{[]string{"SWITCHBOARD_WEBHOOK_SECRET=" + hookSecretFlag}, []string{"--webhook-url", "http://a/1", "--webhook-timeout=-1s"}, "--webhook-timeout -1s must not be negative"},
 	} {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
 			r := run(t, append(withSecret, tc.env...), append([]string{"serve"}, tc.args...)...)
@@ -42,7 +42,7 @@ func TestWebhookFlagErrors(t *testing.T) {
 			if lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1; lines != 1 {
 				t.Fatalf("%d lines on stderr, want one:\n%s", lines, r.stderr)
 			}
-			for _, secret := range []string{"hooksecret", "pw", "tok"} {
+			for _, secret := range []string{hookSecretFlag, "pw", "tok"} {
 				if strings.Contains(r.stderr, secret) {
 					t.Fatalf("stderr shows %q: %s", secret, r.stderr)
 				}
@@ -137,7 +137,7 @@ func (h *hookReceiver) unique() []hookEvent {
 // TestServeWebhooks: `serve --webhook-url` POSTs a host's online and offline, signed with
 // SWITCHBOARD_WEBHOOK_SECRET, and never logs the secret.
 func TestServeWebhooks(t *testing.T) {
-	const hookSecret = "webhook-secret-for-the-test"
+	const hookSecret = "webhook-secret-for-the-test-0123456789"
 	rc := newHookReceiver(t, hookSecret)
 	relay, addr, metrics := startRelay(t, append(withSecret, "SWITCHBOARD_WEBHOOK_SECRET="+hookSecret),
 		"--webhook-url", rc.srv.URL+"/hook", "--flap-window", "200ms")
@@ -173,10 +173,10 @@ func TestServeWebhooks(t *testing.T) {
 // to the other replica and the other replica takes the webhook lease over and delivers the move, resuming from the
 // cursor in Redis: the receiver sees online then moved, in order, each signed.
 func TestServeWebhooksTakeover(t *testing.T) {
-	const hookSecret = "webhook-secret-for-the-cluster-test"
+	const hookSecret = "webhook-secret-for-the-cluster-test-0123456789"
 	addr, _ := redistest.Start(t)
 	rc := newHookReceiver(t, hookSecret)
-	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret", "SWITCHBOARD_WEBHOOK_SECRET=" + hookSecret}, withSecret...)
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret-0123456789abcdef", "SWITCHBOARD_WEBHOOK_SECRET=" + hookSecret}, withSecret...)
 	type replica struct {
 		p             *proc
 		addr, metrics string
@@ -233,7 +233,7 @@ func startHost(t *testing.T, id, up string, relays ...string) *proc {
 // TestServeWebhooksReceiverDown: while the receiver answers 503, hosts come and go; once it recovers it gets every
 // event late, exactly in the order they happened, each signed.
 func TestServeWebhooksReceiverDown(t *testing.T) {
-	const hookSecret = "webhook-secret-for-the-outage-test"
+	const hookSecret = "webhook-secret-for-the-outage-test-0123456789"
 	rc := newHookReceiver(t, hookSecret)
 	rc.setDown(true)
 	_, addr, metrics := startRelay(t, append(withSecret, "SWITCHBOARD_WEBHOOK_SECRET="+hookSecret),

@@ -113,7 +113,7 @@ func TestMetricsNeverCarryHostIDs(t *testing.T) {
 	getText(t, r.URL+"/hosts/host-id-offline-plugh/", tok)
 	getText(t, r.URL+"/hosts/host-id-xyzzy/", "")
 	tunnelAttempt(t, r.URL, "host-id-hijack", relaytest.HostToken(t, "x"))
-	resp, err := http.Get(r.URL + "/metrics")
+	resp, err := http.Get(r.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
-	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // Headers of a request sent from one replica to another (see docs/scaling.md).
@@ -385,7 +384,8 @@ func (e *evictions) newOwner(hostID string, epoch uint64) (string, bool) {
 	return n.replica, true
 }
 
-// evictLocal closes t as replaced by a newer tunnel on replica from.
+// evictLocal retires t as replaced by a newer tunnel on replica from (retireReplaced: requests landing here are
+// forwarded to the new owner while t's exchanges in flight finish), then closes it.
 func (s *Server) evictLocal(t *tunnelConn, from string, epoch uint64) {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -398,7 +398,7 @@ func (s *Server) evictLocal(t *tunnelConn, from string, epoch uint64) {
 	t.log.Info("tunnel replaced by a newer registration on another replica", "new_epoch", epoch, "new_replica", from)
 	go func() {
 		defer s.wg.Done()
-		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
+		s.retireReplaced(t)
 	}()
 }
 

@@ -11,6 +11,9 @@ import (
 // One loop for all tunnels replaces yamux's keepalive goroutine per session, which cost a goroutine stack and a
 // timer on every idle tunnel. Each ping runs on its own short-lived goroutine, so a thousand dead tunnels are found
 // as fast as one.
+//
+// The same tick closes every tunnel whose host token has expired (closeExpired), so a tunnel outlives its token's
+// "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own.
 func (s *Server) pingLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
@@ -24,7 +27,14 @@ func (s *Server) pingLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		for _, tc := range s.snapshot() {
+			if expiredAt(tc.expiresAt, now) {
+				if tc.expiring.CompareAndSwap(false, true) {
+					wg.Go(func() { s.closeExpired(tc) }) // close waits for the agent's answer
+				}
+				continue
+			}
 			if !tc.pinging.CompareAndSwap(false, true) {
 				continue // the previous ping is still waiting for its answer
 			}

@@ -15,6 +15,7 @@ type metrics struct {
 	draining        prometheus.Gauge
 	tunnelsClosed   *prometheus.CounterVec // reason
 	upgradesLimited prometheus.Counter
+	replaceCut      prometheus.Counter // replaced tunnels closed with exchanges still in flight (expiry.go)
 }
 
 // Registration outcomes.
@@ -72,6 +73,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.tunnels, m.registrations, m.exchanges, m.latency, m.bytes, m.activeStreams, m.draining,
 		m.tunnelsClosed, m.upgradesLimited)
+	m.replaceCut = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "replaced_tunnels_cut_total",
+		Help: "Tunnels replaced by a newer registration of their host that were closed with exchanges still in flight, after the replace grace.",
+	})
+	reg.MustRegister(m.replaceCut)
 	return m
 }
 

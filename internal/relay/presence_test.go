@@ -178,7 +178,7 @@ func TestMetricsLabelsAreClosedSets(t *testing.T) {
 	getText(t, r.URL+"/v1/hosts/gamma", tok)
 	tunnelAttempt(t, r.URL, "gamma", relaytest.HostToken(t, "alpha"))
 
-	resp, err := http.Get(r.URL + "/metrics")
+	resp, err := http.Get(r.MetricsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics. If nil, a fresh registry is used (see Server.Gatherer).
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics. If nil and Registerer is nil, the fresh registry; if nil otherwise, no /metrics.
+	// Gatherer serves /metrics on MetricsHandler (never on the Server's own public handler). If nil and Registerer
+	// is nil, the fresh registry; if nil otherwise, no /metrics.
 	Gatherer prometheus.Gatherer
 
 	// PingInterval is the tunnel keepalive cadence; a tunnel is dead after three missed intervals. Zero means 10 s.
@@ -57,6 +58,10 @@ type Config struct {
 	UpgradeBurst int
 	// DrainJitter spreads drain notices to agents over this window, so they do not reconnect at once. Zero means 2 s.
 	DrainJitter time.Duration
+	// ReplaceGrace is how long a tunnel replaced by a newer registration of its host (a token renewal, a
+	// reconnect, a duplicate agent) may finish the exchanges it has in flight before it is closed under them with
+	// 4409; it takes no new ones meanwhile. Zero means 30 s.
+	ReplaceGrace time.Duration
 	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
 	MaxBatchIDs int
 	// Events is the log presence events are appended to and GET /v1/presence/events reads (docs/presence.md). Give
@@ -183,6 +188,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DrainJitter <= 0 {
 		cfg.DrainJitter = 2 * time.Second
 	}
+	if cfg.ReplaceGrace <= 0 {
+		cfg.ReplaceGrace = 30 * time.Second
+	}
 	if cfg.MaxBatchIDs <= 0 {
 		cfg.MaxBatchIDs = 100
 	}
@@ -253,9 +261,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
-	if s.cfg.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
+	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
 	})

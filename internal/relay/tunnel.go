@@ -37,10 +37,12 @@ type tunnelConn struct {
 	connectedAt time.Time
 	log         *slog.Logger
 	prior       *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
+	expiresAt   time.Time        // the host token's "exp"; zero if it has none (auth none). See closeExpired
 
 	active   atomic.Int64 // exchanges in flight
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
+	expiring atomic.Bool  // closeExpired has begun
 
 	closeOnce   sync.Once
 	closeReason string        // written once in close, read after done
@@ -92,6 +94,10 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		reject(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
 		return
 	}
+	if expiredAt(claims.ExpiresAt, time.Now()) { // within the verifier's leeway, but the tunnel would close at once
+		reject(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
+		return
+	}
 	if !claims.MayRegister(id) {
 		s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
 			"remote", clientIP(r))
@@ -139,6 +145,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	handedOff = true
 	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	t.prior = prior
+	t.expiresAt = claims.ExpiresAt
 	go func() {
 		defer s.wg.Done()
 		s.serveTunnel(t, remote)
@@ -169,7 +176,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 		old.log.Info("tunnel replaced by a newer registration", "new_epoch", t.epoch)
 		// Closing waits for the agent's answer; the new tunnel must not wait for that.
-		s.wg.Go(func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") })
+		s.wg.Go(func() { s.retireReplaced(old) })
 	default:
 		s.metrics.registrations.WithLabelValues(regOK).Inc()
 	}

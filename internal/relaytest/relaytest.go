@@ -26,6 +26,9 @@ type Relay struct {
 	HTTP     *httptest.Server
 	URL      string // base URL, http://127.0.0.1:PORT
 	Registry *prometheus.Registry
+	// MetricsURL is the base URL of the relay's MetricsHandler (/metrics, /healthz, /readyz) on a listener of its
+	// own, as `switchboard serve --metrics-listen` runs it; the public URL serves no /metrics.
+	MetricsURL string
 }
 
 // StartRelay starts a relay with HS256 auth on Secret. mutate, if not nil, adjusts the config before New.
@@ -49,6 +52,7 @@ func StartRelay(t testing.TB, mutate func(*relay.Config)) *Relay {
 	ts := httptest.NewUnstartedServer(srv)
 	ts.Config.MaxHeaderBytes = 64 << 10
 	ts.Start()
+	ms := httptest.NewServer(srv.MetricsHandler())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(ctx) }()
@@ -58,8 +62,9 @@ func StartRelay(t testing.TB, mutate func(*relay.Config)) *Relay {
 		_ = srv.Close()
 		ts.CloseClientConnections()
 		ts.Close()
+		ms.Close()
 	})
-	return &Relay{Server: srv, HTTP: ts, URL: ts.URL, Registry: reg}
+	return &Relay{Server: srv, HTTP: ts, URL: ts.URL, Registry: reg, MetricsURL: ms.URL}
 }
 
 // HostToken mints a host token for id.
