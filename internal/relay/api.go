@@ -18,10 +18,20 @@ type hostView struct {
 	ConnectedAt    *time.Time         `json:"connected_at"`
 	DisconnectedAt *time.Time         `json:"disconnected_at"`
 	Metadata       directory.Metadata `json:"metadata"`
+	// URL is the host's base URL for browsers and programs: on its own origin when host mode is on, else in path
+	// mode. PathURL is always the path-mode URL.
+	URL     string `json:"url"`
+	PathURL string `json:"path_url"`
 }
 
-func viewOf(rec directory.Record) hostView {
+// viewOf shows rec to the caller of r.
+func (s *Server) viewOf(r *http.Request, rec directory.Record) hostView {
 	v := hostView{ID: rec.HostID, Online: rec.Online, Metadata: rec.Metadata}
+	hostURL, pathURL := s.hostURLs(r, rec.HostID)
+	v.URL, v.PathURL = pathURL, pathURL
+	if hostURL != "" {
+		v.URL = hostURL
+	}
 	if !rec.ConnectedAt.IsZero() {
 		t := rec.ConnectedAt.UTC()
 		v.ConnectedAt = &t
@@ -71,7 +81,7 @@ func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such host")
 		return
 	}
-	writeJSON(w, viewOf(recs[0]))
+	writeJSON(w, s.viewOf(r, recs[0]))
 }
 
 // handleHosts answers GET /v1/hosts?ids=a,b,c with the hosts the token may reach and the relay has seen; without
@@ -119,7 +129,7 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 		if rec.ConnectedAt.IsZero() && !rec.Online {
 			continue
 		}
-		out.Hosts = append(out.Hosts, viewOf(rec))
+		out.Hosts = append(out.Hosts, s.viewOf(r, rec))
 	}
 	writeJSON(w, out)
 }

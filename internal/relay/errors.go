@@ -25,6 +25,9 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeWrongReplica     = "wrong_replica"
 	codeReplicaBusy      = "replica_busy"
+
+	codeCORSOriginNotAllowed = "cors_origin_not_allowed"
+	codeCrossOriginRefused   = "cross_origin_refused"
 )
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.

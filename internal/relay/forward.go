@@ -49,7 +49,8 @@ type forwardEx struct {
 
 // routeMiss serves a request for a host with no tunnel here: forward it to the replica that holds the tunnel (or
 // ask Fly to replay it there), else hold it up to MissWait for the host to connect anywhere, then answer 503.
-func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kind, subject string) {
+func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, kind, subject string) {
+	id := tg.id
 	var deadline time.Time
 	asked := 0            // rounds of the loop, to ask peers only every askEvery rounds
 	var tick *time.Ticker // set when a hold-on-miss wait begins
@@ -59,7 +60,7 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kin
 		}
 	}()
 	for {
-		if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, subject, false) {
+		if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, false) {
 			s.countMissWait(tick, missAppeared)
 			return
 		}
@@ -84,7 +85,7 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, id, rest, kin
 				}
 			}
 			// A tunnel between its claim and its registration here is waited for, whatever MissWait says.
-			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, rest, subject, false) {
+			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, false) {
 				s.countMissWait(tick, missAppeared)
 				return
 			}
@@ -215,6 +216,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 			}
 		}
 		pr.SetXForwarded()
+		out.Header.Set("X-Forwarded-Proto", s.clientScheme(pr.In)) // a trusted front's https counts too
 	}
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)

@@ -122,7 +122,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 		for _, id := range ids {
 			after = id
 			if rec, ok := byID[id]; ok && f.keep(rec) {
-				out.Hosts = append(out.Hosts, viewOf(rec))
+				out.Hosts = append(out.Hosts, s.viewOf(r, rec))
 				if len(out.Hosts) == limit {
 					full = true
 					break

@@ -199,7 +199,7 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case strings.HasPrefix(r.URL.Path, hostsPrefix):
+	case strings.HasPrefix(r.URL.Path, hostsPrefix) || s.isHostModeRequest(r):
 		s.handleForwarded(w, r, subject)
 	case r.URL.Path == evictPath && r.Method == http.MethodPost:
 		s.handleEvict(w, r, from)
@@ -212,11 +212,14 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 
 // handleForwarded serves an exchange a peer forwarded here because the directory named this replica as the owner.
 func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject string) {
-	id, rest, err := splitHostPath(r.URL.EscapedPath())
-	if err != nil || !validHostID(id) {
+	// The peer forwarded the request as the client sent it (Host and path, both signed): find the host the same
+	// way, by name in host mode or by path.
+	tg, found, valid := s.resolve(r)
+	if !found || !valid {
 		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
 		return
 	}
+	id := tg.id
 	kind := "http"
 	if websocketRequested(r) {
 		kind = "websocket"
@@ -226,7 +229,7 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.
 		t = s.awaitLocal(r.Context(), id)
 	}
-	if t != nil && s.serveLocal(w, r, t, kind, rest, subject, true) {
+	if t != nil && s.serveLocal(w, r, t, kind, tg, subject, true) {
 		s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
 		return
 	}

@@ -40,40 +40,66 @@ func splitHostPath(escaped string) (id, rest string, err error) {
 	return id, rest, err
 }
 
-// handleProxy carries one client exchange to a host: authenticate, find the tunnel, check limits, then proxy.
-func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
-	id, rest, err := splitHostPath(r.URL.EscapedPath())
-	if err != nil || !validHostID(id) {
+// handleProxy carries one client exchange to tg's host: authenticate, find the tunnel, check limits, then proxy.
+// valid is false when the request names no valid host id.
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, valid bool) {
+	if !valid {
+		if tg.prefix == "" && s.isHostModeRequest(r) {
+			s.countExchange("http", "not_found", http.StatusNotFound)
+			writeError(w, http.StatusNotFound, codeNotFound, "no host has this name (docs/browsers.md: host names)")
+			return
+		}
 		s.countExchange("http", "bad_request", http.StatusBadRequest)
 		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
 		return
 	}
-	token, _ := auth.FromRequest(r)
+	if tg.slashless {
+		// "/hosts/{id}" is not a directory: a page there would resolve "x.js" as /hosts/x.js, another host.
+		loc := tg.prefix + "/"
+		if r.URL.RawQuery != "" {
+			loc += "?" + r.URL.RawQuery
+		}
+		w.Header().Set("Location", loc)
+		w.WriteHeader(http.StatusPermanentRedirect)
+		return
+	}
+	token, cred := exchangeToken(r)
 	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
 	if err != nil {
 		s.countExchange("http", "unauthorized", http.StatusUnauthorized)
 		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
 		return
 	}
-	if !claims.MayReach(id) {
+	if !claims.MayReach(tg.id) {
 		s.countExchange("http", "forbidden", http.StatusForbidden)
 		writeError(w, http.StatusForbidden, codeForbidden, "this token may not reach that host")
 		return
 	}
+	if cred == credQuery && navigation(r) && s.startSession(w, r, tg, token, claims.ExpiresAt) {
+		s.countExchange("http", "session", http.StatusSeeOther)
+		return
+	}
+	if cred == credCookie && stateChanging(r) && !s.originAllowedForSession(r) {
+		s.countExchange("http", "forbidden", http.StatusForbidden)
+		writeError(w, http.StatusForbidden, codeCrossOriginRefused, "a request that changes state and is "+
+			"authenticated by the session cookie must come from the host's own origin or an origin allowed with --cors-origin")
+		return
+	}
+	scrubBrowserCredentials(r.Header) // before any route: neither the host nor a peer sees them
 	kind := "http"
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
-	if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, claims.Subject, false) {
+	if t := s.serving(tg.id); t != nil && s.serveLocal(w, r, t, kind, tg, claims.Subject, false) {
 		return
 	}
-	s.routeMiss(w, r, id, rest, kind, claims.Subject) // forward.go
+	s.routeMiss(w, r, tg, kind, claims.Subject) // forward.go
 }
 
 // serveLocal carries an exchange over t, a tunnel registered here. hop marks a request forwarded by a peer, whose
 // forwarding headers are kept as the peer set them. It returns false, having written nothing, if t is retiring
 // (see tunnelConn.admit): the caller routes the exchange as if t were gone.
-func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelConn, kind, rest, subject string, hop bool) bool {
+func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelConn, kind string, tg target, subject string, hop bool) bool {
 	n, ok := t.admit()
 	if !ok {
 		return false
@@ -90,7 +116,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		s.metrics.activeStreams.Dec()
 	}()
 
-	ex := &exchange{t: t, path: rest, subject: subject, start: time.Now(), hop: hop}
+	ex := &exchange{t: t, path: tg.rest, prefix: tg.prefix, publicHost: r.Host, subject: subject, start: time.Now(), hop: hop}
 	if kind == "websocket" {
 		s.proxyWebSocket(w, r, ex)
 		return true
@@ -109,11 +135,14 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 
 // exchange is one proxied client request.
 type exchange struct {
-	t       *tunnelConn
-	path    string // escaped path to forward
-	subject string
-	start   time.Time
-	hop     bool // forwarded by a peer replica
+	t    *tunnelConn
+	path string // escaped path to forward
+	// prefix is "/hosts/{id}" in path mode, "" in host mode (see target); publicHost is the Host the client used.
+	prefix     string
+	publicHost string
+	subject    string
+	start      time.Time
+	hop        bool // forwarded by a peer replica
 }
 
 func (s *Server) countExchange(kind, outcome string, status int) {
@@ -132,8 +161,14 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		BufferPool:    bufferPool{},
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 
-		// A host's answer may not carry headers that a proxy in front of the relay acts on (headerpolicy.go).
-		ModifyResponse: modifyResponse,
+		// A host's answer may not carry headers that a proxy in front of the relay acts on (headerpolicy.go), and
+		// its redirects, cookies and CORS headers are made fit for the origin it is served on (pageproxy.go).
+		ModifyResponse: func(resp *http.Response) error {
+			if ex, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange); ok {
+				rewriteHostResponse(resp.Header, ex)
+			}
+			return modifyResponse(resp)
+		},
 	}
 }
 
@@ -160,8 +195,10 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 		pr.SetXForwarded()
+		out.Header.Set("X-Forwarded-Proto", s.clientScheme(pr.In)) // a trusted front's https counts too
 	}
 	out.Host = pr.In.Host
+	s.setBrowserHeaders(out.Header, pr.In, ex)
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}

@@ -71,8 +71,21 @@ type Config struct {
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
 	FlapWindow time.Duration
-	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
+	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it, and believes a client-sent
+	// "X-Forwarded-Proto: https" (set behind a trusted proxy that terminates TLS). If false, X-Forwarded-For is the
+	// client's address and X-Forwarded-Proto is https only when the client reached the relay over TLS.
 	TrustForwardedFor bool
+
+	// Browsers (docs/browsers.md).
+
+	// HostsDomain turns on host mode: a request whose Host is NAME.HostsDomain (any port) goes to the host whose id
+	// has that name (HostName), with its path and query unchanged. Path mode (/hosts/{id}/…) works beside it. If
+	// empty, host mode is off.
+	HostsDomain string
+	// CORSOrigins are the exact origins (scheme://host[:port]) whose pages may call the relay cross-origin: the
+	// relay answers their preflights and marks its answers for them. If empty, every preflight is refused with 403
+	// cors_origin_not_allowed and no answer allows another origin.
+	CORSOrigins []string
 
 	// Scale-out (docs/scaling.md). With the zero values the relay is a single node: a request for a host without
 	// a tunnel here is answered 503 at once.
@@ -113,6 +126,7 @@ type Server struct {
 	rp      *httputil.ReverseProxy
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
+	cors    corsPolicy
 	evm     *eventMetrics
 
 	// Scale-out; immutable after New except where noted.
@@ -217,6 +231,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("relay: Config.InternalURL %q is not an absolute http(s) URL", cfg.InternalURL)
 		}
 	}
+	cfg.HostsDomain = strings.ToLower(strings.Trim(cfg.HostsDomain, "."))
+	if d := cfg.HostsDomain; d != "" && !validDomain(d) {
+		return nil, fmt.Errorf("relay: Config.HostsDomain %q is not a DNS name (labels of a-z, 0-9 and '-')", d)
+	}
+	cors, err := newCORSPolicy(cfg.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Registerer == nil {
 		reg := prometheus.NewRegistry()
 		cfg.Registerer = reg
@@ -238,6 +260,7 @@ func New(cfg Config) (*Server, error) {
 		hub:        presence.NewFanout(cfg.Events, 0),
 		evm:        newEventMetrics(cfg.Registerer),
 		hopNonces:  hopNonces{max: cfg.HopNonceCache},
+		cors:       cors,
 	}
 	dir := cfg.Directory
 	if dir == nil {
@@ -270,9 +293,24 @@ func New(cfg Config) (*Server, error) {
 
 // ServeHTTP routes a request. /hosts/ is matched by hand so that paths reach the host exactly as sent (the
 // standard mux would clean and redirect them).
+//
+// A request that carries Origin, for a host or the API, meets CORS first (cors.go): preflights are answered here,
+// and real answers are marked for an allowed origin.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, hostsPrefix) {
-		s.handleProxy(w, r)
+	tg, toHost, valid := s.resolve(r)
+	if origin := r.Header.Get("Origin"); origin != "" &&
+		(toHost || strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != tunnel.Path) {
+		if isPreflight(r) {
+			s.preflight(w, r)
+			return
+		}
+		if !s.cors.allowed(origin) {
+			origin = ""
+		}
+		w = &corsWriter{ResponseWriter: w, origin: origin}
+	}
+	if toHost {
+		s.handleProxy(w, r, tg, valid)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -54,6 +54,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		// The upstream refused the upgrade: pass its answer on as an ordinary response.
 		removeHopHeaders(resp.Header)
 		stripReservedResponse(resp.Header)
+		rewriteHostResponse(resp.Header, ex)
 		for k, v := range resp.Header {
 			w.Header()[k] = v
 		}
@@ -161,6 +162,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
+	s.setBrowserHeaders(out.Header, r, ex)
 	if ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set and signed (verifyHop)
 		for _, k := range forwardedHeaders {
 			if v := r.Header[k]; len(v) > 0 {
@@ -178,7 +180,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 }
 
 // setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
-// client's own X-Forwarded-For (read from r) is extended.
+// client's own X-Forwarded-For (read from r) is extended, and its X-Forwarded-Proto: https is believed.
 func setForwarded(h http.Header, r *http.Request, trust bool) {
 	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
@@ -197,7 +199,7 @@ func setForwarded(h http.Header, r *http.Request, trust bool) {
 	}
 	h.Set("X-Forwarded-Host", r.Host)
 	proto := "http"
-	if r.TLS != nil {
+	if r.TLS != nil || trust && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
 		proto = "https"
 	}
 	h.Set("X-Forwarded-Proto", proto)
