@@ -2,20 +2,57 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
 
+// Host header modes (UpstreamOptions.HostHeader); any other non-empty value is sent as the Host itself.
+const (
+	// HostHeaderUpstream sends the upstream URL's host:port as Host (the default).
+	HostHeaderUpstream = "upstream"
+	// HostHeaderPreserve passes on the Host the client sent to the relay (the public name).
+	HostHeaderPreserve = "preserve"
+)
+
+// UpstreamOptions tune UpstreamHandlerWith. The zero value is UpstreamHandler's behaviour.
+type UpstreamOptions struct {
+	// Fixed headers are added to every upstream request (for example a secret the upstream checks). If nil, none.
+	Fixed http.Header
+	// HostHeader is HostHeaderUpstream, HostHeaderPreserve or a fixed host name to send as Host. If empty,
+	// HostHeaderUpstream. X-Forwarded-Host always carries the client's Host.
+	HostHeader string
+	// TLS configures connections to an https:// upstream (a private CA, or InsecureSkipVerify). If nil, the
+	// system's roots verify the upstream's certificate.
+	TLS *tls.Config
+	// Logger receives a WARN line per exchange the upstream failed. If nil, failures are not logged.
+	Logger *slog.Logger
+}
+
 // UpstreamHandler returns the handler that serves tunnel streams from upstream: a reverse proxy that keeps the
 // relay's forwarding headers and adds the fixed headers given (for example a secret the upstream checks).
 func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
+	return UpstreamHandlerWith(upstream, UpstreamOptions{Fixed: fixed})
+}
+
+// UpstreamHandlerWith is UpstreamHandler with options. A redirect whose Location names the upstream's own origin
+// is turned to the public origin the client used (X-Forwarded-Proto and -Host), which the relay then places under
+// its path prefix in path mode: the browser never sees the private upstream address.
+func UpstreamHandlerWith(upstream *url.URL, opts UpstreamOptions) http.Handler {
+	fixed := opts.Fixed
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	transport := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -26,6 +63,10 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
+		TLSClientConfig:       opts.TLS.Clone(),
+	}
+	if upstream.Scheme == "https" {
+		transport.ForceAttemptHTTP2 = false // HTTP/1.1 keeps upgrades (WebSocket) working
 	}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -36,6 +77,16 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 				}
 			}
 			pr.SetURL(upstream)
+			switch opts.HostHeader {
+			case "", HostHeaderUpstream:
+			case HostHeaderPreserve:
+				pr.Out.Host = pr.In.Host
+			default:
+				pr.Out.Host = opts.HostHeader
+			}
+			if len(pr.Out.Header["X-Forwarded-Host"]) == 0 {
+				pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+			}
 			for k, v := range fixed {
 				pr.Out.Header[k] = v
 			}
@@ -46,10 +97,17 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 		Transport:     transport,
 		BufferPool:    bufferPool{},
 		FlushInterval: 5 * time.Millisecond, // SSE and chunked bodies: at once (ReverseProxy); sized ones: within 5 ms
+		ModifyResponse: func(resp *http.Response) error {
+			if loc := resp.Header.Get("Location"); loc != "" {
+				resp.Header.Set("Location", publicLocation(loc, upstream, resp.Request))
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away; nobody is listening
 			}
+			log.Warn("upstream failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadGateway)
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{
@@ -60,18 +118,38 @@ func UpstreamHandler(upstream *url.URL, fixed http.Header) http.Handler {
 	}
 }
 
+// publicLocation turns loc, an upstream's Location, to the public origin of out (the request sent upstream, whose
+// X-Forwarded-Proto and -Host the relay set) when it names the upstream's own origin; otherwise it returns loc.
+func publicLocation(loc string, upstream *url.URL, out *http.Request) string {
+	u, err := url.Parse(loc)
+	if err != nil || !u.IsAbs() || u.User != nil || !strings.EqualFold(u.Scheme, upstream.Scheme) ||
+		!strings.EqualFold(u.Host, upstream.Host) {
+		return loc
+	}
+	host := out.Header.Get("X-Forwarded-Host")
+	proto := out.Header.Get("X-Forwarded-Proto")
+	if host == "" || (proto != "http" && proto != "https") {
+		return loc
+	}
+	u.Scheme, u.Host = proto, host
+	return u.String()
+}
+
 // Host keeps a tunnel and serves upstream through it until ctx ends. It is `switchboard host`.
-func Host(ctx context.Context, cfg Config, upstream string, fixed http.Header) error {
+func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions) error {
 	u, err := url.Parse(upstream)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("agent: upstream %q must be an http:// or https:// URL", upstream)
+	}
+	if opts.Logger == nil && cfg.Logger != nil {
+		opts.Logger = cfg.Logger.With("host_id", cfg.HostID)
 	}
 	ln, err := Listen(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           UpstreamHandler(u, fixed),
+		Handler:           UpstreamHandlerWith(u, opts),
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          nil,
 	}

@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -16,18 +20,21 @@ import (
 
 // HostCmd is `switchboard host`.
 type HostCmd struct {
-	Relay          []string          `help:"Relay base URL (http, https, ws, wss); repeat to fail over between relays." required:"" env:"SWITCHBOARD_RELAY" sep:","`
-	ID             string            `help:"Host id to register." required:"" env:"SWITCHBOARD_HOST_ID"`
-	Token          string            `help:"Host token (see 'switchboard token host')." env:"SWITCHBOARD_TOKEN"`
-	TokenCommand   string            `help:"Shell command that prints a host token; run before every connection attempt and to renew the tunnel before the token expires." env:"SWITCHBOARD_TOKEN_COMMAND"`
-	Upstream       string            `help:"URL of the service to expose, e.g. http://127.0.0.1:3000." required:"" env:"SWITCHBOARD_UPSTREAM"`
-	UpstreamHeader []string          `help:"Fixed header 'K: V' added to every upstream request (repeatable)." env:"SWITCHBOARD_UPSTREAM_HEADER" sep:"none"`
-	Name           string            `help:"Display name of this host." env:"SWITCHBOARD_HOST_NAME"`
-	Label          map[string]string `help:"Label k=v (repeatable)." env:"SWITCHBOARD_HOST_LABELS" mapsep:","`
-	PingInterval   time.Duration     `help:"Keepalive cadence; the relay is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
-	MinBackoff     time.Duration     `help:"Reconnect backoff floor." default:"1s" env:"SWITCHBOARD_MIN_BACKOFF"`
-	MaxBackoff     time.Duration     `help:"Reconnect backoff ceiling." default:"5s" env:"SWITCHBOARD_MAX_BACKOFF"`
-	Transport      string            `help:"Tunnel transport: auto (raw upgrade, falling back to WebSocket), websocket, raw." default:"auto" enum:"auto,websocket,raw" env:"SWITCHBOARD_TRANSPORT"`
+	Relay                      []string          `help:"Relay base URL (http, https, ws, wss); repeat to fail over between relays." required:"" env:"SWITCHBOARD_RELAY" sep:","`
+	ID                         string            `help:"Host id to register." required:"" env:"SWITCHBOARD_HOST_ID"`
+	Token                      string            `help:"Host token (see 'switchboard token host')." env:"SWITCHBOARD_TOKEN"`
+	TokenCommand               string            `help:"Shell command that prints a host token; run before every connection attempt and to renew the tunnel before the token expires." env:"SWITCHBOARD_TOKEN_COMMAND"`
+	Upstream                   string            `help:"URL of the service to expose, e.g. http://127.0.0.1:3000." required:"" env:"SWITCHBOARD_UPSTREAM"`
+	UpstreamHeader             []string          `help:"Fixed header 'K: V' added to every upstream request (repeatable)." env:"SWITCHBOARD_UPSTREAM_HEADER" sep:"none"`
+	Name                       string            `help:"Display name of this host." env:"SWITCHBOARD_HOST_NAME"`
+	Label                      map[string]string `help:"Label k=v (repeatable)." env:"SWITCHBOARD_HOST_LABELS" mapsep:","`
+	PingInterval               time.Duration     `help:"Keepalive cadence; the relay is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
+	MinBackoff                 time.Duration     `help:"Reconnect backoff floor." default:"1s" env:"SWITCHBOARD_MIN_BACKOFF"`
+	MaxBackoff                 time.Duration     `help:"Reconnect backoff ceiling." default:"5s" env:"SWITCHBOARD_MAX_BACKOFF"`
+	Transport                  string            `help:"Tunnel transport: auto (raw upgrade, falling back to WebSocket), websocket, raw." default:"auto" enum:"auto,websocket,raw" env:"SWITCHBOARD_TRANSPORT"`
+	HostHeader                 string            `name:"host-header" help:"Host sent upstream: 'upstream' (the upstream URL's), 'preserve' (the client's, the public name) or a fixed name. X-Forwarded-Host always carries the client's." default:"upstream" env:"SWITCHBOARD_HOST_HEADER"`
+	UpstreamCA                 string            `name:"upstream-ca" help:"PEM CA bundle that verifies an https:// upstream's certificate (instead of the system roots)." env:"SWITCHBOARD_UPSTREAM_CA"`
+	UpstreamInsecureSkipVerify bool              `name:"upstream-insecure-skip-verify" help:"Do not verify an https:// upstream's certificate (a self-signed local service only)." env:"SWITCHBOARD_UPSTREAM_INSECURE_SKIP_VERIFY"`
 }
 
 // Validate rejects flag values the relay would refuse at every attempt, so the agent exits 2 at once instead of
@@ -42,7 +49,48 @@ func (c *HostCmd) Validate() error {
 	if c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
 		return fmt.Errorf("--min-backoff %v is above --max-backoff %v", c.MinBackoff, c.MaxBackoff)
 	}
+	if err := checkHostHeader(c.HostHeader); err != nil {
+		return err
+	}
+	if c.UpstreamCA != "" && c.UpstreamInsecureSkipVerify {
+		return errors.New("--upstream-ca and --upstream-insecure-skip-verify exclude each other")
+	}
 	return nil
+}
+
+// checkHostHeader accepts upstream, preserve, or a host[:port] to send as Host.
+func checkHostHeader(v string) error {
+	switch v {
+	case "", agent.HostHeaderUpstream, agent.HostHeaderPreserve:
+		return nil
+	}
+	if strings.ContainsAny(v, "/ \t@?#") || !validHeaderValue(v) {
+		return fmt.Errorf("--host-header %q: want upstream, preserve or a host name such as app.internal:8080", v)
+	}
+	if _, err := url.Parse("http://" + v); err != nil {
+		return fmt.Errorf("--host-header %q: want upstream, preserve or a host name: %w", v, err)
+	}
+	return nil
+}
+
+// upstreamTLS builds the TLS configuration of an https:// upstream from --upstream-ca and
+// --upstream-insecure-skip-verify; nil when neither is set.
+func (c *HostCmd) upstreamTLS() (*tls.Config, error) {
+	switch {
+	case c.UpstreamInsecureSkipVerify:
+		return &tls.Config{InsecureSkipVerify: true}, nil // asked for by name
+	case c.UpstreamCA != "":
+		pem, err := os.ReadFile(c.UpstreamCA)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", c.UpstreamCA)
+		}
+		return &tls.Config{RootCAs: pool}, nil
+	}
+	return nil, nil
 }
 
 // checkHostID applies the relay's host id rule: 1 to tunnel.MaxHostIDLen bytes of printable UTF-8 without '/'
@@ -87,7 +135,12 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 	if c.TokenCommand != "" {
 		cfg.TokenFunc = commandToken(c.TokenCommand)
 	}
-	if err := agent.Host(ctx, cfg, c.Upstream, fixed); err != nil {
+	tlsCfg, err := c.upstreamTLS()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	opts := agent.UpstreamOptions{Fixed: fixed, HostHeader: c.HostHeader, TLS: tlsCfg}
+	if err := agent.Host(ctx, cfg, c.Upstream, opts); err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	return nil

@@ -63,7 +63,9 @@ type ServeCmd struct {
 	UpgradeRate       float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
 	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
 	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
-	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
+	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For and believe its X-Forwarded-Proto: https (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
+	HostsDomain       string        `name:"hosts-domain" help:"Serve each host on its own origin, NAME.DOMAIN (a wildcard DNS record *.DOMAIN and certificate); path mode /hosts/{id}/ keeps working. Empty: path mode only." env:"SWITCHBOARD_HOSTS_DOMAIN"`
+	CORSOrigin        []string      `name:"cors-origin" help:"Exact origin (scheme://host[:port]) whose pages may call the relay cross-origin (repeatable, or comma-separated)." env:"SWITCHBOARD_CORS_ORIGIN" sep:","`
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
@@ -155,6 +157,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
 		HopNonceCache:     c.HopNonceCache,
+		HostsDomain:       c.HostsDomain,
+		CORSOrigins:       c.CORSOrigin,
 	}
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)

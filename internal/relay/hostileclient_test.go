@@ -83,6 +83,8 @@ func assertClean(t *testing.T, req seenRequest, subject, clientHost string) {
 		"X-Forwarded-For":   {"127.0.0.1"},
 		"X-Forwarded-Host":  {clientHost},
 		"X-Forwarded-Proto": {"http"},
+		// Path mode: the relay's own prefix, whatever the client sent under that name.
+		"X-Forwarded-Prefix": {"/hosts/h1"},
 	}
 	for k, w := range want {
 		if got := req.header[k]; !slices.Equal(got, w) {

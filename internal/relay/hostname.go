@@ -15,7 +15,7 @@ import (
 //     '-', and no "--" anywhere ("laptop-1" → "laptop-1");
 //   - otherwise "x--" followed by the id's bytes in lowercase base32hex without padding (RFC 4648 §7), cut into
 //     labels of at most 60 characters, every label after the first prefixed "c--" instead ("org:laptop" →
-//     "x--dtp6eehcc5q6ar3e").
+//     "x--dtp6eejcc5o78rrg").
 //
 // Both forms are DNS labels (a-z, 0-9, '-'), so every valid id has a name, and the name decodes back to exactly that
 // id: plain names contain no "--", encoded ones start with "x--", and a name is accepted only in the form HostName

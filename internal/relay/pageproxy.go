@@ -38,7 +38,7 @@ func rewriteLocation(loc, prefix, publicHost string) string {
 	}
 	rest := strings.TrimPrefix(loc, u.Scheme+"://"+u.Host)
 	if len(rest) == len(loc) { // the scheme or host was spelled differently from how url.Parse keeps them
-		return u.Scheme + "://" + u.Host + prefix + u.EscapedPath() + query(u)
+		return u.Scheme + "://" + u.Host + prefix + p + query(u)
 	}
 	if !strings.HasPrefix(rest, "/") {
 		rest = "/" + rest

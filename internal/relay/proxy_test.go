@@ -700,10 +700,15 @@ func TestProxyPathsExactlyAsSent(t *testing.T) {
 					}
 				}
 			}
-			// No path after the id reaches the host as "/".
-			resp := rawGet(t, e.relay.URL, "/hosts/org%3Amachine", e.token)
+			// No path after the id is redirected to the trailing slash, the id spelled as sent (a page at
+			// /hosts/{id} would resolve its relative URLs against /hosts/, another host); with it, "/" reaches the host.
+			resp := rawGet(t, e.relay.URL, "/hosts/org%3Amachine?q=1", e.token)
+			if _ = readAll(t, resp); resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "/hosts/org%3Amachine/?q=1" {
+				t.Errorf("/hosts/org%%3Amachine: %d Location %q, want 308 to /hosts/org%%3Amachine/?q=1", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			resp = rawGet(t, e.relay.URL, "/hosts/org%3Amachine/", e.token)
 			if got := readAll(t, resp); resp.StatusCode != 200 || got != "/" {
-				t.Errorf("/hosts/org%%3Amachine: host got %d %q, want \"/\"", resp.StatusCode, got)
+				t.Errorf("/hosts/org%%3Amachine/: host got %d %q, want \"/\"", resp.StatusCode, got)
 			}
 		})
 	}
