@@ -11,10 +11,18 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	goleak.VerifyTestMain(closingBrowser{m}, goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		// rueidis closes connections replaced by a cluster topology refresh after a 5 s sleep, past Close.
 		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"))
+}
+
+// closingBrowser runs the tests, then ends the package's Chromium (browser_test.go) before the leak check.
+type closingBrowser struct{ m *testing.M }
+
+func (c closingBrowser) Run() int {
+	defer stopBrowser()
+	return c.m.Run()
 }
 
 func TestProxySmoke(t *testing.T) {
