@@ -24,6 +24,7 @@ const (
 	codeTooManyIDs       = "too_many_ids"
 	codeMethodNotAllowed = "method_not_allowed"
 	codeWrongReplica     = "wrong_replica"
+	codeInvalidCursor    = "invalid_cursor"
 )
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.

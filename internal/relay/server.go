@@ -75,7 +75,9 @@ type Config struct {
 	// advertises it in the directory. If empty, peers cannot forward to this replica.
 	InternalURL string
 	// ClusterSecret keys the HMAC that authenticates requests between replicas. If empty, forwarding is off both
-	// ways: this replica forwards nothing and its InternalHandler refuses everything.
+	// ways: this replica forwards nothing and its InternalHandler refuses everything. It also keys the sealing of
+	// GET /v1/hosts cursors and presence event ids (seal.go); if empty, those are sealed under a random key of this
+	// process, so a cursor or Last-Event-ID works only on the replica that issued it.
 	ClusterSecret []byte
 	// RouteMode is RouteForward or RouteFlyReplay. If empty, RouteForward.
 	RouteMode string
@@ -98,6 +100,7 @@ type Server struct {
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	evm     *eventMetrics
+	seal    *sealer // list cursors and event ids (seal.go)
 
 	// Scale-out; immutable after New except where noted.
 	cluster       *clusterMetrics
@@ -201,7 +204,12 @@ func New(cfg Config) (*Server, error) {
 			cfg.Gatherer = reg
 		}
 	}
+	seal, err := newSealer(cfg.ClusterSecret)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	s := &Server{
+		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registerer),
