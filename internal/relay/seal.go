@@ -28,22 +28,26 @@ var errUnsealable = errors.New("not a value this relay issued")
 
 // sealer seals and opens positions. The zero value is not usable; see newSealer.
 type sealer struct {
-	aead cipher.AEAD
+	aead  cipher.AEAD
+	nonce []byte // keys the HMAC that derives a deterministic nonce (seal)
 }
 
 // newSealer keys a sealer from the cluster secret, so that every replica opens what another sealed (a client's
 // next page or resumed stream may land anywhere), or from random bytes if there is none: positions then open
 // only on this process.
 func newSealer(clusterSecret []byte) (*sealer, error) {
-	key := make([]byte, 32)
+	seed := make([]byte, 32)
 	if len(clusterSecret) > 0 {
-		mac := hmac.New(sha256.New, clusterSecret)
-		mac.Write([]byte("switchboard sealed positions v1"))
-		key = mac.Sum(nil)
-	} else if _, err := rand.Read(key); err != nil {
+		seed = clusterSecret
+	} else if _, err := rand.Read(seed); err != nil {
 		return nil, fmt.Errorf("seal key: %w", err)
 	}
-	block, err := aes.NewCipher(key)
+	derive := func(label string) []byte {
+		mac := hmac.New(sha256.New, seed)
+		mac.Write([]byte(label))
+		return mac.Sum(nil)
+	}
+	block, err := aes.NewCipher(derive("switchboard sealed positions v1: key"))
 	if err != nil {
 		return nil, fmt.Errorf("seal key: %w", err)
 	}
@@ -51,16 +55,31 @@ func newSealer(clusterSecret []byte) (*sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal key: %w", err)
 	}
-	return &sealer{aead: aead}, nil
+	return &sealer{aead: aead, nonce: derive("switchboard sealed positions v1: nonce")}, nil
 }
 
-// seal returns the sealed form of position for purpose.
+// seal returns the sealed form of position for purpose. It is deterministic (the nonce is an HMAC of the
+// plaintext, as in SIV): one event has one id on every stream and replica. Equal sealed values tell only that two
+// positions are equal, and a caller only ever gets positions of its own hosts this way.
 func (s *sealer) seal(purpose byte, position string) string {
-	ns := s.aead.NonceSize()
-	buf := make([]byte, ns, ns+1+len(position)+s.aead.Overhead())
-	_, _ = rand.Read(buf) // crypto/rand.Read never fails
 	plain := append([]byte{purpose}, position...)
-	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(buf, buf[:ns], plain, nil))
+	mac := hmac.New(sha256.New, s.nonce)
+	mac.Write(plain)
+	return s.sealWith(mac.Sum(nil)[:s.aead.NonceSize()], plain)
+}
+
+// sealRandom is seal with a random nonce, for a position the caller must not be able to compare with others: the
+// present of the log, which may be another tenant's event, or the last event the caller saw.
+func (s *sealer) sealRandom(purpose byte, position string) string {
+	nonce := make([]byte, s.aead.NonceSize())
+	_, _ = rand.Read(nonce) // crypto/rand.Read never fails
+	return s.sealWith(nonce, append([]byte{purpose}, position...))
+}
+
+func (s *sealer) sealWith(nonce, plain []byte) string {
+	out := make([]byte, len(nonce), len(nonce)+len(plain)+s.aead.Overhead())
+	copy(out, nonce)
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(out, nonce, plain, nil))
 }
 
 // maxSealed bounds a sealed value before it is decoded: a host id or log id is far shorter.

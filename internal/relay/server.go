@@ -65,6 +65,10 @@ type Config struct {
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
 	FlapWindow time.Duration
+	// EventsHeartbeat is how often GET /v1/presence/events writes a comment line, on a fixed schedule from the
+	// stream's start (so that proxies keep it open and clients notice a dead connection, and so that the stream's
+	// timing tells nothing of events the token may not see). Zero means 15 s.
+	EventsHeartbeat time.Duration
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -181,6 +185,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.FlapWindow = DefaultFlapWindow
 	} else if cfg.FlapWindow < 0 {
 		cfg.FlapWindow = 0
+	}
+	if cfg.EventsHeartbeat <= 0 {
+		cfg.EventsHeartbeat = 15 * time.Second
 	}
 	if cfg.Events == nil {
 		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
