@@ -28,11 +28,17 @@ type rawStream struct {
 	opened time.Time
 }
 
-// subscribeRaw opens GET /v1/presence/events with token and, if not empty, Last-Event-ID lastID.
+// subscribeRaw opens GET base/v1/presence/events with token and, if not empty, Last-Event-ID lastID.
 func subscribeRaw(t *testing.T, base, token, lastID string) *rawStream {
 	t.Helper()
+	return subscribeRawAt(t, base+"/v1/presence/events", token, lastID)
+}
+
+// subscribeRawAt is subscribeRaw for the stream's full URL, query included.
+func subscribeRawAt(t *testing.T, u, token, lastID string) *rawStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/presence/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
