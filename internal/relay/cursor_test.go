@@ -114,6 +114,10 @@ func TestListCursorRevealsNothing(t *testing.T) {
 		}
 	}
 
+	if n := metricValue(t, r, "switchboard_positions_refused_total", "kind", "cursor"); n != 6 {
+		t.Errorf("switchboard_positions_refused_total{kind=cursor} = %v, want 6", n)
+	}
+
 	// Probing other tenants' id space with prefix= tells nothing: the same bytes for a prefix full of b's hosts,
 	// a prefix of nothing at all, at every limit.
 	for _, limit := range []int{1, 5} {

@@ -86,6 +86,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 	if c := q.Get("cursor"); c != "" {
 		var err error
 		if after, err = s.seal.open(sealCursor, c); err != nil || !validHostID(after) {
+			s.evm.refused.WithLabelValues("cursor").Inc()
 			writeError(w, http.StatusBadRequest, codeInvalidCursor, "cursor is not one this API returned")
 			return
 		}

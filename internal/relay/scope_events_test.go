@@ -208,4 +208,7 @@ func TestEventsRevealNothingOutOfScope(t *testing.T) {
 			t.Fatalf("%s: %v, want one reset", name, lines)
 		}
 	}
+	if n := metricValue(t, r, "switchboard_positions_refused_total", "kind", "event_id"); n != 4 {
+		t.Errorf("switchboard_positions_refused_total{kind=event_id} = %v, want 4", n)
+	}
 }

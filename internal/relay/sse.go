@@ -48,6 +48,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if after, err = s.seal.open(sealEvent, sealed); err != nil {
 			gap = true // not a position this cluster handed out: as if it fell out of the log
+			s.evm.refused.WithLabelValues("event_id").Inc()
 		}
 	}
 	if !resume || gap {
