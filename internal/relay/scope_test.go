@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/presence"
+	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
@@ -23,6 +24,9 @@ import (
 // a token's scope may leak: out-of-scope online, offline and unknown ids are answered with the same status,
 // headers and body; no out-of-scope id appears in any byte of any answer (headers, bodies, cursors, event
 // streams); event streams carry nothing about other hosts (their timing is TestEventsRevealNothingOutOfScope's).
+// It runs on one relay, and on two replicas of a memory directory and of Redis, with hosts on both and every probe
+// sent to each replica (an out-of-scope host held by the other replica must not be forwarded to, or answered
+// differently).
 
 // scopeHosts: where each host of the checker lives (index of the replica its agent connects to), and whether it
 // stays online.
@@ -65,6 +69,19 @@ func TestScopeChecker(t *testing.T) {
 				c.FlapWindow = -1
 				c.EventsHeartbeat = 200 * time.Millisecond
 				c.Events = log
+			})
+			urls = append(urls, rep.URL)
+		}
+		checkScope(t, urls)
+	})
+	t.Run("two replicas on Redis", func(t *testing.T) {
+		addr, _ := redistest.Start(t)
+		prefix := fmt.Sprintf("scope%d:", clusterSeq.Add(1))
+		var urls []string
+		for _, id := range []string{"A", "B"} {
+			rep := startEventReplica(t, addr, prefix, id, relaytest.ReplicaLease, func(c *relay.Config) {
+				c.FlapWindow = -1
+				c.EventsHeartbeat = 200 * time.Millisecond
 			})
 			urls = append(urls, rep.URL)
 		}
