@@ -20,8 +20,12 @@ var ErrInvalidHostID = errors.New("invalid host id")
 //   - not a space of any kind (Zs, e.g. U+0020, U+00A0, U+3000);
 //   - not default-ignorable (Unicode's Other_Default_Ignorable_Code_Point and Variation_Selector: Hangul fillers,
 //     U+034F, U+FE0F...), which render as nothing;
-//   - not U+FFFD, the replacement character that stands for bytes that were not text;
-//   - not '/', which ends the id in a /hosts/{id}/... path.
+//   - not U+FFFD, the replacement character that stands for bytes that were not text, nor U+2800, the blank
+//     braille pattern, a symbol that prints as a space;
+//   - not '/', which ends the id in a /hosts/{id}/... path;
+//
+// and the first character must not be a combining mark (M), which would attach to whatever is printed before the
+// id.
 //
 // Two ids that print the same may still differ (homoglyphs such as Latin "a" and Cyrillic "а"); the rule keeps
 // ids printable, not unique to the eye. It returns nil for a valid id, else an error wrapping ErrInvalidHostID
@@ -36,6 +40,9 @@ func CheckHostID(id string) error {
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidHostID)
 	}
 	for i, r := range id {
+		if i == 0 && unicode.Is(unicode.M, r) {
+			return fmt.Errorf("%w: starts with the combining mark %U", ErrInvalidHostID, r)
+		}
 		if !visible(r) {
 			return fmt.Errorf("%w: %U at byte %d is not a visible character", ErrInvalidHostID, r, i)
 		}
@@ -61,6 +68,6 @@ func ValidHostID(id string) bool {
 
 // visible reports whether r may appear in a host id (see CheckHostID).
 func visible(r rune) bool {
-	return unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r) && r != utf8.RuneError &&
+	return unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r) && r != utf8.RuneError && r != '\u2800' &&
 		!unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) && !unicode.Is(unicode.Variation_Selector, r)
 }

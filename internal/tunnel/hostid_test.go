@@ -43,6 +43,9 @@ func TestCheckHostID(t *testing.T) {
 		{"a\U000e0041b", false},                      // tag character (Cf)
 		{"a\ue000b", false},                          // private use
 		{"a\ufffdb", false},                          // replacement character
+		{"a\u2800b", false},                          // blank braille pattern
+		{"\u0301a", false},                           // starts with a combining mark
+		{"a\u0301", true},                            // a mark after its base
 		{"a\xffb", false},                            // invalid UTF-8
 		{"a\xed\xa0\x80b", false},                    // surrogate, encoded
 		{"a\U0010fffeb", false},                      // noncharacter, unassigned
@@ -78,8 +81,11 @@ func FuzzHostID(f *testing.F) {
 		if id == "" || len(id) > MaxHostIDLen || !utf8.ValidString(id) {
 			t.Fatalf("accepted %q: length %d or invalid UTF-8", id, len(id))
 		}
+		if first, _ := utf8.DecodeRuneInString(id); unicode.Is(unicode.M, first) {
+			t.Fatalf("accepted %q, which starts with a combining mark", id)
+		}
 		for _, r := range id {
-			if r == '/' || r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) ||
+			if r == '/' || r == utf8.RuneError || r == '\u2800' || unicode.IsControl(r) || unicode.IsSpace(r) ||
 				unicode.In(r, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp) ||
 				unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) ||
 				!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) {
