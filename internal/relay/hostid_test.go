@@ -12,19 +12,21 @@ import (
 
 // invisibleIDs are host ids that print like another id, or like nothing: every place an id enters refuses them.
 var invisibleIDs = map[string]string{
-	"zero width space":      "org:\u200bm",
-	"right-to-left":         "org:\u202eenihcam",
-	"left-to-right isolate": "org:\u2066m",
-	"byte order mark":       "\ufefforg:m",
-	"soft hyphen":           "org:\u00adm",
-	"no-break space":        "org:\u00a0m",
-	"ideographic space":     "org:\u3000m",
-	"line separator":        "org:\u2028m",
-	"hangul filler":         "org:\u3164",
-	"variation selector":    "org:m\ufe0f",
-	"tag character":         "org:m\U000e0041",
-	"private use":           "org:\ue000",
-	"replacement":           "org:\ufffd",
+	"zero width space":       "org:\u200bm",
+	"right-to-left":          "org:\u202eenihcam",
+	"left-to-right isolate":  "org:\u2066m",
+	"byte order mark":        "\ufefforg:m",
+	"soft hyphen":            "org:\u00adm",
+	"no-break space":         "org:\u00a0m",
+	"ideographic space":      "org:\u3000m",
+	"line separator":         "org:\u2028m",
+	"hangul filler":          "org:\u3164",
+	"variation selector":     "org:m\ufe0f",
+	"tag character":          "org:m\U000e0041",
+	"private use":            "org:\ue000",
+	"replacement":            "org:\ufffd",
+	"braille blank":          "org:\u2800",
+	"leading combining mark": "\u0301org:m",
 }
 
 // TestInvisibleHostIDsRefused: a host id with format (bidi, zero width), space, separator, ignorable or private-use
