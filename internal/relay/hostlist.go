@@ -187,27 +187,40 @@ func listScopeOf(c auth.Claims, q string) listScope {
 	return ls
 }
 
-// next returns up to n ids of the scope after `after`, in byte order, and whether more may follow. Every prefix is
-// listed for n ids, so the first n of their union are the next n of the scope.
+// next returns up to n ids of the scope after `after`, in byte order, and whether more may follow. No prefix starts
+// with another, so their ranges of ids are disjoint and in the prefixes' order: next reads them in turn, skipping
+// those wholly at or before `after`, until it has n; over a whole listing each prefix is read about once, however
+// many the token has. The exact ids, outside every range, are merged in.
 func (ls listScope) next(ctx context.Context, lister directory.Lister, after string, n int) ([]string, bool, error) {
-	var ids []string
-	more := false
+	var ranged []string
 	for _, p := range ls.prefixes {
-		got, err := lister.ListHosts(ctx, p, after, n)
+		if len(ranged) == n {
+			break
+		}
+		if p < after && !strings.HasPrefix(after, p) {
+			continue // every id under p sorts before after
+		}
+		got, err := lister.ListHosts(ctx, p, after, n-len(ranged))
 		if err != nil {
 			return nil, false, err
 		}
-		more = more || len(got) == n
-		ids = append(ids, got...)
+		ranged = append(ranged, got...)
 	}
+	more := len(ranged) == n // perhaps: the next call finds out
 	i, found := slices.BinarySearch(ls.exact, after)
 	if found {
 		i++
 	}
-	ids = append(ids, ls.exact[i:min(i+n, len(ls.exact))]...)
+	exact := ls.exact[i:min(i+n, len(ls.exact))]
 	more = more || len(ls.exact)-i > n
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
+	ids := make([]string, 0, len(ranged)+len(exact))
+	for len(ranged) > 0 || len(exact) > 0 {
+		if len(exact) == 0 || (len(ranged) > 0 && ranged[0] < exact[0]) {
+			ids, ranged = append(ids, ranged[0]), ranged[1:]
+		} else {
+			ids, exact = append(ids, exact[0]), exact[1:]
+		}
+	}
 	if len(ids) > n {
 		ids, more = ids[:n], true
 	}

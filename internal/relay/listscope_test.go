@@ -70,3 +70,57 @@ func TestListScopeNext(t *testing.T) {
 		}
 	}
 }
+
+// countingLister counts ListHosts calls.
+type countingLister struct {
+	directory.Lister
+	calls int
+}
+
+func (c *countingLister) ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error) {
+	c.calls++
+	return c.Lister.ListHosts(ctx, prefix, after, limit)
+}
+
+// TestListScopeNextManyPrefixes: a token with many prefix patterns, most of them empty, costs about one directory
+// read per prefix over a whole listing, not one per prefix per page.
+func TestListScopeNextManyPrefixes(t *testing.T) {
+	dir := directory.NewMemory()
+	defer dir.Close()
+	var hosts, want []string
+	for i := range 100 {
+		hosts = append(hosts, fmt.Sprintf("t%02d:*", i))
+		if i%10 == 3 {
+			for j := range 3 {
+				id := fmt.Sprintf("t%02d:h%d", i, j)
+				want = append(want, id)
+				if _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if _, err := dir.Claim(context.Background(), "u:1", "r", directory.Metadata{}); err != nil {
+		t.Fatal(err)
+	}
+	ls := listScopeOf(auth.Claims{Kind: auth.KindClient, Hosts: hosts}, "")
+	lister := &countingLister{Lister: dir}
+	var got []string
+	after, pages := "", 0
+	for more := true; more; pages++ {
+		ids, m, err := ls.next(context.Background(), lister, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, more = append(got, ids...), m
+		if len(ids) > 0 {
+			after = ids[len(ids)-1]
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("walked %q, want %q", got, want)
+	}
+	if max := len(hosts) + 2*pages; lister.calls > max {
+		t.Fatalf("%d directory reads for %d prefixes in %d pages, more than %d", lister.calls, len(hosts), pages, max)
+	}
+}
