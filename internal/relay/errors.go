@@ -25,6 +25,7 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeWrongReplica     = "wrong_replica"
 	codeReplicaBusy      = "replica_busy"
+	codeInvalidCursor    = "invalid_cursor"
 )
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.

@@ -6,25 +6,15 @@ import (
 	"net/http"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
-// validHostID reports whether id is a well-formed host id: 1..128 bytes of printable UTF-8, no '/'.
-func validHostID(id string) bool {
-	if id == "" || len(id) > tunnel.MaxHostIDLen || !utf8.ValidString(id) {
-		return false
-	}
-	for _, r := range id {
-		if r <= ' ' || r == 0x7f || r == '/' || (r >= 0x80 && r <= 0x9f) {
-			return false
-		}
-	}
-	return true
-}
+// validHostID reports whether id is a well-formed host id (tunnel.CheckHostID: 1..128 bytes of visible UTF-8, no
+// '/').
+func validHostID(id string) bool { return tunnel.ValidHostID(id) }
 
 // reserveSlot takes a place under MaxTunnels for a tunnel of id about to be set up, or reports false at the limit.
 // Setups in progress hold their place, so a burst of half-open upgrades cannot pass the limit. A tunnel for an id

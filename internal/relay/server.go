@@ -71,6 +71,10 @@ type Config struct {
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
 	FlapWindow time.Duration
+	// EventsHeartbeat is how often GET /v1/presence/events writes a comment line, on a fixed schedule from the
+	// stream's start (so that proxies keep it open and clients notice a dead connection, and so that the stream's
+	// timing tells nothing of events the token may not see). Zero means 15 s.
+	EventsHeartbeat time.Duration
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -81,7 +85,9 @@ type Config struct {
 	// advertises it in the directory. If empty, peers cannot forward to this replica.
 	InternalURL string
 	// ClusterSecret keys the HMAC that authenticates requests between replicas. If empty, forwarding is off both
-	// ways: this replica forwards nothing and its InternalHandler refuses everything.
+	// ways: this replica forwards nothing and its InternalHandler refuses everything. It also keys the sealing of
+	// GET /v1/hosts cursors and presence event ids (seal.go); if empty, those are sealed under a random key of this
+	// process, so a cursor or Last-Event-ID works only on the replica that issued it.
 	ClusterSecret []byte
 	// RouteMode is RouteForward or RouteFlyReplay. If empty, RouteForward.
 	RouteMode string
@@ -114,6 +120,7 @@ type Server struct {
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	evm     *eventMetrics
+	seal    *sealer // list cursors and event ids (seal.go)
 
 	// Scale-out; immutable after New except where noted.
 	cluster       *clusterMetrics
@@ -202,6 +209,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.HopNonceCache <= 0 {
 		cfg.HopNonceCache = 1_000_000
 	}
+	if cfg.EventsHeartbeat <= 0 {
+		cfg.EventsHeartbeat = 15 * time.Second
+	}
 	if cfg.Events == nil {
 		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
 	}
@@ -224,7 +234,12 @@ func New(cfg Config) (*Server, error) {
 			cfg.Gatherer = reg
 		}
 	}
+	seal, err := newSealer(cfg.ClusterSecret)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	s := &Server{
+		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registerer),
