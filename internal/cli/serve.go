@@ -59,6 +59,9 @@ type ServeCmd struct {
 	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 
+	// Fairness and connection limits (docs/operations.md, "Limits").
+	MaxStreamsPerClient int `help:"Most concurrent exchanges one caller (token subject, else IP) may have on one host; 0 means max(1, max-streams-per-host/4)." default:"0" env:"SWITCHBOARD_MAX_STREAMS_PER_CLIENT"`
+
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
 	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
 	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
@@ -87,6 +90,7 @@ func (c *ServeCmd) Validate() error {
 		v    float64
 	}{
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
+		{"--max-streams-per-client", float64(c.MaxStreamsPerClient)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
 		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
 	} {
@@ -133,6 +137,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
 	}
+	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)
 	if err != nil {

@@ -67,7 +67,7 @@ func TestUpgradeRateLimitPerIP(t *testing.T) {
 
 // TestStreamLimitPerHost: one host at its limit gets 429; another host on the same relay is unaffected.
 func TestStreamLimitPerHost(t *testing.T) {
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.MaxStreamsPerHost = 2 })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.MaxStreamsPerHost = 2; c.MaxStreamsPerClient = 2 })
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
 	relaytest.StartHost(t, r.URL, "busy", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

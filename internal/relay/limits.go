@@ -4,12 +4,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
+	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -107,4 +109,51 @@ func randDuration(d time.Duration) time.Duration {
 		return 0
 	}
 	return rand.N(d)
+}
+
+// callerKey names whom an exchange is charged to under MaxStreamsPerClient: the token's subject when the client
+// authenticated, else its IP. A forwarded exchange (hop) comes from a peer replica, which appended the address it
+// saw to X-Forwarded-For.
+func callerKey(r *http.Request, subject string, hop bool) string {
+	if subject != "" && subject != auth.AnonymousSubject {
+		return "sub:" + subject
+	}
+	if hop {
+		if v := r.Header.Values("X-Forwarded-For"); len(v) > 0 {
+			last := v[len(v)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if ip := strings.TrimSpace(last); ip != "" {
+				return "ip:" + ip
+			}
+		}
+	}
+	return "ip:" + clientIP(r)
+}
+
+// admitCaller counts one more exchange of caller on t, or reports false if caller already has limit in flight.
+// The map holds only callers with exchanges in flight, so it is bounded by MaxStreamsPerHost.
+func (t *tunnelConn) admitCaller(caller string, limit int) bool {
+	t.callersMu.Lock()
+	defer t.callersMu.Unlock()
+	if t.callers[caller] >= limit {
+		return false
+	}
+	if t.callers == nil {
+		t.callers = make(map[string]int)
+	}
+	t.callers[caller]++
+	return true
+}
+
+// releaseCaller gives back a place taken by admitCaller.
+func (t *tunnelConn) releaseCaller(caller string) {
+	t.callersMu.Lock()
+	defer t.callersMu.Unlock()
+	if t.callers[caller] <= 1 {
+		delete(t.callers, caller)
+		return
+	}
+	t.callers[caller]--
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	draining        prometheus.Gauge
 	tunnelsClosed   *prometheus.CounterVec // reason
 	upgradesLimited prometheus.Counter
+	clientStreams   prometheus.Counter // exchanges refused by MaxStreamsPerClient
 }
 
 // Registration outcomes.
@@ -69,7 +70,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "switchboard", Name: "tunnel_upgrades_rate_limited_total",
 			Help: "Tunnel upgrades refused by the per-IP rate limit.",
 		}),
+		clientStreams: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "client_stream_limit_refused_total",
+			Help: "Exchanges refused 429 because their caller had its per-host share (MaxStreamsPerClient) in flight.",
+		}),
 	}
+	reg.MustRegister(m.clientStreams)
 	reg.MustRegister(m.tunnels, m.registrations, m.exchanges, m.latency, m.bytes, m.activeStreams, m.draining,
 		m.tunnelsClosed, m.upgradesLimited)
 	return m

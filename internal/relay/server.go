@@ -51,6 +51,10 @@ type Config struct {
 	MaxTunnels int
 	// MaxStreamsPerHost caps concurrent exchanges per host; further ones get 429. Zero means 1,000.
 	MaxStreamsPerHost int
+	// MaxStreamsPerClient caps the concurrent exchanges one caller may have on one host, so that one client cannot
+	// take a host's whole MaxStreamsPerHost; further ones get 429 too_many_streams. A caller is the token subject
+	// when the client authenticated, else its IP. Zero means max(1, MaxStreamsPerHost/4).
+	MaxStreamsPerClient int
 	// UpgradeRate and UpgradeBurst limit tunnel upgrades per client IP. Zero means 5 per second, burst 50.
 	UpgradeRate  float64
 	UpgradeBurst int
@@ -161,6 +165,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxStreamsPerHost <= 0 {
 		cfg.MaxStreamsPerHost = 1000
+	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = max(1, cfg.MaxStreamsPerHost/4)
 	}
 	if cfg.UpgradeRate <= 0 {
 		cfg.UpgradeRate = 5

@@ -42,6 +42,9 @@ type tunnelConn struct {
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
 
+	callersMu sync.Mutex
+	callers   map[string]int // exchanges in flight per caller (see callerKey); guarded by callersMu
+
 	closeOnce   sync.Once
 	closeReason string        // written once in close, read after done
 	done        chan struct{} // closed by close after the session is shut down
