@@ -60,7 +60,9 @@ type ServeCmd struct {
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 
 	// Fairness and connection limits (docs/operations.md, "Limits").
-	MaxStreamsPerClient int `help:"Most concurrent exchanges one caller (token subject, else IP) may have on one host; 0 means max(1, max-streams-per-host/4)." default:"0" env:"SWITCHBOARD_MAX_STREAMS_PER_CLIENT"`
+	MaxStreamsPerClient int     `help:"Most concurrent exchanges one caller (token subject, else IP) may have on one host; 0 means max(1, max-streams-per-host/4)." default:"0" env:"SWITCHBOARD_MAX_STREAMS_PER_CLIENT"`
+	AuthFailRate        float64 `help:"Failed tunnel upgrades (bad token, malformed id) per second per client IP; more get 429, upgrades with a valid token do not." default:"1" env:"SWITCHBOARD_AUTH_FAIL_RATE"`
+	AuthFailBurst       int     `help:"Burst of failed tunnel upgrades per client IP." default:"10" env:"SWITCHBOARD_AUTH_FAIL_BURST"`
 
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
 	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
@@ -91,6 +93,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
 		{"--max-streams-per-client", float64(c.MaxStreamsPerClient)},
+		{"--auth-fail-rate", c.AuthFailRate}, {"--auth-fail-burst", float64(c.AuthFailBurst)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
 		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
 	} {
@@ -138,6 +141,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		TrustForwardedFor: c.TrustForwardedFor,
 	}
 	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
+	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)
 	if err != nil {

@@ -53,7 +53,7 @@ func TestMaxTunnelsRefusesBeforeUpgrade(t *testing.T) {
 }
 
 func TestUpgradeRateLimitPerIP(t *testing.T) {
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.UpgradeRate = 0.001; c.UpgradeBurst = 3 })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.AuthFailRate = 0.001; c.AuthFailBurst = 3 })
 	var codes []int
 	for i := range 5 {
 		status, _ := tunnelAttempt(t, r.URL, fmt.Sprint("h", i), "bad-token")

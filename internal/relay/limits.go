@@ -53,10 +53,16 @@ func (s *Server) releaseSlot() {
 	s.mu.Unlock()
 }
 
-// ipLimiter rate-limits tunnel upgrades per client IP. Entries idle for a while are swept.
+// maxLimiterEntries bounds the addresses an ipLimiter remembers: past it, a new address evicts an arbitrary one
+// (whose bucket starts full again if it comes back), so a flood from many addresses cannot grow the map.
+const maxLimiterEntries = 100_000
+
+// ipLimiter rate-limits tunnel upgrades per client IP. Entries idle for a while are swept, and there are never
+// more than max of them.
 type ipLimiter struct {
 	limit rate.Limit
 	burst int
+	max   int
 
 	mu       sync.Mutex // guards limiters
 	limiters map[string]*ipEntry
@@ -68,7 +74,7 @@ type ipEntry struct {
 }
 
 func newIPLimiter(perSecond float64, burst int) *ipLimiter {
-	return &ipLimiter{limit: rate.Limit(perSecond), burst: burst, limiters: make(map[string]*ipEntry)}
+	return &ipLimiter{limit: rate.Limit(perSecond), burst: burst, max: maxLimiterEntries, limiters: make(map[string]*ipEntry)}
 }
 
 func (l *ipLimiter) allow(ip string, now time.Time) bool {
@@ -76,6 +82,12 @@ func (l *ipLimiter) allow(ip string, now time.Time) bool {
 	defer l.mu.Unlock()
 	e := l.limiters[ip]
 	if e == nil {
+		if len(l.limiters) >= l.max {
+			for old := range l.limiters { // map order is unspecified: an arbitrary victim
+				delete(l.limiters, old)
+				break
+			}
+		}
 		e = &ipEntry{lim: rate.NewLimiter(l.limit, l.burst)}
 		l.limiters[ip] = e
 	}

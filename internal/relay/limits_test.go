@@ -134,7 +134,7 @@ func TestMaxTunnelsLetsAHostReplaceItsOwnTunnel(t *testing.T) {
 // TestForwardedForDoesNotEscapeTheUpgradeRateLimit: the per-IP limit keys on the connection's address, not on a
 // header the client writes.
 func TestForwardedForDoesNotEscapeTheUpgradeRateLimit(t *testing.T) {
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.UpgradeRate = 0.001; c.UpgradeBurst = 2 })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.AuthFailRate = 0.001; c.AuthFailBurst = 2 })
 	var codes []int
 	for i := range 4 {
 		req, _ := http.NewRequest("GET", r.URL+tunnel.Path, nil)

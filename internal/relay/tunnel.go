@@ -69,14 +69,20 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1) // under mu, so Close cannot be waiting already
 	s.mu.Unlock()
 	defer s.wg.Done()
-	if !s.limiter.allow(clientIP(r), time.Now()) {
-		s.metrics.upgradesLimited.Inc()
-		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
-		return
+	// Failed attempts (junk ids, bad tokens) are charged to their own bucket per IP, and only once they failed:
+	// junk from an address refuses junk, never an agent with a valid token behind the same address.
+	remote := clientIP(r)
+	failed := func(status int, code, msg, outcome string) {
+		if !s.authFails.allow(remote, time.Now()) {
+			s.metrics.upgradesLimited.WithLabelValues(limitAuthFailed).Inc()
+			reject(http.StatusTooManyRequests, codeRateLimited, "too many failed tunnel upgrades from this address", regRateLimited)
+			return
+		}
+		reject(status, code, msg, outcome)
 	}
 	id := r.Header.Get(tunnel.HeaderHostID)
 	if !validHostID(id) {
-		reject(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
+		failed(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
 		return
 	}
 	if !s.reserveSlot(id) {
@@ -92,13 +98,23 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	token, _ := auth.FromRequest(r)
 	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
 	if err != nil {
-		reject(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
+		failed(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
 		return
 	}
 	if !claims.MayRegister(id) {
-		s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
-			"remote", clientIP(r))
-		reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
+		if s.authFails.allow(remote, time.Now()) { // logged only while the address is not being limited
+			s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
+				"remote", remote)
+			reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
+			return
+		}
+		s.metrics.upgradesLimited.WithLabelValues(limitAuthFailed).Inc()
+		reject(http.StatusTooManyRequests, codeRateLimited, "too many failed tunnel upgrades from this address", regRateLimited)
+		return
+	}
+	if !s.limiter.allow(remote, time.Now()) {
+		s.metrics.upgradesLimited.WithLabelValues(limitUpgrades).Inc()
+		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
 		return
 	}
 	if !websocketRequested(r) && !(headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade)) {
@@ -138,7 +154,6 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
 	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
-	remote := clientIP(r)
 	handedOff = true
 	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	t.prior = prior
