@@ -18,6 +18,13 @@ import (
 // closed at once (the relay then waits in vain for a control stream, as with a broken agent).
 func upgradeFrom(t *testing.T, relayURL, src, id, token string) int {
 	t.Helper()
+	return rawUpgrade(t, relayURL, src, fmt.Sprintf("%s: %s\r\nAuthorization: Bearer %s\r\n", tunnel.HeaderHostID, id, token))
+}
+
+// rawUpgrade sends a raw tunnel upgrade with the header lines headers from src and returns the status. The
+// connection is closed on return.
+func rawUpgrade(t *testing.T, relayURL, src, headers string) int {
+	t.Helper()
 	u, _ := url.Parse(relayURL)
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	c, err := d.Dial("tcp", u.Host)
@@ -25,8 +32,8 @@ func upgradeFrom(t *testing.T, relayURL, src, id, token string) int {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\nAuthorization: Bearer %s\r\n\r\n",
-		tunnel.Path, u.Host, tunnel.RawUpgrade, tunnel.HeaderHostID, id, token)
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s\r\n",
+		tunnel.Path, u.Host, tunnel.RawUpgrade, headers)
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
