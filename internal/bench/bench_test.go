@@ -422,7 +422,7 @@ func TestExistingRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := startChild(binary, "relay", "", []string{"serve", "--listen", addr, "--metrics-listen", maddr,
-		"--upgrade-rate", "1000", "--upgrade-burst", "1000"},
+		"--upgrade-rate", "1000", "--upgrade-burst", "1000", "--max-conns-per-ip", "0"},
 		[]string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LOG_LEVEL=warn"})
 	if err != nil {
 		t.Fatal(err)

@@ -58,9 +58,11 @@ func (e *env) startRelayOn(ctx context.Context, name, addr, metricsAddr string, 
 			return nil, err
 		}
 	}
-	// The per-IP upgrade limit exists against abuse; every simulated host here comes from loopback, so lift it.
+	// The per-IP and per-caller limits exist against abuse; every simulated host and client here comes from
+	// loopback with one token, so lift them.
 	args := []string{"serve", "--listen", addr, "--metrics-listen", metricsAddr,
-		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000"}
+		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000",
+		"--max-conns-per-ip", "0", "--max-streams-per-client", "1000000"}
 	args = append(args, e.cfg.RelayArgs...)
 	args = append(args, extra...)
 	r := &relayProc{Addr: addr, Base: "http://" + addr, Metrics: "http://" + metricsAddr, args: args}
