@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
@@ -151,4 +152,32 @@ func TestStreamsPerClientPlacesComeBack(t *testing.T) {
 		}
 		return c != nil
 	})
+}
+
+// TestStreamsPerClientThroughAnotherReplica: the share is kept where the tunnel is, so a caller cannot pass it by
+// calling the host through another replica, which forwards its exchanges with the caller's subject.
+func TestStreamsPerClientThroughAnotherReplica(t *testing.T) {
+	const share = 2
+	dir := directory.NewMemory()
+	t.Cleanup(func() { _ = dir.Close() })
+	mutate := func(c *relay.Config) { c.MaxStreamsPerHost = 4 * share; c.MaxStreamsPerClient = share }
+	a, b := relaytest.StartRelayOn(t, dir, mutate), relaytest.StartRelayOn(t, dir, mutate)
+	relaytest.StartHost(t, a.URL, "h", holdWebSocket, nil)
+	hog, polite := relaytest.ClientToken(t, "hog", "h"), relaytest.ClientToken(t, "polite", "h")
+	relaytest.Eventually(t, 20*time.Second, "the host through B", func() bool {
+		code, _ := getText(t, b.URL+"/hosts/h/", polite)
+		return code == 200
+	})
+	for i, base := range []string{a.URL, b.URL, b.URL} {
+		c, resp := wsFrom(t, "ws"+base[len("http"):]+"/hosts/h/", hog, "")
+		if (c != nil) != (i < share) {
+			t.Fatalf("hog's WebSocket %d via %s: %d", i, base, resp.StatusCode)
+		}
+		if c == nil && (resp.StatusCode != http.StatusTooManyRequests || errorCode(t, resp) != "too_many_streams") {
+			t.Fatalf("hog's WebSocket %d refused with %d", i, resp.StatusCode)
+		}
+	}
+	if c, resp := wsFrom(t, "ws"+b.URL[len("http"):]+"/hosts/h/", polite, ""); c == nil {
+		t.Fatalf("another caller via B: %d", resp.StatusCode)
+	}
 }
