@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -251,5 +252,43 @@ func TestClientKey(t *testing.T) {
 		if got := clientKey(tt.addr); got != tt.want {
 			t.Errorf("clientKey(%v) = %q, want %q", tt.addr, got, tt.want)
 		}
+	}
+}
+
+// TestHalfClose: an accepted connection still half-closes (the relay's WebSocket and raw tunnel paths send their
+// last bytes, then CloseWrite), and gives its place back on Close.
+func TestHalfClose(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Wrap(inner, Config{PerIP: 1})
+	defer ln.Close()
+	client := dialFrom(t, inner.Addr().String(), "127.0.0.1")
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("accepted connection cannot half-close")
+	}
+	if _, err := c.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if b, err := io.ReadAll(client); err != nil || string(b) != "bye" {
+		t.Fatalf("client read %q, %v; want bye then EOF", b, err)
+	}
+	if _, err := client.Write([]byte("still open")); err != nil {
+		t.Fatalf("the other direction closed too: %v", err)
+	}
+	_ = c.Close()
+	_ = c.Close()
+	if open, _ := ln.Open(client.LocalAddr()); open != 0 {
+		t.Fatalf("%d open after Close (twice), want 0", open)
 	}
 }
