@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 )
@@ -37,3 +38,7 @@ func (c *conn) CloseWrite() error {
 
 // Unwrap returns the accepted connection.
 func (c *conn) Unwrap() net.Conn { return c.Conn }
+
+// ReadFrom lets io.Copy into the connection use the accepted connection's own ReadFrom (splice on Linux), as it
+// would without the wrapper.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
