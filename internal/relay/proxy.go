@@ -84,6 +84,15 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges for this host")
 		return true
 	}
+	caller := callerKey(r, subject, hop)
+	if !t.admitCaller(caller, s.cfg.MaxStreamsPerClient) {
+		t.active.Add(-1)
+		s.metrics.clientStreams.Inc()
+		s.countExchange(kind, "too_many_streams", http.StatusTooManyRequests)
+		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges from this caller for this host")
+		return true
+	}
+	defer t.releaseCaller(caller)
 	s.metrics.activeStreams.Inc()
 	defer func() {
 		t.active.Add(-1)

@@ -53,9 +53,20 @@ type Config struct {
 	MaxTunnels int
 	// MaxStreamsPerHost caps concurrent exchanges per host; further ones get 429. Zero means 1,000.
 	MaxStreamsPerHost int
-	// UpgradeRate and UpgradeBurst limit tunnel upgrades per client IP. Zero means 5 per second, burst 50.
+	// MaxStreamsPerClient caps the concurrent exchanges one caller may have on one host, so that one client cannot
+	// take a host's whole MaxStreamsPerHost; further ones get 429 too_many_streams. A caller is the token subject
+	// when the client authenticated, else its IP. Zero means max(1, MaxStreamsPerHost/4).
+	MaxStreamsPerClient int
+	// UpgradeRate and UpgradeBurst limit tunnel upgrades with a valid host token per client IP (hosts behind one
+	// NAT share it). Zero means 5 per second, burst 50.
 	UpgradeRate  float64
 	UpgradeBurst int
+	// AuthFailRate and AuthFailBurst limit failed tunnel upgrades (bad token, token for another id, malformed id)
+	// per client IP, in a bucket of their own that only failures are charged to: past it, failures get 429
+	// rate_limited, while upgrades with a valid token from the same address go on. Zero means 1 per second,
+	// burst 10.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// DrainJitter spreads drain notices to agents over this window, so they do not reconnect at once. Zero means 2 s.
 	DrainJitter time.Duration
 	// ReplaceGrace is how long a tunnel replaced by a newer registration of its host (a token renewal, a
@@ -115,12 +126,15 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	mux     *http.ServeMux
-	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	evm     *eventMetrics
 	seal    *sealer // list cursors and event ids (seal.go)
+
+	// Per-IP limits of tunnel upgrades; immutable after New (each has its own lock).
+	limiter   *ipLimiter // upgrades with a valid token
+	authFails *ipLimiter // failed upgrades
 
 	// Scale-out; immutable after New except where noted.
 	cluster       *clusterMetrics
@@ -186,11 +200,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxStreamsPerHost <= 0 {
 		cfg.MaxStreamsPerHost = 1000
 	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = max(1, cfg.MaxStreamsPerHost/4)
+	}
 	if cfg.UpgradeRate <= 0 {
 		cfg.UpgradeRate = 5
 	}
 	if cfg.UpgradeBurst <= 0 {
 		cfg.UpgradeBurst = 50
+	}
+	if cfg.AuthFailRate <= 0 {
+		cfg.AuthFailRate = 1
+	}
+	if cfg.AuthFailBurst <= 0 {
+		cfg.AuthFailBurst = 10
 	}
 	if cfg.DrainJitter <= 0 {
 		cfg.DrainJitter = 2 * time.Second
@@ -245,6 +268,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:    newMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		authFails:  newIPLimiter(cfg.AuthFailRate, cfg.AuthFailBurst),
 		tunnels:    make(map[string]*tunnelConn),
 		behind:     make(map[string]directory.Entry),
 		unreleased: make(map[string]release),
@@ -338,6 +362,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case now := <-t.C:
 			s.limiter.sweep(now)
+			s.authFails.sweep(now)
 		}
 	}
 }

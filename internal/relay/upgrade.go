@@ -94,7 +94,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		if !toClient.SawClose() && toClient.AtBoundary() {
 			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
 		}
-		if tc, ok := conn.(*net.TCPConn); ok {
+		if tc, ok := conn.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or one wrapped by connlimit
 			_ = tc.CloseWrite()
 		}
 	})
