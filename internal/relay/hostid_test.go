@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
 
@@ -33,7 +34,7 @@ var invisibleIDs = map[string]string{
 // characters is refused with 400 invalid_host_id by tunnel registration, /hosts/{id}/, /v1/hosts/{id} and
 // /v1/hosts?ids=, while a host with a plain id on the same relay keeps being served.
 func TestInvisibleHostIDsRefused(t *testing.T) {
-	r := relaytest.StartRelay(t, nil)
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.AuthFailBurst = 1000 }) // every refused id is a failed upgrade
 	relaytest.StartHost(t, r.URL, "org:m", echoPath, nil)
 	tok := relaytest.ClientToken(t, "c", "*")
 	for name, id := range invisibleIDs {
