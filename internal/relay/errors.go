@@ -26,6 +26,9 @@ const (
 	codeWrongReplica     = "wrong_replica"
 )
 
+// codeUpstreamHeaderTooLarge: the host's (or a peer's) response head was longer than Config.MaxResponseHeaderBytes.
+const codeUpstreamHeaderTooLarge = "upstream_header_too_large"
+
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.
 const retryAfterSeconds = 2
 

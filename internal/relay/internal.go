@@ -174,7 +174,7 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject stri
 		return false
 	}
 	fw := &forwardEx{peer: peer, subject: subject}
-	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	s.fwd.ServeHTTP(s.newStallResponseWriter(w), r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	if fw.outcome == "" {
 		fw.outcome = fwdOK
 	}

@@ -65,6 +65,14 @@ type Config struct {
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
 	FlapWindow time.Duration
+	// MaxResponseHeaderBytes caps a response head (status line and headers, 1xx heads included) read from a host,
+	// on plain exchanges and WebSocket upgrades alike; a longer one is answered 502 upstream_header_too_large. A
+	// peer replica's forwarded answer may be peerHeadSlack longer. Zero means DefaultMaxResponseHeaderBytes (64 KiB).
+	MaxResponseHeaderBytes int
+	// StallTimeout is how long a client may accept no bytes while the relay has bytes for it (a download, an SSE
+	// stream, a WebSocket, proxied or forwarded), and a host no WebSocket bytes, before the exchange is cut. Zero
+	// means IdleTimeout; `switchboard serve` defaults to 30 s.
+	StallTimeout time.Duration
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -92,6 +100,7 @@ type Server struct {
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
+	bounds  *boundMetrics
 	mux     *http.ServeMux
 	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
@@ -156,6 +165,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
+	if cfg.MaxResponseHeaderBytes <= 0 {
+		cfg.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = cfg.IdleTimeout
+	}
 	if cfg.MaxTunnels <= 0 {
 		cfg.MaxTunnels = 100_000
 	}
@@ -205,6 +220,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registerer),
+		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
 		tunnels:    make(map[string]*tunnelConn),
