@@ -30,10 +30,11 @@ type hostile struct {
 }
 
 // startHostile registers id on relayURL and runs answer on every stream the relay opens, with the stream's request
-// head already read (req) and the stream to write the answer to. The stream is closed when answer returns, and
-// closes itself once the relay has closed its side (the agent's eofCloseConn), which fails answer's writes. Every
-// answer has returned when the test's cleanup is over.
-func startHostile(t *testing.T, relayURL, id string, answer func(req *http.Request, c net.Conn)) *hostile {
+// head already read (req) and the stream to write the answer to. Unless answer means to read nothing more, it
+// calls drain, which reads the rest of the stream in the background: then the stream closes itself once the relay
+// has closed its side (the agent's eofCloseConn), which fails answer's writes. The stream is closed when answer
+// returns. Every answer has returned when the test's cleanup is over (t.Context() ends before it).
+func startHostile(t *testing.T, relayURL, id string, answer func(req *http.Request, c net.Conn, drain func())) *hostile {
 	t.Helper()
 	h := &hostile{}
 	ln := relaytest.StartListener(t, relayURL, id, nil)
@@ -54,8 +55,8 @@ func startHostile(t *testing.T, relayURL, id string, answer func(req *http.Reque
 					return
 				}
 				// Read on (the request body, then the relay's end of the stream) so that its close is seen.
-				wg.Go(func() { _, _ = io.Copy(io.Discard, br) })
-				answer(req, c)
+				drain := func() { wg.Go(func() { _, _ = io.Copy(io.Discard, br) }) }
+				answer(req, c, drain)
 			})
 		}
 	})
@@ -162,7 +163,8 @@ func TestHostileEndlessUpgradeHead(t *testing.T) {
 		written []int64
 	)
 	chunk := []byte(strings.Repeat("a", 32<<10))
-	h := startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn) {
+	h := startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn, drain func()) {
+		drain()
 		n, unbounded := writeUntilCut(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Junk: ", chunk, limit)
 		if unbounded {
 			t.Errorf("the relay took %d bytes of a head that never ends", n)
@@ -212,7 +214,8 @@ func TestHostileTrickledUpgradeHeadClientGone(t *testing.T) {
 	r := relaytest.StartRelay(t, func(c *relay.Config) { c.IdleTimeout = 5 * time.Minute })
 	tok := relaytest.ClientToken(t, "mallory", "*")
 	started := make(chan struct{}, 1)
-	h := startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn) {
+	h := startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn, drain func()) {
+		drain()
 		if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nX-Slow: "); err != nil {
 			return
 		}
@@ -252,7 +255,8 @@ func TestHostileHugeResponseHeader(t *testing.T) {
 	checkGoodHost(t, client, r.URL, tok)
 	huge := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 10<<20) + "\r\nContent-Length: 0\r\n\r\n"
 	var pushed atomic.Int64 // most bytes one answer got out
-	startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn) {
+	startHostile(t, r.URL, "evil", func(req *http.Request, c net.Conn, drain func()) {
+		drain()
 		n, _ := io.WriteString(c, huge)
 		for {
 			old := pushed.Load()
