@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -59,6 +60,12 @@ type ServeCmd struct {
 	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
 	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
 
+	// Bounds on the data path (docs/operations.md, "Limits and abuse").
+	MaxResponseHeaderBytes int           `help:"Largest response head (status line and headers) read from a host or a peer replica; a longer one gets 502 upstream_header_too_large." default:"65536" env:"SWITCHBOARD_MAX_RESPONSE_HEADER_BYTES"`
+	StallTimeout           time.Duration `help:"A client that takes no bytes for this long while the relay has bytes for it (and a host no WebSocket bytes) is cut." default:"30s" env:"SWITCHBOARD_STALL_TIMEOUT"`
+	StreamWindow           int           `help:"Bytes a host may send ahead of a slow client, per exchange (the relay's yamux receive window; at least 262144)." default:"4194304" env:"SWITCHBOARD_STREAM_WINDOW"`
+	MaxExchanges           int           `help:"Most client exchanges in flight on this relay over all hosts; more get 503 relay_busy." default:"10000" env:"SWITCHBOARD_MAX_EXCHANGES"`
+
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
 	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
 	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
@@ -73,7 +80,7 @@ func (c *ServeCmd) Validate() error {
 	}{
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
-		{"--webhook-timeout", c.WebhookTimeout},
+		{"--webhook-timeout", c.WebhookTimeout}, {"--stall-timeout", c.StallTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -89,10 +96,14 @@ func (c *ServeCmd) Validate() error {
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
 		{"--max-header-bytes", float64(c.MaxHeaderBytes)},
+		{"--max-response-header-bytes", float64(c.MaxResponseHeaderBytes)}, {"--max-exchanges", float64(c.MaxExchanges)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
 		}
+	}
+	if c.StreamWindow != 0 && (c.StreamWindow < 256<<10 || c.StreamWindow > math.MaxUint32) {
+		return fmt.Errorf("--stream-window %d must be between 262144 and %d", c.StreamWindow, uint32(math.MaxUint32))
 	}
 	return c.validateWebhooks()
 }
@@ -132,6 +143,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		UpgradeBurst:      c.UpgradeBurst,
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
+
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		StallTimeout:           c.StallTimeout,
+		StreamWindow:           uint32(c.StreamWindow),
+		MaxExchanges:           c.MaxExchanges,
 	}
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)

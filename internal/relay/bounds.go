@@ -26,6 +26,12 @@ import (
 //   - A request body that the client sends malformed (bad chunking, cut short) is the client's fault: 400
 //     bad_request, not 502.
 
+// DefaultStreamWindow is Config.StreamWindow when zero; minStreamWindow is yamux's smallest.
+const (
+	DefaultStreamWindow = 4 << 20
+	minStreamWindow     = 256 << 10
+)
+
 // DefaultMaxResponseHeaderBytes is Config.MaxResponseHeaderBytes when zero.
 const DefaultMaxResponseHeaderBytes = 64 << 10
 
@@ -49,9 +55,10 @@ const (
 	cutClientBody    = "client_body"    // a client's request body was malformed or cut short
 )
 
-// boundMetrics count the exchanges that a bound ended.
+// boundMetrics count the exchanges that a bound ended or refused.
 type boundMetrics struct {
 	cuts *prometheus.CounterVec // reason
+	busy prometheus.Counter     // refused at MaxExchanges
 }
 
 func newBoundMetrics(reg prometheus.Registerer) *boundMetrics {
@@ -61,11 +68,28 @@ func newBoundMetrics(reg prometheus.Registerer) *boundMetrics {
 			Help: "Exchanges ended by a data-path bound, by reason (response_head, stalled_client, stalled_host, client_body).",
 		}, []string{"reason"}),
 	}
+	m.busy = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "exchanges_relay_busy_total",
+		Help: "Client exchanges refused because the relay had MaxExchanges in flight.",
+	})
 	for _, r := range []string{cutResponseHead, cutStalledReader, cutStalledHost, cutClientBody} {
 		m.cuts.WithLabelValues(r)
 	}
-	reg.MustRegister(m.cuts)
+	reg.MustRegister(m.cuts, m.busy)
 	return m
+}
+
+// admitExchange takes a place under MaxExchanges for a client exchange, or answers 503 relay_busy and reports
+// false. The caller gives the place back with s.exchanges.Add(-1).
+func (s *Server) admitExchange(w http.ResponseWriter, kind string) bool {
+	if s.exchanges.Add(1) <= int64(s.cfg.MaxExchanges) {
+		return true
+	}
+	s.exchanges.Add(-1)
+	s.bounds.busy.Inc()
+	s.countExchange(kind, "relay_busy", http.StatusServiceUnavailable)
+	writeError(w, http.StatusServiceUnavailable, codeRelayBusy, "the relay has too many exchanges in flight")
+	return false
 }
 
 // headLimit reads r, failing with errHeadTooLarge once more than left bytes were read, until lift is called. It

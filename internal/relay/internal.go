@@ -141,6 +141,10 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
+	if !s.admitExchange(w, kind) {
+		return
+	}
+	defer s.exchanges.Add(-1)
 	t := s.serving(id)
 	if t == nil {
 		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.

@@ -64,6 +64,10 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
+	if !s.admitExchange(w, kind) {
+		return
+	}
+	defer s.exchanges.Add(-1)
 	if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, claims.Subject, false) {
 		return
 	}

@@ -73,6 +73,14 @@ type Config struct {
 	// stream, a WebSocket, proxied or forwarded), and a host no WebSocket bytes, before the exchange is cut. Zero
 	// means IdleTimeout; `switchboard serve` defaults to 30 s.
 	StallTimeout time.Duration
+	// StreamWindow is the relay's receive window per exchange: what a host may send ahead of a client that reads
+	// slowly, or not at all until StallTimeout cuts it. Larger windows carry more per stream over a long round
+	// trip to the host. Zero means 4 MiB; at least 256 KiB.
+	StreamWindow uint32
+	// MaxExchanges caps the client exchanges in flight on this relay, over all hosts (forwarded ones included);
+	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
+	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
+	MaxExchanges int
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -122,8 +130,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every tunnel and background goroutine
 
-	draining atomic.Bool
-	closed   atomic.Bool
+	draining  atomic.Bool
+	closed    atomic.Bool
+	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
 
 	// Guarded by mu.
 	mu        sync.Mutex
@@ -170,6 +179,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.StallTimeout <= 0 {
 		cfg.StallTimeout = cfg.IdleTimeout
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	} else if cfg.StreamWindow < minStreamWindow {
+		return nil, fmt.Errorf("relay: Config.StreamWindow %d is below yamux's minimum of %d", cfg.StreamWindow, minStreamWindow)
+	}
+	if cfg.MaxExchanges <= 0 {
+		cfg.MaxExchanges = 10_000
 	}
 	if cfg.MaxTunnels <= 0 {
 		cfg.MaxTunnels = 100_000

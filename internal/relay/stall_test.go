@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
@@ -270,4 +271,61 @@ func newHugeHeadPeer(t *testing.T) string {
 		<-done
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// TestRelayBusyAtMaxExchanges: the relay-wide cap on exchanges in flight, which with StreamWindow bounds what
+// clients can make the relay buffer. At the cap, an exchange for any host gets 503 relay_busy with Retry-After;
+// once exchanges end, the relay serves again.
+func TestRelayBusyAtMaxExchanges(t *testing.T) {
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.MaxExchanges = 2 })
+	release := make(chan struct{})
+	entered := make(chan struct{}, 2)
+	relaytest.StartHost(t, r.URL, "slow", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}), nil)
+	relaytest.StartHost(t, r.URL, "good", pong, nil)
+	tok := relaytest.ClientToken(t, "mallory", "*")
+	client := newClient(t)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("GET", r.URL+"/hosts/slow/x", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Errorf("slow exchange: %v", err)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	for range 2 {
+		waitChan(t, entered, 10*time.Second, "the slow exchanges to reach their host")
+	}
+	req, _ := http.NewRequest("GET", r.URL+"/hosts/good/ping", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("exchange at the cap: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code := errorCode(t, resp); code != "relay_busy" {
+		t.Fatalf("exchange at the cap: code %q, want relay_busy", code)
+	}
+	if got := metricValue(t, r, "switchboard_exchanges_relay_busy_total", "", ""); got != 1 {
+		t.Errorf("switchboard_exchanges_relay_busy_total = %v, want 1", got)
+	}
+	close(release)
+	wg.Wait()
+	checkGoodHost(t, client, r.URL, tok)
+}
+
+// TestStreamWindowBelowMinimumRefused: a window yamux cannot use is refused by New, not papered over.
+func TestStreamWindowBelowMinimumRefused(t *testing.T) {
+	if _, err := relay.New(relay.Config{Verifier: auth.AllowAll(), StreamWindow: 1 << 10}); err == nil {
+		t.Fatal("relay.New accepted a 1 KiB stream window")
+	}
 }

@@ -244,7 +244,7 @@ func rawClose(conn net.Conn) closeFunc {
 
 // startTunnel runs the multiplexer over nc and accepts the agent's control stream.
 func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
-	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig()
+	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4, StreamWindow: s.cfg.StreamWindow}.YamuxConfig()
 	ycfg.EnableKeepAlive = false // Server.pingLoop pings every tunnel from one goroutine
 	sess, err := yamux.Client(nc, ycfg)
 	if err != nil {
