@@ -92,19 +92,20 @@ func (s *Server) admitExchange(w http.ResponseWriter, kind string) bool {
 	return false
 }
 
-// headLimit reads r, failing with errHeadTooLarge once more than left bytes were read, until lift is called. It
-// sits under the bufio.Reader that http.ReadResponse reads a head from, so a head that never ends costs at most
-// left bytes (textproto otherwise grows a line without bound).
+// headLimit reads r, failing with errHeadTooLarge once more than the allowed bytes were read, between limit and
+// lift; its zero value (with r) has no limit. It sits under the bufio.Reader that http.ReadResponse reads a head
+// from, so a head that never ends costs at most the allowance (textproto otherwise grows a line without bound).
 type headLimit struct {
 	r    io.Reader
-	left int64 // bytes still allowed; negative: no limit
+	on   bool  // a limit is set
+	left int64 // bytes still allowed while on
 }
 
 func (h *headLimit) Read(p []byte) (int, error) {
-	if h.left < 0 {
+	if !h.on {
 		return h.r.Read(p)
 	}
-	if h.left == 0 {
+	if h.left <= 0 {
 		return 0, errHeadTooLarge
 	}
 	if int64(len(p)) > h.left {
@@ -116,21 +117,26 @@ func (h *headLimit) Read(p []byte) (int, error) {
 }
 
 // limit allows n more bytes; lift removes the limit (the head was read; the body follows).
-func (h *headLimit) limit(n int) { h.left = int64(n) }
-func (h *headLimit) lift()       { h.left = -1 }
+func (h *headLimit) limit(n int) { h.on, h.left = true, int64(n) }
+func (h *headLimit) lift()       { h.on = false }
 
-// readHead reads a response head from br, which reads through hl, allowing max bytes for it (1xx heads included),
-// and lifts the limit once the head is in. A longer head fails with errHeadTooLarge.
+// readHead reads a response head from br, which reads through hl, allowing max bytes for it, and lifts the limit
+// once a final head is in. A longer head fails with errHeadTooLarge. A limit already set (by the caller, before it
+// peeked, or by an interim 1xx head read before) is kept, not renewed: interim heads and the final one share it.
 func readHead(br *bufio.Reader, hl *headLimit, req *http.Request, max int) (*http.Response, error) {
-	hl.limit(max)
+	if !hl.on {
+		hl.limit(max)
+	}
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		if hl.left == 0 && !errors.Is(err, errHeadTooLarge) {
+		if hl.left <= 0 && !errors.Is(err, errHeadTooLarge) {
 			err = fmt.Errorf("%w: %w", errHeadTooLarge, err)
 		}
 		return nil, err
 	}
-	hl.lift()
+	if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		hl.lift()
+	}
 	return resp, nil
 }
 

@@ -204,7 +204,7 @@ func (s *Server) dialPeer(ctx context.Context, addr string) (*peerConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	hl := &headLimit{r: nc, left: -1}
+	hl := &headLimit{r: nc}
 	return &peerConn{nc: nc, hl: hl, br: bufio.NewReaderSize(hl, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, nil
 }
 
@@ -222,6 +222,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 	if err := c.bw.Flush(); err != nil {
 		return nil, errors.Join(errStaleConn, err)
 	}
+	c.hl.limit(s.cfg.MaxResponseHeaderBytes + peerHeadSlack) // for every head up to the final one, peeks included
 	for {
 		if _, err := c.br.Peek(1); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {

@@ -329,3 +329,43 @@ func TestStreamWindowBelowMinimumRefused(t *testing.T) {
 		t.Fatal("relay.New accepted a 1 KiB stream window")
 	}
 }
+
+// TestForwardedHostileHugeHead: a hostile host on replica A answers with a 10 MiB header; a client of replica B
+// gets A's 502 upstream_header_too_large through the forward, on the lean forward, ReverseProxy's, and for a
+// WebSocket upgrade.
+func TestForwardedHostileHugeHead(t *testing.T) {
+	a, b, _ := startMemoryPair(t, nil, nil)
+	huge := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Big: " +
+		strings.Repeat("b", 10<<20) + "\r\n\r\n"
+	startHostile(t, a.URL, "evil", func(req *http.Request, c net.Conn, drain func()) {
+		drain()
+		_, _ = io.WriteString(c, huge)
+	})
+	tok := relaytest.ClientToken(t, "mallory", "*")
+	for _, method := range []string{"GET", "POST"} {
+		req, _ := http.NewRequest(method, b.URL+"/hosts/evil/x", strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusBadGateway {
+			resp.Body.Close()
+			t.Fatalf("%s via B: %d, want 502", method, resp.StatusCode)
+		}
+		if code := errorCode(t, resp); code != "upstream_header_too_large" {
+			t.Fatalf("%s via B: code %q, want upstream_header_too_large", method, code)
+		}
+	}
+	nc, resp := rawUpgrade(t, b.URL, "/hosts/evil/ws", tok)
+	defer nc.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("upgrade via B: %d, want 502", resp.StatusCode)
+	}
+	if code := errorCode(t, resp); code != "upstream_header_too_large" {
+		t.Fatalf("upgrade via B: code %q, want upstream_header_too_large", code)
+	}
+	if got := metricValue(t, a.Relay, "switchboard_bound_cuts_total", "reason", "response_head"); got != 3 {
+		t.Errorf("A's switchboard_bound_cuts_total{reason=response_head} = %v, want 3", got)
+	}
+}
