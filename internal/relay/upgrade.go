@@ -46,7 +46,15 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	defer stop()
 	hl := &headLimit{r: st}
 	br := bufio.NewReaderSize(hl, 16<<10)
-	resp, err := readHead(br, hl, out, s.cfg.MaxResponseHeaderBytes)
+	// Interim answers (100 Continue, 103 Early Hints) are dropped, as the lean forward does; they share the cap
+	// with the final head, so a host cannot send them without end.
+	var resp *http.Response
+	for {
+		resp, err = readHead(br, hl, out, s.cfg.MaxResponseHeaderBytes)
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:
