@@ -244,6 +244,18 @@ func (w *stallResponseWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// FlushError flushes under the same deadline; a flush is where a stalled client is often found first (streamed
+// answers are flushed after every write).
+func (w *stallResponseWriter) FlushError() error {
+	w.d.extend()
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	if err != nil && isTimeout(err) && !w.cut {
+		w.cut = true
+		w.cuts.Inc()
+	}
+	return err
+}
+
 // Hijack hands over the client connection with the stall deadline on its writes.
 func (w *stallResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()

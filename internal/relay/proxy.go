@@ -363,6 +363,18 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// FlushError flushes under the write deadline of Write: a stalled client is often found by a flush first
+// (streamed answers are flushed after every write).
+func (r *recorder) FlushError() error {
+	r.extendDeadline()
+	err := http.NewResponseController(r.ResponseWriter).Flush()
+	if err != nil && isTimeout(err) && r.outcome != "timeout" {
+		r.outcome = "timeout"
+		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+	}
+	return err
+}
+
 // extendDeadline gives the client StallTimeout to take the next bytes: a client that stops reading makes no
 // progress and is cut like a host that stops sending. The deadline moves only when a quarter of it has passed, so
 // a fast body does not touch the connection's timer on every write. The deadline also covers the server's final

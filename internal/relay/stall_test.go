@@ -144,7 +144,11 @@ func TestForwardedStalledClientIsCut(t *testing.T) {
 	cuts := 0.0
 	for _, method := range []string{"GET", "POST"} { // GET takes the lean forward, POST ReverseProxy
 		t.Run(method, func(t *testing.T) {
-			req, _ := http.NewRequest(method, b.URL+"/hosts/big/download", strings.NewReader("x"))
+			var body io.Reader // a GET without a body takes the lean forward
+			if method == "POST" {
+				body = strings.NewReader("x")
+			}
+			req, _ := http.NewRequest(method, b.URL+"/hosts/big/download", body)
 			req.Header.Set("Authorization", "Bearer "+tok)
 			resp, err := newClient(t).Do(req)
 			if err != nil {
@@ -158,10 +162,12 @@ func TestForwardedStalledClientIsCut(t *testing.T) {
 			if got := waitChan(t, done, 30*time.Second, "B to cut a forwarded download its client stopped reading"); got != method {
 				t.Fatalf("handler of %s ended, want %s", got, method)
 			}
+			// The cut is counted when B's write returns, which can be just after the host saw the end (B's failed
+			// write cancels the request, which closes the peer connection at once).
 			cuts++
-			if got := metricValue(t, b.Relay, "switchboard_bound_cuts_total", "reason", "stalled_client"); got != cuts {
-				t.Errorf("B's switchboard_bound_cuts_total{reason=stalled_client} = %v, want %v", got, cuts)
-			}
+			relaytest.Eventually(t, 10*time.Second, "B to count the stalled client", func() bool {
+				return metricValue(t, b.Relay, "switchboard_bound_cuts_total", "reason", "stalled_client") == cuts
+			})
 		})
 	}
 	t.Run("websocket", func(t *testing.T) {
@@ -170,9 +176,9 @@ func TestForwardedStalledClientIsCut(t *testing.T) {
 			t.Fatalf("upgrade via B: %d, want 101", resp.StatusCode)
 		}
 		waitChan(t, flooded, 30*time.Second, "B to cut a forwarded WebSocket whose client reads nothing")
-		if got := metricValue(t, b.Relay, "switchboard_bound_cuts_total", "reason", "stalled_client"); got != cuts+1 {
-			t.Errorf("B's switchboard_bound_cuts_total{reason=stalled_client} = %v, want %v", got, cuts+1)
-		}
+		relaytest.Eventually(t, 10*time.Second, "B to count the stalled client", func() bool {
+			return metricValue(t, b.Relay, "switchboard_bound_cuts_total", "reason", "stalled_client") == cuts+1
+		})
 	})
 }
 
