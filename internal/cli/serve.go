@@ -74,6 +74,11 @@ type ServeCmd struct {
 	AuthFailBurst       int     `help:"Burst of failed tunnel upgrades per client IP." default:"10" env:"SWITCHBOARD_AUTH_FAIL_BURST"`
 	MaxConnsPerIP       int     `name:"max-conns-per-ip" help:"Most open TCP connections from one client address (IPv6: one /64) on the relay listener; more are closed at accept. 0 means no cap." default:"2000" env:"SWITCHBOARD_MAX_CONNS_PER_IP"`
 	MaxConns            int     `name:"max-conns" help:"Most open TCP connections on the relay listener; more are closed at accept. 0 means 90% of the open-file limit." default:"0" env:"SWITCHBOARD_MAX_CONNS"`
+	// Bounds on the data path (docs/operations.md, "Limits and abuse").
+	MaxResponseHeaderBytes int           `help:"Largest response head (status line and headers) read from a host or a peer replica; a longer one gets 502 upstream_header_too_large." default:"65536" env:"SWITCHBOARD_MAX_RESPONSE_HEADER_BYTES"`
+	StallTimeout           time.Duration `help:"A client that takes no bytes for this long while the relay has bytes for it (and a host no WebSocket bytes) is cut." default:"30s" env:"SWITCHBOARD_STALL_TIMEOUT"`
+	StreamWindow           int           `help:"Bytes a host may send ahead of a slow client, per exchange (the relay's yamux receive window; at least 262144)." default:"4194304" env:"SWITCHBOARD_STREAM_WINDOW"`
+	MaxExchanges           int           `help:"Most client exchanges in flight on this relay over all hosts; more get 503 relay_busy." default:"10000" env:"SWITCHBOARD_MAX_EXCHANGES"`
 
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
 	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
@@ -91,6 +96,7 @@ func (c *ServeCmd) Validate() error {
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
 		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
+		{"--stall-timeout", c.StallTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -109,6 +115,7 @@ func (c *ServeCmd) Validate() error {
 		{"--max-conns-per-ip", float64(c.MaxConnsPerIP)}, {"--max-conns", float64(c.MaxConns)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
 		{"--max-header-bytes", float64(c.MaxHeaderBytes)}, {"--hop-nonce-cache", float64(c.HopNonceCache)},
+		{"--max-response-header-bytes", float64(c.MaxResponseHeaderBytes)}, {"--max-exchanges", float64(c.MaxExchanges)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
@@ -126,6 +133,9 @@ func (c *ServeCmd) Validate() error {
 		if err := checkSecret(sec.flag, sec.v); err != nil {
 			return err
 		}
+	}
+	if c.StreamWindow != 0 && (c.StreamWindow < 256<<10 || c.StreamWindow > math.MaxUint32) {
+		return fmt.Errorf("--stream-window %d must be between 262144 and %d", c.StreamWindow, uint32(math.MaxUint32))
 	}
 	return c.validateWebhooks()
 }
@@ -167,6 +177,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		DrainJitter:       c.DrainJitter,
 		TrustForwardedFor: c.TrustForwardedFor,
 		HopNonceCache:     c.HopNonceCache,
+
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		StallTimeout:           c.StallTimeout,
+		StreamWindow:           uint32(c.StreamWindow),
+		MaxExchanges:           c.MaxExchanges,
 	}
 	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
 	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst

@@ -26,8 +26,10 @@ func FuzzSealedPosition(f *testing.F) {
 		if got, err := b.open(sealCursor, v); (err != nil || got != position) && len(v) <= maxSealed {
 			t.Fatalf("open(seal(%q)) = %q, %v", position, got, err)
 		}
-		if got, err := b.open(sealCursor, a.sealRandom(sealCursor, position)); err != nil || got != position {
-			t.Fatalf("open(sealRandom(%q)) = %q, %v", position, got, err)
+		if r := a.sealRandom(sealCursor, position); len(r) <= maxSealed {
+			if got, err := b.open(sealCursor, r); err != nil || got != position {
+				t.Fatalf("open(sealRandom(%q)) = %q, %v", position, got, err)
+			}
 		}
 		if a.seal(sealCursor, position) != v {
 			t.Fatal("seal is not deterministic")

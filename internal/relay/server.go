@@ -86,6 +86,22 @@ type Config struct {
 	// stream's start (so that proxies keep it open and clients notice a dead connection, and so that the stream's
 	// timing tells nothing of events the token may not see). Zero means 15 s.
 	EventsHeartbeat time.Duration
+	// MaxResponseHeaderBytes caps a response head (status line and headers, 1xx heads included) read from a host,
+	// on plain exchanges and WebSocket upgrades alike; a longer one is answered 502 upstream_header_too_large. A
+	// peer replica's forwarded answer may be peerHeadSlack longer. Zero means DefaultMaxResponseHeaderBytes (64 KiB).
+	MaxResponseHeaderBytes int
+	// StallTimeout is how long a client may accept no bytes while the relay has bytes for it (a download, an SSE
+	// stream, a WebSocket, proxied or forwarded), and a host no WebSocket bytes, before the exchange is cut. Zero
+	// means IdleTimeout; `switchboard serve` defaults to 30 s.
+	StallTimeout time.Duration
+	// StreamWindow is the relay's receive window per exchange: what a host may send ahead of a client that reads
+	// slowly, or not at all until StallTimeout cuts it. Larger windows carry more per stream over a long round
+	// trip to the host. Zero means 4 MiB; at least 256 KiB.
+	StreamWindow uint32
+	// MaxExchanges caps the client exchanges in flight on this relay, over all hosts (forwarded ones included);
+	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
+	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
+	MaxExchanges int
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 
@@ -125,6 +141,7 @@ type Server struct {
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
+	bounds  *boundMetrics
 	mux     *http.ServeMux
 	rp      *httputil.ReverseProxy
 	events  presence.Log
@@ -151,8 +168,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every tunnel and background goroutine
 
-	draining atomic.Bool
-	closed   atomic.Bool
+	draining  atomic.Bool
+	closed    atomic.Bool
+	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
 
 	// Guarded by mu.
 	mu        sync.Mutex
@@ -193,6 +211,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.MaxResponseHeaderBytes <= 0 {
+		cfg.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = cfg.IdleTimeout
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	} else if cfg.StreamWindow < minStreamWindow {
+		return nil, fmt.Errorf("relay: Config.StreamWindow %d is below yamux's minimum of %d", cfg.StreamWindow, minStreamWindow)
+	}
+	if cfg.MaxExchanges <= 0 {
+		cfg.MaxExchanges = 10_000
 	}
 	if cfg.MaxTunnels <= 0 {
 		cfg.MaxTunnels = 100_000
@@ -266,6 +298,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registerer),
+		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
 		authFails:  newIPLimiter(cfg.AuthFailRate, cfg.AuthFailBurst),

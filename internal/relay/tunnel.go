@@ -273,7 +273,7 @@ func rawClose(conn net.Conn) closeFunc {
 // startTunnel runs the multiplexer over nc and accepts the agent's control stream. The tunnel has no epoch until
 // claimed.
 func (s *Server) startTunnel(id string, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
-	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig()
+	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4, StreamWindow: s.cfg.StreamWindow}.YamuxConfig()
 	ycfg.EnableKeepAlive = false // Server.pingLoop pings every tunnel from one goroutine
 	sess, err := yamux.Client(nc, ycfg)
 	if err != nil {
