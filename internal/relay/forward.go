@@ -222,20 +222,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
-	if fw.passedOn {
-		for _, k := range forwardedHeaders {
-			if v := pr.In.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		if s.cfg.TrustForwardedFor {
-			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-				out.Header["X-Forwarded-For"] = prior
-			}
-		}
-		pr.SetXForwarded()
-	}
+	s.setForwarding(out.Header, pr.In, fw.passedOn) // passed on: as the first replica set and signed them
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer

@@ -159,21 +159,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go)
-	if ex.hop {
-		// The replica that forwarded the request set these by its own trust rules, and signed them (verifyHop).
-		for _, k := range forwardedHeaders {
-			if v := pr.In.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		if s.cfg.TrustForwardedFor {
-			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-				out.Header["X-Forwarded-For"] = prior
-			}
-		}
-		pr.SetXForwarded()
-	}
+	s.setForwarding(out.Header, pr.In, ex.hop)
 	out.Host = pr.In.Host
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)

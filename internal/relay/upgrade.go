@@ -193,15 +193,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
-	if ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set and signed (verifyHop)
-		for _, k := range forwardedHeaders {
-			if v := r.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
-	}
+	s.setForwarding(out.Header, r, ex.hop)
 	out.Body = nil
 	out.ContentLength = 0
 	out.Trailer = nil // no body, no trailers
@@ -209,8 +201,22 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	return out
 }
 
+// setForwarding writes X-Forwarded-For, -Host and -Proto on out for the request in: as the peer replica that
+// forwarded in set and signed them when signed (verifyHop checked them), else by this relay's own trust rules.
+func (s *Server) setForwarding(out http.Header, in *http.Request, signed bool) {
+	if !signed {
+		setForwarded(out, in, s.cfg.TrustForwardedFor)
+		return
+	}
+	for _, k := range forwardedHeaders {
+		if v := in.Header[k]; len(v) > 0 {
+			out[k] = v
+		}
+	}
+}
+
 // setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
-// client's own X-Forwarded-For (read from r) is extended.
+// client's own X-Forwarded-For (read from r, every line of it) is extended.
 func setForwarded(h http.Header, r *http.Request, trust bool) {
 	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
@@ -219,13 +225,9 @@ func setForwarded(h http.Header, r *http.Request, trust bool) {
 	h.Del("X-Forwarded-Proto")
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if trust && len(prior) > 0 {
-			for _, p := range prior {
-				h.Add("X-Forwarded-For", p)
-			}
-			h.Set("X-Forwarded-For", h.Get("X-Forwarded-For")+", "+ip)
-		} else {
-			h.Set("X-Forwarded-For", ip)
+			ip = strings.Join(prior, ", ") + ", " + ip
 		}
+		h.Set("X-Forwarded-For", ip)
 	}
 	h.Set("X-Forwarded-Host", r.Host)
 	proto := "http"
