@@ -221,8 +221,9 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = fw.peer.Scheme
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
-	stripReserved(out.Header)                       // every look-alike too (headerpolicy.go); the peer strips again
-	s.setForwarding(out.Header, pr.In, fw.passedOn) // passed on: as the first replica set and signed them
+	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
+	// A request passed on keeps the forwarding headers the first replica set and signed.
+	s.setForwarding(out.Header, pr.In, fw.passedOn)
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer
