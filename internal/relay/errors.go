@@ -25,10 +25,17 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeWrongReplica     = "wrong_replica"
 	codeReplicaBusy      = "replica_busy"
+	codeInvalidCursor    = "invalid_cursor"
 
 	codeCORSOriginNotAllowed = "cors_origin_not_allowed"
 	codeCrossOriginRefused   = "cross_origin_refused"
 )
+
+// codeUpstreamHeaderTooLarge: the host's (or a peer's) response head was longer than Config.MaxResponseHeaderBytes.
+const codeUpstreamHeaderTooLarge = "upstream_header_too_large"
+
+// codeRelayBusy: the relay has Config.MaxExchanges client exchanges in flight.
+const codeRelayBusy = "relay_busy"
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.
 const retryAfterSeconds = 2
