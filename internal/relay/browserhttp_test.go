@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
@@ -563,3 +564,40 @@ func TestAgentHostHeaderAndUpstreamErrors(t *testing.T) {
 }
 
 func id2host(id, port string) string { return id + ".localhost:" + port }
+
+// TestBrowserRulesAcrossReplicas: a request that reaches a replica without the host's tunnel is forwarded as the
+// client sent it; the owner finds the host by name in host mode, and the page rules apply exactly once.
+func TestBrowserRulesAcrossReplicas(t *testing.T) {
+	dir := directory.NewMemory()
+	t.Cleanup(func() { _ = dir.Close() })
+	mut := func(c *relay.Config) { c.HostsDomain = "localhost" }
+	a := relaytest.StartRelayOn(t, dir, mut)
+	b := relaytest.StartRelayOn(t, dir, mut)
+	relaytest.StartHost(t, a.URL, "org:laptop", echoHost(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/go" {
+			w.Header().Add("Set-Cookie", "k=v; Path=/; Domain=localhost")
+			http.Redirect(w, r, "/there", http.StatusFound)
+			return true
+		}
+		return false
+	}), nil)
+	tok := relaytest.ClientToken(t, "u", "org:laptop")
+	port := portOf(t, b.URL)
+
+	req := newReq(t, "GET", b.URL+"/p?q=1", relay.HostName("org:laptop")+".localhost:"+port)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, body := send(t, req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("host mode via a peer: %d %s", resp.StatusCode, body)
+	}
+	if s := decodeSeen(t, body); s.URI != "/p?q=1" || s.Header.Get("X-Forwarded-Prefix") != "" {
+		t.Fatalf("host saw %q, prefix %q", s.URI, s.Header.Get("X-Forwarded-Prefix"))
+	}
+	req = newReq(t, "GET", b.URL+"/hosts/org:laptop/go", "")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, body = send(t, req)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/hosts/org:laptop/there" ||
+		resp.Header.Get("Set-Cookie") != "k=v; Path=/hosts/org:laptop/" {
+		t.Fatalf("path mode via a peer: %d Location %q Set-Cookie %q %s", resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("Set-Cookie"), body)
+	}
+}
