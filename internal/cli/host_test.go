@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -165,5 +166,61 @@ func TestTokenCommandRenewsBeforeExpiry(t *testing.T) {
 	}
 	if !strings.Contains(text, `switchboard_tunnels_closed_total{reason="replaced"}`) {
 		t.Fatal("no tunnel was replaced by its renewal")
+	}
+}
+
+// TestBrowserFlags: `serve --hosts-domain` routes NAME.DOMAIN to the host with its path unchanged, `--cors-origin`
+// answers that origin's preflight, and `host --host-header preserve` passes the public name to the upstream; a
+// --host-header that is not a host name, or --upstream-ca with --upstream-insecure-skip-verify, exits 2.
+func TestBrowserFlags(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Host, r.Header.Get("X-Forwarded-Host"), r.URL.RequestURI())
+	})
+	_, addr, _ := startRelay(t, withSecret, "--hosts-domain", "localhost", "--cors-origin", "http://app.example:3000")
+	start(t, nil, "host", "--relay", "http://"+addr, "--id", "h1", "--token", mint(t, "host", "--id", "h1"),
+		"--upstream", up, "--host-header", "preserve")
+	tok := mint(t, "client", "--hosts", "h1")
+	waitStatus(t, "http://"+addr+"/hosts/h1/", tok, 200)
+
+	_, port, _ := strings.Cut(addr, ":")
+	name := "h1.localhost:" + port
+	req, _ := http.NewRequest("GET", "http://"+addr+"/a?b=1", nil)
+	req.Host = name
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := name + " " + name + " /a?b=1"; resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("host mode: %d %q, want %q", resp.StatusCode, body, want)
+	}
+
+	req, _ = http.NewRequest("OPTIONS", "http://"+addr+"/v1/hosts/h1", nil)
+	req.Header.Set("Origin", "http://app.example:3000")
+	req.Header.Set("Access-Control-Request-Method", "GET")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "http://app.example:3000" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+
+	for _, args := range [][]string{
+		{"--host-header", "a/b"},
+		{"--upstream-ca", "ca.pem", "--upstream-insecure-skip-verify"},
+	} {
+		r := run(t, nil, append([]string{"host", "--relay", "http://" + addr, "--id", "h2", "--token", "x", "--upstream", up}, args...)...)
+		if r.code != 2 {
+			t.Fatalf("host %v: exit %d, want 2: %s", args, r.code, r.stderr)
+		}
+	}
+	for _, args := range [][]string{{"--cors-origin", "*"}, {"--cors-origin", "https://app.example/path"}, {"--hosts-domain", "bad_name"}} {
+		if r := run(t, nil, append([]string{"serve"}, args...)...); r.code != 2 || !strings.Contains(r.stderr, args[0]) {
+			t.Fatalf("serve %v: exit %d, want 2 and a message naming the flag: %s", args, r.code, r.stderr)
+		}
 	}
 }

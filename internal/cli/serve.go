@@ -91,6 +91,16 @@ type ServeCmd struct {
 // is not what someone asking for -1 meant), secrets shorter than auth.MinSecretLen bytes, and --jwks-url without
 // --jwks-audience.
 func (c *ServeCmd) Validate() error {
+	for _, o := range c.CORSOrigin {
+		if err := relay.CheckCORSOrigin(o); err != nil {
+			return fmt.Errorf("--cors-origin %q: %w", o, err)
+		}
+	}
+	if c.HostsDomain != "" {
+		if err := relay.CheckHostsDomain(c.HostsDomain); err != nil {
+			return fmt.Errorf("--hosts-domain %q: %w", c.HostsDomain, err)
+		}
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

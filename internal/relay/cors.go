@@ -190,3 +190,9 @@ func (c *corsWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach deadlines and Hijack.
 func (c *corsWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// CheckCORSOrigin reports whether o can be one of Config.CORSOrigins: an exact origin, scheme://host[:port].
+func CheckCORSOrigin(o string) error {
+	_, err := canonicalOrigin(o)
+	return err
+}

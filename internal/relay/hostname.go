@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/base32"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -204,4 +205,13 @@ func validDomain(d string) bool {
 		}
 	}
 	return true
+}
+
+// CheckHostsDomain reports whether d can be Config.HostsDomain: a DNS name of labels of a-z, 0-9 and '-' (case and
+// a trailing dot do not matter).
+func CheckHostsDomain(d string) error {
+	if !validDomain(strings.ToLower(strings.Trim(d, "."))) {
+		return errors.New("want a DNS name such as hosts.example.com (labels of a-z, 0-9 and '-')")
+	}
+	return nil
 }
