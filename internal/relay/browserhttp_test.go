@@ -373,6 +373,9 @@ func TestBrowserSession(t *testing.T) {
 			}{
 				{"", false, 403}, {"http://evil.example", false, 403}, {"null", false, 403},
 				{own, false, 200}, {"http://app.example", false, 200},
+				// the page is https behind a front that terminates TLS: the host part decides
+				{"https://" + strings.TrimPrefix(own, "http://"), false, 200},
+				{own + "0", false, 403}, {"http://h.localhost.evil.example", false, 403},
 				{"http://evil.example", true, 403}, {own, true, http.StatusTeapot},
 			} {
 				method := "POST"

@@ -120,14 +120,17 @@ func stateChanging(r *http.Request) bool {
 	return true
 }
 
-// originAllowedForSession reports whether r's Origin is the origin r was sent to (its own host's) or an allowed CORS origin.
-// A missing Origin is neither.
+// originAllowedForSession reports whether r's Origin is the origin r was sent to (its own host's) or an allowed
+// CORS origin. A missing Origin is neither. The own origin is compared by host and port only: behind a front that
+// terminates TLS without --trust-forwarded-for the relay sees http while the page is https, and the host part is
+// what tells one host from another.
 func (s *Server) originAllowedForSession(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" || o == "null" {
 		return false
 	}
-	if strings.EqualFold(o, s.clientScheme(r)+"://"+r.Host) {
+	if u, err := url.Parse(o); err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Path == "" &&
+		strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	return s.cors.allowed(o)
