@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -90,10 +91,22 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// TestVersion: `version` prints one line and exits 0.
+// cleanVersion is what `switchboard version` may print: a release tag, or devel with the revision when the build
+// recorded one.
+var cleanVersion = regexp.MustCompile(`^(v[0-9]+\.[0-9]+\.[0-9]+[-.0-9A-Za-z]*|devel(\+[0-9a-f]{12}(-dirty)?)?)\n$`)
+
+// TestVersion: `version`, `--version` and `serve --version` print the same single clean version and exit 0.
 func TestVersion(t *testing.T) {
-	r := run(t, nil, "version")
-	if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "switchboard ") {
-		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	var first string
+	for _, args := range [][]string{{"version"}, {"--version"}, {"serve", "--version"}} {
+		r := run(t, nil, args...)
+		if r.code != 0 || !cleanVersion.MatchString(r.stdout) || r.stderr != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+		if first == "" {
+			first = r.stdout
+		} else if r.stdout != first {
+			t.Fatalf("%v printed %q, version printed %q", args, r.stdout, first)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/relay"
+	"github.com/switchboard-relay/switchboard/internal/version"
 )
 
 // ServeCmd is `switchboard serve`.
@@ -138,7 +139,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		return &exitError{code: 2, err: err}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector())
 	rcfg := relay.Config{
 		Verifier:          verifier,
 		Replica:           replica,
