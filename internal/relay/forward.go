@@ -215,6 +215,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 			}
 		}
 		pr.SetXForwarded()
+		out.Header.Set("X-Forwarded-Proto", s.clientProto(pr.In))
 	}
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)

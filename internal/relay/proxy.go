@@ -160,6 +160,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 		pr.SetXForwarded()
+		out.Header.Set("X-Forwarded-Proto", s.clientProto(pr.In))
 	}
 	out.Host = pr.In.Host
 	if ex.subject != "" {

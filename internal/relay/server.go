@@ -73,6 +73,11 @@ type Config struct {
 	FlapWindow time.Duration
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
+	// TrustForwardedProto takes a client-sent "X-Forwarded-Proto: https" (or http) as the scheme the client used,
+	// for a front that terminates TLS and says so in that header (set only behind such a trusted proxy). If false,
+	// the scheme is https only when the connection was TLS at this relay or a PROXY v2 header said so
+	// (ContextWithClientTLS).
+	TrustForwardedProto bool
 
 	// Scale-out (docs/scaling.md). With the zero values the relay is a single node: a request for a host without
 	// a tunnel here is answered 503 at once.

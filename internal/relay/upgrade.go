@@ -168,7 +168,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 			}
 		}
 	} else {
-		setForwarded(out.Header, r, s.cfg.TrustForwardedFor)
+		setForwarded(out.Header, r, s.cfg.TrustForwardedFor, s.clientProto(r))
 	}
 	out.Body = nil
 	out.ContentLength = 0
@@ -177,9 +177,9 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	return out
 }
 
-// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
-// client's own X-Forwarded-For (read from r) is extended.
-func setForwarded(h http.Header, r *http.Request, trust bool) {
+// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded, with proto from
+// clientProto. With trust, the client's own X-Forwarded-For (read from r) is extended.
+func setForwarded(h http.Header, r *http.Request, trust bool, proto string) {
 	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
 	h.Del("X-Forwarded-For")
@@ -196,10 +196,6 @@ func setForwarded(h http.Header, r *http.Request, trust bool) {
 		}
 	}
 	h.Set("X-Forwarded-Host", r.Host)
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
 	h.Set("X-Forwarded-Proto", proto)
 }
 
