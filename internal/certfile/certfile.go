@@ -54,7 +54,9 @@ func New(certPath, keyPath string, log *slog.Logger) (*Reloader, error) {
 }
 
 // GetCertificate is for tls.Config.GetCertificate.
-func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.Current(), nil }
+func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return r.Current(), nil
+}
 
 // GetClientCertificate is for tls.Config.GetClientCertificate: the same pair as a client certificate.
 func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {

@@ -168,4 +168,3 @@ func TestNewErrors(t *testing.T) {
 		t.Fatal("mismatched key: no error")
 	}
 }
-

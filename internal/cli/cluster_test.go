@@ -71,7 +71,7 @@ func TestServeRedisClusterInternalTLS(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("hi " + r.Header.Get("X-Switchboard-Subject")))
 	})
-	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret", "SWITCHBOARD_INTERNAL_CA=" + pki.ca}, withSecret...)
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret-0123456789abcdef", "SWITCHBOARD_INTERNAL_CA=" + pki.ca}, withSecret...)
 	var internalA string
 	replica := func(id string) (*proc, string) {
 		socks := listenSockets(t, 3) // main, metrics, internal
