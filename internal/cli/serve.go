@@ -53,6 +53,7 @@ type ServeCmd struct {
 	Lease             time.Duration `help:"Replica lease in a Redis directory: how long a dead replica's hosts may still route to it; refreshed every third of it." default:"15s" env:"SWITCHBOARD_LEASE"`
 
 	DrainTimeout        time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
+	DrainDelay          time.Duration `help:"After SIGTERM, first answer /readyz with 503 for this long while serving as usual, so a load balancer's health checks take the replica out of rotation before its agents are told to move and its listeners close (set above the balancer's check interval × failures); 0 starts the drain at once." default:"0s" env:"SWITCHBOARD_DRAIN_DELAY"`
 	FlapWindow          time.Duration `help:"How long a host may be gone before its offline event; a reconnect within it sends no offline/online pair." default:"5s" env:"SWITCHBOARD_FLAP_WINDOW"`
 	EventsRetention     time.Duration `help:"How long presence events stay readable for resuming streams (GET /v1/presence/events)." default:"1h" env:"SWITCHBOARD_EVENTS_RETENTION"`
 	EventsMax           int           `help:"Most presence events kept for resuming streams." default:"100000" env:"SWITCHBOARD_EVENTS_MAX"`
@@ -93,7 +94,7 @@ func (c *ServeCmd) Validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
+		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter}, {"--drain-delay", c.DrainDelay},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
 		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
 	} {
@@ -280,7 +281,14 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		"tls", tlsMode(c), "proxy_protocol", c.ProxyProtocol)
 
 	<-ctx.Done()
-	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String())
+	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
+		"drain_delay", c.DrainDelay.String())
+	if c.DrainDelay > 0 {
+		// Lame duck: /readyz says 503 while everything still works, until the load balancer has stopped sending
+		// new connections here; agents told to move then reconnect elsewhere.
+		srv.Unready()
+		time.Sleep(c.DrainDelay)
+	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	if err := srv.Drain(drainCtx); err != nil {

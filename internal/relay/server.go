@@ -135,6 +135,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every tunnel and background goroutine
 
+	unready  atomic.Bool // set by Unready
 	draining atomic.Bool
 	closed   atomic.Bool
 
@@ -335,6 +336,12 @@ func (s *Server) Run(ctx context.Context) error {
 // Draining reports whether Drain has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
+// Unready turns /readyz to 503 and changes nothing else: the relay keeps serving exchanges and accepting tunnels.
+// Call it before Drain for a lame-duck period in which load balancers take this replica out of rotation, so that
+// the agents Drain then tells to move reconnect to other replicas rather than to this one. Drain and Close keep
+// /readyz at 503.
+func (s *Server) Unready() { s.unready.Store(true) }
+
 // Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, and every agent is told in-band to
 // open a new tunnel elsewhere (spread over DrainJitter). In a cluster, each old tunnel retires as soon as its host
 // has moved: it admits no new exchange (those go to the new owner), lets its in-flight exchanges finish, then closes
@@ -504,7 +511,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() || s.closed.Load() {
+	if s.unready.Load() || s.draining.Load() || s.closed.Load() {
 		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining")
 		return
 	}
