@@ -163,4 +163,3 @@ func readProc(pid int) (ProcStats, error) {
 	st.CPU = time.Duration(ut+stime) * clockTick
 	return st, nil
 }
-
