@@ -101,7 +101,7 @@ func TestReleaseScript(t *testing.T) {
 	var native string
 	for _, l := range lines {
 		sum, name, ok := strings.Cut(l, "  ")
-		if !ok || !regexp.MustCompile(`^switchboard_` + regexp.QuoteMeta(releaseVersion) + `_[a-z]+_(amd64|arm64)(\.exe)?$`).MatchString(name) {
+		if !ok || !regexp.MustCompile(`^switchboard_`+regexp.QuoteMeta(releaseVersion)+`_[a-z]+_(amd64|arm64)(\.exe)?$`).MatchString(name) {
 			t.Fatalf("SHA256SUMS line %q", l)
 		}
 		b, err := os.ReadFile(filepath.Join(dir, name))

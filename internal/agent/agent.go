@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // Config configures an agent. Zero values have the defaults documented per field, applied by Listen.
@@ -70,6 +72,9 @@ func (c *Config) validate() error {
 	}
 	if c.HostID == "" {
 		return errors.New("agent: host id is required")
+	}
+	if err := tunnel.CheckHostID(c.HostID); err != nil {
+		return fmt.Errorf("agent: %w", err) // the relay would refuse it at every attempt
 	}
 	if c.Token == "" && c.TokenFunc == nil {
 		return errors.New("agent: a token or a token command is required")

@@ -208,6 +208,8 @@ func TestConfigErrors(t *testing.T) {
 		"no relay":      {HostID: "h", Token: "t"},
 		"bad scheme":    {Relays: []string{"ftp://x"}, HostID: "h", Token: "t"},
 		"no id":         {Relays: []string{"http://x"}, Token: "t"},
+		"invisible id":  {Relays: []string{"http://x"}, HostID: "h\u200b", Token: "t"},
+		"bidi id":       {Relays: []string{"http://x"}, HostID: "h\u202eh", Token: "t"},
 		"no token":      {Relays: []string{"http://x"}, HostID: "h"},
 		"bad transport": {Relays: []string{"http://x"}, HostID: "h", Token: "t", Transport: "carrier-pigeon"},
 	} {

@@ -39,7 +39,7 @@ func tokenExpiry(tok string) (exp time.Time, ok bool) {
 		return time.Time{}, false
 	}
 	e := *claims.Exp
-	if e <= 0 || e > 1<<40 { // beyond year 36000: not a date anyone meant
+	if e < 1 || e > 1<<40 { // before 1970-01-01T00:00:01 or beyond year 36000: not a date anyone meant
 		return time.Time{}, false
 	}
 	sec := int64(e)

@@ -252,11 +252,16 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 		return nil, fmt.Errorf("wait for the relay's ready message: %w", errOr(sc.Err(), rec.err()))
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
-	if m, err := tunnel.ParseControl(sc.Bytes()); err != nil || m.Type != tunnel.ControlReady {
+	m, err := tunnel.ParseControl(sc.Bytes())
+	if err != nil || m.Type != tunnel.ControlReady {
 		fail(tunnel.CloseProtocol, "expected a ready message")
 		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
 	}
-	return &session{conn: c, mux: mux, ctrl: ctrl, ctrlR: sc, ctrlDone: make(chan struct{}), rec: rec, epoch: c.epoch,
+	epoch := m.Epoch
+	if epoch == 0 {
+		epoch = c.epoch // relays before the epoch moved to "ready" sent it with the 101
+	}
+	return &session{conn: c, mux: mux, ctrl: ctrl, ctrlR: sc, ctrlDone: make(chan struct{}), rec: rec, epoch: epoch,
 		relay: relay, since: time.Now(), tokenAt: tokenAt, tokenExp: tokenExp}, nil
 }
 

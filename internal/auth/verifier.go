@@ -91,6 +91,9 @@ func (e chainError) Error() string {
 
 func (e chainError) Unwrap() []error { return e }
 
+// AnonymousSubject is the Subject of AllowAll's claims: it names no one, so it must not be used to tell callers apart.
+const AnonymousSubject = "anonymous"
+
 // AllowAll returns the Verifier for running without authentication ("--auth none"). Every call succeeds, with or
 // without a token, and returns Claims{Subject: "anonymous", Hosts: ["*"], Unrestricted: true}: the bearer may
 // reach and register every host id. The token, if any, is ignored.
@@ -100,5 +103,5 @@ type allowAll struct{}
 
 // Verify implements Verifier.
 func (allowAll) Verify(context.Context, string) (Claims, error) {
-	return Claims{Subject: "anonymous", Hosts: []string{"*"}, Unrestricted: true}, nil
+	return Claims{Subject: AnonymousSubject, Hosts: []string{"*"}, Unrestricted: true}, nil
 }

@@ -432,7 +432,7 @@ func TestExistingRelay(t *testing.T) {
 	defer closeSockets(ss)
 	addr, maddr := ss[0].Addr, ss[1].Addr
 	p, err := startChild(binary, "relay", "", []string{"serve", "--listen", fdArg(0), "--metrics-listen", fdArg(1),
-		"--upgrade-rate", "1000", "--upgrade-burst", "1000"},
+		"--upgrade-rate", "1000", "--upgrade-burst", "1000", "--max-conns-per-ip", "0"},
 		[]string{"SWITCHBOARD_SECRET=" + secret, "SWITCHBOARD_LOG_LEVEL=warn"}, files(ss)...)
 	if err != nil {
 		t.Fatal(err)

@@ -50,9 +50,11 @@ func (e *env) startRelayArgs(ctx context.Context, name string, extraSockets int,
 	if err != nil {
 		return nil, err
 	}
-	// The per-IP upgrade limit exists against abuse; every simulated host here comes from loopback, so lift it.
+	// The per-IP and per-caller limits exist against abuse; every simulated host and client here comes from
+	// loopback with one token, so lift them.
 	args := []string{"serve", "--listen", fdArg(0), "--metrics-listen", fdArg(1),
-		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000"}
+		"--upgrade-rate", "1000000", "--upgrade-burst", "1000000",
+		"--max-conns-per-ip", "0", "--max-streams-per-client", "1000000"}
 	args = append(args, e.cfg.RelayArgs...)
 	args = append(args, extra...)
 	r := &relayProc{Addr: ss[0].Addr, Base: "http://" + ss[0].Addr, Metrics: "http://" + ss[1].Addr, args: args, sockets: ss}

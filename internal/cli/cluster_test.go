@@ -71,7 +71,7 @@ func TestServeRedisClusterInternalTLS(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("hi " + r.Header.Get("X-Switchboard-Subject")))
 	})
-	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=cluster-test-secret-0123456789abcdef", "SWITCHBOARD_INTERNAL_CA=" + pki.ca}, withSecret...)
+	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret, "SWITCHBOARD_INTERNAL_CA=" + pki.ca}, withSecret...)
 	var internalA string
 	replica := func(id string) (*proc, string) {
 		socks := listenSockets(t, 3) // main, metrics, internal
@@ -131,12 +131,12 @@ func TestServeClusterFlagErrors(t *testing.T) {
 		{"bad route mode", nil, []string{"--route-mode", "teleport"}, "route-mode"},
 		{"wildcard internal listener", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "0.0.0.0:0"}, "--advertise-internal"},
-		{"tls cert without key", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+		{"tls cert without key", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--internal-tls-cert", "c.pem"}, "--internal-tls-key"},
 		{"tls on one node", nil, []string{"--internal-ca", "ca.pem"}, "shared directory"},
-		{"unreadable ca", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+		{"unreadable ca", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--internal-ca", "/nonexistent/ca.pem"}, "--internal-ca"},
-		{"tls advertised as http", []string{"SWITCHBOARD_CLUSTER_SECRET=x"},
+		{"tls advertised as http", []string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret},
 			[]string{"--directory", "redis://127.0.0.1:1", "--internal-listen", "127.0.0.1:0", "--advertise-internal", "http://127.0.0.1:1",
 				"--internal-tls-cert", "{cert}", "--internal-tls-key", "{key}"}, "https://"},
 	} {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
@@ -46,16 +45,11 @@ func (c *HostCmd) Validate() error {
 	return nil
 }
 
-// checkHostID applies the relay's host id rule: 1 to tunnel.MaxHostIDLen bytes of printable UTF-8 without '/'
-// (the relay answers 400 to anything else).
+// checkHostID applies the relay's host id rule (tunnel.CheckHostID: 1 to tunnel.MaxHostIDLen bytes of visible UTF-8
+// without '/'); the relay answers 400 to anything else.
 func checkHostID(id string) error {
-	if id == "" || len(id) > tunnel.MaxHostIDLen || !utf8.ValidString(id) {
-		return fmt.Errorf("--id %q: a host id is 1 to %d bytes of printable UTF-8", id, tunnel.MaxHostIDLen)
-	}
-	for _, r := range id {
-		if r <= ' ' || r == 0x7f || r == '/' || (r >= 0x80 && r <= 0x9f) {
-			return fmt.Errorf("--id %q: a host id may not contain spaces, control characters or '/'", id)
-		}
+	if err := tunnel.CheckHostID(id); err != nil {
+		return fmt.Errorf("--id %q: %w", id, err)
 	}
 	return nil
 }

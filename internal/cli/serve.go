@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/connlimit"
 	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/proxyproto"
 	"github.com/switchboard-relay/switchboard/internal/relay"
@@ -81,6 +83,18 @@ type ServeCmd struct {
 	ProxyProtocol     bool     `name:"proxy-protocol" help:"Connections to the main listener start with a PROXY protocol header (v1 or v2) from a load balancer; the client address it names is used for X-Forwarded-For, per-IP limits and logs." env:"SWITCHBOARD_PROXY_PROTOCOL"`
 	ProxyProtocolFrom []string `name:"proxy-protocol-from" help:"Network (CIDR or address) of the load balancers allowed to connect with --proxy-protocol (repeatable, or comma-separated); connections from anywhere else are refused." env:"SWITCHBOARD_PROXY_PROTOCOL_FROM" sep:","`
 
+	// Fairness and connection limits (docs/operations.md, "Limits").
+	MaxStreamsPerClient int     `help:"Most concurrent exchanges one caller (token subject, else IP) may have on one host; 0 means max(1, max-streams-per-host/4)." default:"0" env:"SWITCHBOARD_MAX_STREAMS_PER_CLIENT"`
+	AuthFailRate        float64 `help:"Failed tunnel upgrades (bad token, malformed id) per second per client IP; more get 429, upgrades with a valid token do not." default:"1" env:"SWITCHBOARD_AUTH_FAIL_RATE"`
+	AuthFailBurst       int     `help:"Burst of failed tunnel upgrades per client IP." default:"10" env:"SWITCHBOARD_AUTH_FAIL_BURST"`
+	MaxConnsPerIP       int     `name:"max-conns-per-ip" help:"Most open TCP connections from one client address (IPv6: one /64) on the relay listener; more are closed at accept. 0 means no cap." default:"2000" env:"SWITCHBOARD_MAX_CONNS_PER_IP"`
+	MaxConns            int     `name:"max-conns" help:"Most open TCP connections on the relay listener; more are closed at accept. 0 means 90% of the open-file limit." default:"0" env:"SWITCHBOARD_MAX_CONNS"`
+	// Bounds on the data path (docs/operations.md, "Limits and abuse").
+	MaxResponseHeaderBytes int           `help:"Largest response head (status line and headers) read from a host or a peer replica; a longer one gets 502 upstream_header_too_large." default:"65536" env:"SWITCHBOARD_MAX_RESPONSE_HEADER_BYTES"`
+	StallTimeout           time.Duration `help:"A client that takes no bytes for this long while the relay has bytes for it (and a host no WebSocket bytes) is cut." default:"30s" env:"SWITCHBOARD_STALL_TIMEOUT"`
+	StreamWindow           int           `help:"Bytes a host may send ahead of a slow client, per exchange (the relay's yamux receive window; at least 262144)." default:"4194304" env:"SWITCHBOARD_STREAM_WINDOW"`
+	MaxExchanges           int           `help:"Most client exchanges in flight on this relay over all hosts; more get 503 relay_busy." default:"10000" env:"SWITCHBOARD_MAX_EXCHANGES"`
+
 	WebhookURL     []string      `name:"webhook-url" help:"POST every presence event, signed, to this http(s) URL (repeatable, or comma-separated)." env:"SWITCHBOARD_WEBHOOK_URL" sep:","`
 	WebhookSecret  string        `name:"webhook-secret" help:"Key of the HMAC in the Switchboard-Signature header of webhooks (required with --webhook-url; prefer the env variable)." env:"SWITCHBOARD_WEBHOOK_SECRET"`
 	WebhookTimeout time.Duration `name:"webhook-timeout" help:"Limit on one webhook attempt, request and response; a slower receiver is retried." default:"10s" env:"SWITCHBOARD_WEBHOOK_TIMEOUT"`
@@ -97,6 +111,7 @@ func (c *ServeCmd) Validate() error {
 		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter}, {"--drain-delay", c.DrainDelay},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
 		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
+		{"--stall-timeout", c.StallTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
@@ -110,8 +125,12 @@ func (c *ServeCmd) Validate() error {
 		v    float64
 	}{
 		{"--max-tunnels", float64(c.MaxTunnels)}, {"--max-streams-per-host", float64(c.MaxStreamsPerHost)},
+		{"--max-streams-per-client", float64(c.MaxStreamsPerClient)},
+		{"--auth-fail-rate", c.AuthFailRate}, {"--auth-fail-burst", float64(c.AuthFailBurst)},
+		{"--max-conns-per-ip", float64(c.MaxConnsPerIP)}, {"--max-conns", float64(c.MaxConns)},
 		{"--upgrade-rate", c.UpgradeRate}, {"--upgrade-burst", float64(c.UpgradeBurst)},
 		{"--max-header-bytes", float64(c.MaxHeaderBytes)}, {"--hop-nonce-cache", float64(c.HopNonceCache)},
+		{"--max-response-header-bytes", float64(c.MaxResponseHeaderBytes)}, {"--max-exchanges", float64(c.MaxExchanges)},
 	} {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
@@ -129,6 +148,9 @@ func (c *ServeCmd) Validate() error {
 		if err := checkSecret(sec.flag, sec.v); err != nil {
 			return err
 		}
+	}
+	if c.StreamWindow != 0 && (c.StreamWindow < 256<<10 || c.StreamWindow > math.MaxUint32) {
+		return fmt.Errorf("--stream-window %d must be between 262144 and %d", c.StreamWindow, uint32(math.MaxUint32))
 	}
 	if err := c.validateTLS(); err != nil {
 		return err
@@ -180,7 +202,14 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		TrustForwardedFor:   c.TrustForwardedFor,
 		TrustForwardedProto: c.TrustForwardedProto,
 		HopNonceCache:       c.HopNonceCache,
+
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		StallTimeout:           c.StallTimeout,
+		StreamWindow:           uint32(c.StreamWindow),
+		MaxExchanges:           c.MaxExchanges,
 	}
+	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
+	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst
 	cl.configure(c, &rcfg)
 	srv, err := relay.New(rcfg)
 	if err != nil {
@@ -211,6 +240,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		ln = pln
 	}
+	ln = c.limitConns(ln, reg, log)
 	ln = clientTLSListener(ln, tlsCfg)
 	var http1 http.Protocols
 	http1.SetHTTP1(true) // tunnels and WebSockets are HTTP/1.1 upgrades
@@ -240,7 +270,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
 		}
 		metricsAddr = mln.Addr().String()
-		servers = append(servers, &http.Server{Handler: metricsHandler(srv, c.Pprof), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: metricsHandler(srv, c.Pprof), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute})
 	}
 
 	var aln net.Listener
@@ -305,6 +336,23 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	cl.close(log)
 	log.Info("relay stopped")
 	return nil
+}
+
+// limitConns caps the relay listener's TCP connections per client address and in total (internal/connlimit), after
+// raising the open-file limit. The metrics listener (health probes) and the internal listener (peers only, every
+// request signed) are not capped.
+func (c *ServeCmd) limitConns(ln net.Listener, reg prometheus.Registerer, log *slog.Logger) net.Listener {
+	fds, err := raiseFileLimit()
+	if err != nil {
+		log.Warn("could not raise the open-file limit", "open_files_limit", fds, "err", err)
+	}
+	total := c.MaxConns
+	if total == 0 && fds > 0 {
+		total = int(min(fds/10*9, math.MaxInt32))
+	}
+	log.Info("connection limits", "open_files_limit", fds, "max_conns", total, "max_conns_per_ip", c.MaxConnsPerIP)
+	return connlimit.Wrap(ln, connlimit.Config{PerIP: c.MaxConnsPerIP, Total: total, Logger: log,
+		Metrics: connlimit.NewMetrics(reg)})
 }
 
 // metricsHandler serves the relay's metrics and health endpoints, and pprof when asked. pprof's cmdline handler is

@@ -340,3 +340,33 @@ func selfSignedFor(t *testing.T, name string) []byte {
 	return append(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 }
+
+// TestServeProxyProtocolConnCaps: the per-address connection cap counts the client addresses PROXY headers name,
+// not the balancer's: with --max-conns-per-ip 1, a second client behind the same balancer is served while the
+// first holds its connection, and a second connection from the first client is closed.
+func TestServeProxyProtocolConnCaps(t *testing.T) {
+	_, s := startRelayMetricsReady(t, withSecret, 2, "--proxy-protocol", "--proxy-protocol-from", "127.0.0.1",
+		"--max-conns-per-ip", "1")
+	addr := s.addrs[0]
+	held, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Write(proxyV2("198.51.100.1", 1000, false)); err != nil {
+		t.Fatal(err)
+	}
+	// The held connection is accepted (and counted) once a request on it is answered.
+	if _, err := held.Write([]byte("GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(held), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("held connection: %v %v", resp, err)
+	}
+	if code := rawGet(t, addr, proxyV2("198.51.100.2", 1001, false), "/healthz", ""); code != 200 {
+		t.Fatalf("another client behind the same balancer: status %d", code)
+	}
+	if code := rawGet(t, addr, proxyV2("198.51.100.1", 1002, false), "/healthz", ""); code != 0 {
+		t.Fatalf("a second connection from a client at its cap: status %d, want the connection closed", code)
+	}
+}

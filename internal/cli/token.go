@@ -3,9 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // TokenCmd mints tokens.
@@ -67,6 +69,11 @@ func (c *TokenClientCmd) Validate() error {
 	if err := checkSecret("--secret (SWITCHBOARD_SECRET)", c.Secret); err != nil {
 		return err
 	}
+	for _, h := range splitList(c.Hosts) {
+		if err := checkHostPattern(h); err != nil {
+			return err
+		}
+	}
 	return checkTTL(c.TTL)
 }
 
@@ -79,12 +86,33 @@ func (c *TokenClientCmd) Run(g *Globals) error {
 	if len(hosts) == 0 { // an explicit --hosts "" passes kong's required check
 		return &exitError{code: 2, err: errNoHosts}
 	}
+	for _, h := range hosts {
+		if err := checkHostPattern(h); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+	}
 	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, hosts, c.TTL)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(g.stdout, tok)
 	return err
+}
+
+// checkHostPattern applies the host id rule to an entry of --hosts: "*", a "prefix*" whose prefix is the start of
+// a valid host id, or a valid host id. A token naming an id no host can register would reach nothing, silently.
+func checkHostPattern(p string) error {
+	id, prefix := strings.CutSuffix(p, "*")
+	if prefix && id == "" {
+		return nil
+	}
+	if prefix {
+		id += "x" // a prefix must leave room for at least one more byte
+	}
+	if err := tunnel.CheckHostID(id); err != nil {
+		return fmt.Errorf("--hosts entry %q: %w", p, err)
+	}
+	return nil
 }
 
 // checkTTL refuses a lifetime that would mint an already expired token.

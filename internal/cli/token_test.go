@@ -61,3 +61,33 @@ func TestTokenHost(t *testing.T) {
 		t.Fatalf("expires in %v, want 24h", left)
 	}
 }
+
+// TestTokenRefusesInvisibleIDs: `switchboard token` refuses host ids and --hosts entries the relay would refuse
+// (invisible, bidi, space or control characters), exiting 2 without printing a token.
+func TestTokenRefusesInvisibleIDs(t *testing.T) {
+	env := []string{"SWITCHBOARD_SECRET=" + secret}
+	for _, args := range [][]string{
+		{"token", "host", "--id", "org:\u200bmachine"},
+		{"token", "host", "--id", "org:\u202eenihcam"},
+		{"token", "host", "--id", "org:\u00a0m"},
+		{"token", "client", "--hosts", "a,org:\u2066x"},
+		{"token", "client", "--hosts", "org\ufeff*"},
+		{"token", "client", "--hosts", "a/b"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			r := run(t, env, args...)
+			if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "invalid host id") {
+				t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	for _, args := range [][]string{
+		{"token", "host", "--id", "東京:ノード"},
+		{"token", "client", "--hosts", "*"},
+		{"token", "client", "--hosts", "org:*,東京:ノード"},
+	} {
+		if r := run(t, env, args...); r.code != 0 || r.stdout == "" {
+			t.Fatalf("%q: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}

@@ -36,7 +36,8 @@ const (
 
 // Event is one change in a host's presence.
 type Event struct {
-	// ID is the event's position in the Log, set by Append; opaque to consumers, usable as an SSE Last-Event-ID.
+	// ID is the event's position in the Log, set by Append; opaque to consumers. The SSE stream sends it sealed
+	// (relay/seal.go), since it counts every host's events; webhooks send it as is.
 	ID string `json:"id"`
 	// Kind is what happened.
 	Kind Kind `json:"type"`

@@ -253,8 +253,17 @@ func (c *Conn) Header() Header { return c.header }
 // NetConn is the balancer's connection underneath.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
-// ClientTLS reports whether c, or a connection c wraps (through NetConn methods, as tls.Conn and other wrappers
-// offer), is a *Conn whose header said the client's side was TLS.
+// CloseWrite half-closes the connection when the one underneath can (a *net.TCPConn): a WebSocket or tunnel
+// proxied over it passes its half-close on.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// ClientTLS reports whether c, or a connection c wraps (through NetConn or Unwrap methods, as tls.Conn and the
+// connection limiter offer), is a *Conn whose header said the client's side was TLS.
 func ClientTLS(c net.Conn) bool {
 	for range 8 {
 		switch v := c.(type) {
@@ -262,6 +271,8 @@ func ClientTLS(c net.Conn) bool {
 			return v.header.TLS
 		case interface{ NetConn() net.Conn }:
 			c = v.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = v.Unwrap()
 		default:
 			return false
 		}

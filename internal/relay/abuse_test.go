@@ -53,7 +53,7 @@ func TestMaxTunnelsRefusesBeforeUpgrade(t *testing.T) {
 }
 
 func TestUpgradeRateLimitPerIP(t *testing.T) {
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.UpgradeRate = 0.001; c.UpgradeBurst = 3 })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.AuthFailRate = 0.001; c.AuthFailBurst = 3 })
 	var codes []int
 	for i := range 5 {
 		status, _ := tunnelAttempt(t, r.URL, fmt.Sprint("h", i), "bad-token")
@@ -67,7 +67,7 @@ func TestUpgradeRateLimitPerIP(t *testing.T) {
 
 // TestStreamLimitPerHost: one host at its limit gets 429; another host on the same relay is unaffected.
 func TestStreamLimitPerHost(t *testing.T) {
-	r := relaytest.StartRelay(t, func(c *relay.Config) { c.MaxStreamsPerHost = 2 })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.MaxStreamsPerHost = 2; c.MaxStreamsPerClient = 2 })
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
 	relaytest.StartHost(t, r.URL, "busy", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

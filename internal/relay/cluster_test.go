@@ -490,7 +490,7 @@ func dialBare(t *testing.T, relayURL, id, body string, ready bool) *bareTunnel {
 	h.Set("Authorization", "Bearer "+relaytest.HostToken(t, id))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(relayURL, "http")+tunnel.Path, &websocket.DialOptions{
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(relayURL, "http")+tunnel.Path, &websocket.DialOptions{
 		HTTPHeader: h, Subprotocols: []string{tunnel.Subprotocol},
 	})
 	if err != nil {
@@ -498,7 +498,6 @@ func dialBare(t *testing.T, relayURL, id, body string, ready bool) *bareTunnel {
 	}
 	ws.SetReadLimit(-1)
 	bt := &bareTunnel{rec: &readErr{Conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary)}}
-	bt.epoch, _ = strconv.ParseUint(resp.Header.Get(tunnel.HeaderEpoch), 10, 64)
 	if bt.sess, err = yamux.Server(bt.rec, tunnel.Options{}.YamuxConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -521,9 +520,11 @@ func dialBare(t *testing.T, relayURL, id, body string, ready bool) *bareTunnel {
 	if err != nil {
 		t.Fatalf("ready: %v", err)
 	}
-	if c, err := tunnel.ParseControl(bytes.TrimSpace(line)); err != nil || c.Type != tunnel.ControlReady {
-		t.Fatalf("first control message %q (%v), want ready", line, err)
+	c, err := tunnel.ParseControl(bytes.TrimSpace(line))
+	if err != nil || c.Type != tunnel.ControlReady || c.Epoch == 0 {
+		t.Fatalf("first control message %q (%v), want ready with an epoch", line, err)
 	}
+	bt.epoch = c.Epoch
 	return bt
 }
 

@@ -22,6 +22,7 @@ const (
 	fwdPeerTimeout     = "peer_timeout"
 	fwdPeerFailed      = "peer_failed"
 	fwdClientGone      = "client_gone"
+	fwdBadRequest      = "bad_request" // the client's request body failed
 	fwdAskedPeers      = "asked_peers" // the directory was unreachable and a peer said it holds the host
 
 	fwdReceived     = "received"

@@ -25,7 +25,14 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeWrongReplica     = "wrong_replica"
 	codeReplicaBusy      = "replica_busy"
+	codeInvalidCursor    = "invalid_cursor"
 )
+
+// codeUpstreamHeaderTooLarge: the host's (or a peer's) response head was longer than Config.MaxResponseHeaderBytes.
+const codeUpstreamHeaderTooLarge = "upstream_header_too_large"
+
+// codeRelayBusy: the relay has Config.MaxExchanges client exchanges in flight.
+const codeRelayBusy = "relay_busy"
 
 // retryAfterSeconds is what a client is told to wait when a host is offline or the relay is busy.
 const retryAfterSeconds = 2

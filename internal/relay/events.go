@@ -215,6 +215,7 @@ type eventMetrics struct {
 	appended    *prometheus.CounterVec // type
 	failed      prometheus.Counter
 	subscribers prometheus.Gauge
+	refused     *prometheus.CounterVec // kind: cursor, event_id
 }
 
 func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
@@ -232,6 +233,13 @@ func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
 			Help: "Open GET /v1/presence/events streams on this replica.",
 		}),
 	}
-	reg.MustRegister(m.appended, m.failed, m.subscribers)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "positions_refused_total",
+		Help: "GET /v1/hosts cursors (400 invalid_cursor) and presence Last-Event-IDs (answered with a reset) that this cluster did not issue, by kind: forged, altered, or sealed under another cluster secret.",
+	}, []string{"kind"})
+	for _, k := range []string{"cursor", "event_id"} {
+		m.refused.WithLabelValues(k)
+	}
+	reg.MustRegister(m.appended, m.failed, m.subscribers, m.refused)
 	return m
 }

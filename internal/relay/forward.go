@@ -147,6 +147,10 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 	}
 	fw := &forwardEx{peer: peer, subject: subject}
 	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw))
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &clientBody{ReadCloser: r.Body, cuts: s.bounds.cuts.WithLabelValues(cutClientBody)}
+	}
+	w = s.newStallResponseWriter(w) // a client that stops reading is cut as on the local path
 	if peer.Scheme == "http" && leanForwardable(r) {
 		s.leanForward(w, r, fw)
 	} else {
@@ -163,7 +167,7 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:   s.rewriteForward,
-		Transport: s.peerTransport,
+		Transport: peerRoundTripper{s},
 		// SSE and chunked answers are flushed at once by ReverseProxy itself; sized ones within flushLatency.
 		FlushInterval: flushLatency,
 		ErrorHandler:  s.forwardError,
@@ -178,12 +182,28 @@ func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 	}
 }
 
+// peerRoundTripper sends forwarded exchanges on the peer transport, telling a head too large from other failures.
+type peerRoundTripper struct{ s *Server }
+
+func (p peerRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	return roundTripCapped(p.s.peerTransport, req)
+}
+
 // newPeerTransport is the HTTP client of the internal listeners of peers.
 func (s *Server) newPeerTransport() *http.Transport {
+	d := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &countedConn{Conn: c}, nil // for roundTripCapped
+		},
+		// The owner already bounds the host's head; a peer adds only its own few headers.
+		MaxResponseHeaderBytes: int64(s.cfg.MaxResponseHeaderBytes + peerHeadSlack),
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        90 * time.Second,
 		// The owner answers 504 itself after its idle timeout; this only catches an owner that hangs.
 		ResponseHeaderTimeout: s.cfg.IdleTimeout + 10*time.Second,
 		DisableCompression:    true,
@@ -202,21 +222,8 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out.URL.Host = fw.peer.Host
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
-	if fw.passedOn {
-		for _, k := range forwardedHeaders {
-			if v := pr.In.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		if s.cfg.TrustForwardedFor {
-			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-				out.Header["X-Forwarded-For"] = prior
-			}
-		}
-		pr.SetXForwarded()
-		out.Header.Set("X-Forwarded-Proto", s.clientProto(pr.In))
-	}
+	// A request passed on keeps the forwarding headers the first replica set and signed.
+	s.setForwarding(out.Header, pr.In, fw.passedOn)
 	out.Host = pr.In.Host
 	s.signHop(out, fw.subject)
 	out.Trailer = pr.In.Trailer
@@ -232,9 +239,17 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 		}
 	}
 	var op *net.OpError
+	var bodyErr *clientBodyError
 	switch {
 	case r.Context().Err() != nil:
 		set(fwdClientGone)
+	case errors.As(err, &bodyErr):
+		set(fwdBadRequest)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "the request body could not be read (malformed or cut short)")
+	case errors.Is(err, errHeadTooLarge):
+		set(fwdPeerFailed)
+		s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
+		writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the answer of the replica holding the host's tunnel has a header larger than the relay accepts")
 	case errors.As(err, &op) && op.Op == "dial":
 		set(fwdPeerUnreachable)
 		s.log.Warn("owner replica unreachable", "err", err)

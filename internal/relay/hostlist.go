@@ -1,8 +1,9 @@
 package relay
 
 import (
-	"encoding/base64"
+	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -83,13 +84,14 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 	prefix := q.Get("prefix")
 	after := ""
 	if c := q.Get("cursor"); c != "" {
-		b, err := base64.RawURLEncoding.DecodeString(c)
-		if err != nil || !validHostID(string(b)) {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "cursor is not one this API returned")
+		var err error
+		if after, err = s.seal.open(sealCursor, c); err != nil || !validHostID(after) {
+			s.evm.refused.WithLabelValues("cursor").Inc()
+			writeError(w, http.StatusBadRequest, codeInvalidCursor, "cursor is not one this API returned")
 			return
 		}
-		after = string(b)
 	}
+	scope := listScopeOf(claims, prefix)
 
 	out := struct {
 		Hosts      []hostView `json:"hosts"`
@@ -98,18 +100,12 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 	scanned := 0
 	for {
 		batch := min(limit-len(out.Hosts)+16, listMaxLimit)
-		ids, err := lister.ListHosts(r.Context(), prefix, after, batch)
+		ids, more, err := scope.next(r.Context(), lister, after, batch)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
 			return
 		}
-		reach := ids[:0:0]
-		for _, id := range ids {
-			if claims.MayReach(id) {
-				reach = append(reach, id)
-			}
-		}
-		recs, err := s.dir.Records(r.Context(), reach)
+		recs, err := s.dir.Records(r.Context(), ids)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
 			return
@@ -131,13 +127,102 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 		}
 		scanned += len(ids)
 		switch {
-		case len(ids) < batch && !full:
+		case !more && (!full || after == ids[len(ids)-1]):
 			writeJSON(w, out) // the end
 			return
 		case full, scanned >= listScanFactor*limit:
-			out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(after))
+			// after is a host the caller may reach (the scope's sources hold nothing else), sealed all the same:
+			// a cursor reveals nothing, and one the relay did not issue is refused.
+			out.NextCursor = s.seal.seal(sealCursor, after)
 			writeJSON(w, out)
 			return
 		}
 	}
+}
+
+// listScope is where a listing looks: the parts of the caller's scope under the query's prefix. A listing reads
+// only these, so it never examines, counts, or stops at a host the caller may not reach, and how long it takes
+// does not depend on other tenants' hosts.
+type listScope struct {
+	prefixes []string // list the directory under each; none starts with another
+	exact    []string // exact ids of the token under the query prefix and under none of prefixes; sorted
+}
+
+// listScopeOf returns the scope of claims under the query prefix q.
+func listScopeOf(c auth.Claims, q string) listScope {
+	if c.Unrestricted {
+		return listScope{prefixes: []string{q}}
+	}
+	if c.Kind == auth.KindHost {
+		return listScope{} // a host token reaches nothing (auth.Claims.MayReach)
+	}
+	var prefixes, exact []string
+	for _, p := range c.Hosts {
+		if pre, ok := strings.CutSuffix(p, "*"); ok {
+			switch {
+			case strings.HasPrefix(q, pre):
+				prefixes = append(prefixes, q)
+			case strings.HasPrefix(pre, q):
+				prefixes = append(prefixes, pre)
+			}
+		} else if strings.HasPrefix(p, q) && validHostID(p) {
+			exact = append(exact, p)
+		}
+	}
+	// Sorted, a string that starts with another comes after it, and so does everything in between: keep each
+	// prefix that does not start with the last one kept.
+	slices.Sort(prefixes)
+	var ls listScope
+	for _, p := range prefixes {
+		if len(ls.prefixes) == 0 || !strings.HasPrefix(p, ls.prefixes[len(ls.prefixes)-1]) {
+			ls.prefixes = append(ls.prefixes, p)
+		}
+	}
+	slices.Sort(exact)
+	for _, id := range slices.Compact(exact) {
+		if !slices.ContainsFunc(ls.prefixes, func(p string) bool { return strings.HasPrefix(id, p) }) {
+			ls.exact = append(ls.exact, id)
+		}
+	}
+	return ls
+}
+
+// next returns up to n ids of the scope after `after`, in byte order, and whether more may follow. No prefix starts
+// with another, so their ranges of ids are disjoint and in the prefixes' order: next reads them in turn, skipping
+// those wholly at or before `after`, until it has n; over a whole listing each prefix is read about once, however
+// many the token has. The exact ids, outside every range, are merged in.
+func (ls listScope) next(ctx context.Context, lister directory.Lister, after string, n int) ([]string, bool, error) {
+	var ranged []string
+	for _, p := range ls.prefixes {
+		if len(ranged) == n {
+			break
+		}
+		if p < after && !strings.HasPrefix(after, p) {
+			continue // every id under p sorts before after
+		}
+		got, err := lister.ListHosts(ctx, p, after, n-len(ranged))
+		if err != nil {
+			return nil, false, err
+		}
+		ranged = append(ranged, got...)
+	}
+	more := len(ranged) == n // perhaps: the next call finds out
+	i, found := slices.BinarySearch(ls.exact, after)
+	if found {
+		i++
+	}
+	exact := ls.exact[i:min(i+n, len(ls.exact))]
+	more = more || len(ls.exact)-i > n
+	ids := make([]string, 0, len(ranged)+len(exact))
+	for len(ranged) > 0 || len(exact) > 0 {
+		if len(exact) == 0 || (len(ranged) > 0 && ranged[0] < exact[0]) {
+			ids, ranged = append(ids, ranged[0]), ranged[1:]
+		} else {
+			ids, exact = append(ids, exact[0]), exact[1:]
+		}
+	}
+	if len(ids) > n {
+		ids, more = ids[:n], true
+	}
+	return ids, more, nil
 }

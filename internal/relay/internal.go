@@ -221,6 +221,10 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
+	if !s.admitExchange(w, kind) {
+		return
+	}
+	defer s.exchanges.Add(-1)
 	t := s.serving(id)
 	if t == nil {
 		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.
@@ -254,7 +258,7 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject stri
 		return false
 	}
 	fw := &forwardEx{peer: peer, subject: subject, passedOn: true}
-	s.fwd.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	s.fwd.ServeHTTP(s.newStallResponseWriter(w), r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	if fw.outcome == "" {
 		fw.outcome = fwdOK
 	}

@@ -25,6 +25,7 @@ import (
 // peerConn is a keep-alive connection to a peer's internal listener.
 type peerConn struct {
 	nc   net.Conn
+	hl   *headLimit // under br: bounds each response head
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it was last returned to the pool
@@ -205,7 +206,8 @@ func (s *Server) dialPeer(ctx context.Context, addr string) (*peerConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &peerConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, nil
+	hl := &headLimit{r: nc}
+	return &peerConn{nc: nc, hl: hl, br: bufio.NewReaderSize(hl, 16<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, nil
 }
 
 // roundTripOn writes out on c and reads the response head. Interim answers (1xx other than 101) are dropped: the
@@ -222,6 +224,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 	if err := c.bw.Flush(); err != nil {
 		return nil, errors.Join(errStaleConn, err)
 	}
+	c.hl.limit(s.cfg.MaxResponseHeaderBytes + peerHeadSlack) // for every head up to the final one, peeks included
 	for {
 		if _, err := c.br.Peek(1); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
@@ -229,7 +232,7 @@ func (s *Server) roundTripOn(ctx context.Context, c *peerConn, out *http.Request
 			}
 			return nil, err
 		}
-		resp, err := http.ReadResponse(c.br, out)
+		resp, err := readHead(c.br, c.hl, out, s.cfg.MaxResponseHeaderBytes+peerHeadSlack)
 		if err != nil {
 			return nil, err
 		}

@@ -14,9 +14,16 @@ type metrics struct {
 	activeStreams   prometheus.Gauge
 	draining        prometheus.Gauge
 	tunnelsClosed   *prometheus.CounterVec // reason
-	upgradesLimited prometheus.Counter
-	replaceCut      prometheus.Counter // replaced tunnels closed with exchanges still in flight (expiry.go)
+	upgradesLimited *prometheus.CounterVec // bucket
+	clientStreams   prometheus.Counter     // exchanges refused by MaxStreamsPerClient
+	replaceCut      prometheus.Counter     // replaced tunnels closed with exchanges still in flight (expiry.go)
 }
+
+// Buckets of the per-IP tunnel upgrade limits.
+const (
+	limitUpgrades   = "upgrades"    // upgrades with a valid token: UpgradeRate, UpgradeBurst
+	limitAuthFailed = "auth_failed" // failed upgrades: AuthFailRate, AuthFailBurst
+)
 
 // Registration outcomes.
 const (
@@ -66,11 +73,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "switchboard", Name: "tunnels_closed_total",
 			Help: "Tunnels that ended, by reason.",
 		}, []string{"reason"}),
-		upgradesLimited: prometheus.NewCounter(prometheus.CounterOpts{
+		upgradesLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "switchboard", Name: "tunnel_upgrades_rate_limited_total",
-			Help: "Tunnel upgrades refused by the per-IP rate limit.",
+			Help: "Tunnel upgrades refused by a per-IP rate limit, by bucket: upgrades (with a valid token), auth_failed.",
+		}, []string{"bucket"}),
+		clientStreams: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "client_stream_limit_refused_total",
+			Help: "Exchanges refused 429 because their caller had its per-host share (MaxStreamsPerClient) in flight.",
 		}),
 	}
+	reg.MustRegister(m.clientStreams)
 	reg.MustRegister(m.tunnels, m.registrations, m.exchanges, m.latency, m.bytes, m.activeStreams, m.draining,
 		m.tunnelsClosed, m.upgradesLimited)
 	m.replaceCut = prometheus.NewCounter(prometheus.CounterOpts{

@@ -64,6 +64,10 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request) {
 	if websocketRequested(r) {
 		kind = "websocket"
 	}
+	if !s.admitExchange(w, kind) {
+		return
+	}
+	defer s.exchanges.Add(-1)
 	if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, rest, claims.Subject, false) {
 		return
 	}
@@ -84,6 +88,15 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges for this host")
 		return true
 	}
+	caller := callerKey(r, subject, hop)
+	if !t.admitCaller(caller, s.cfg.MaxStreamsPerClient) {
+		t.active.Add(-1)
+		s.metrics.clientStreams.Inc()
+		s.countExchange(kind, "too_many_streams", http.StatusTooManyRequests)
+		writeError(w, http.StatusTooManyRequests, codeTooManyStreams, "too many concurrent exchanges from this caller for this host")
+		return true
+	}
+	defer t.releaseCaller(caller)
 	s.metrics.activeStreams.Inc()
 	defer func() {
 		t.active.Add(-1)
@@ -97,7 +110,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}
 	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: r.Body, s: s}
+		r.Body = &countingBody{ReadCloser: &clientBody{ReadCloser: r.Body, cuts: s.bounds.cuts.WithLabelValues(cutClientBody)}, s: s}
 	}
 	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 	if rec.outcome == "" {
@@ -146,22 +159,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	setPath(out.URL, ex.path)
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go)
-	if ex.hop {
-		// The replica that forwarded the request set these by its own trust rules, and signed them (verifyHop).
-		for _, k := range forwardedHeaders {
-			if v := pr.In.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		if s.cfg.TrustForwardedFor {
-			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-				out.Header["X-Forwarded-For"] = prior
-			}
-		}
-		pr.SetXForwarded()
-		out.Header.Set("X-Forwarded-Proto", s.clientProto(pr.In))
-	}
+	s.setForwarding(out.Header, pr.In, ex.hop)
 	out.Host = pr.In.Host
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
@@ -189,10 +187,11 @@ func setPath(u *url.URL, p string) {
 	}
 }
 
-// proxyError answers a failed exchange: 504 when the host made no progress in time, 502 otherwise, nothing when
-// the client itself went away.
+// proxyError answers a failed exchange: 400 when the client's own request body failed, 504 when the host made no
+// progress in time, 502 otherwise, nothing when the client itself went away.
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	rec, _ := w.(*recorder)
+	var bodyErr *clientBodyError
 	switch {
 	case r.Context().Err() != nil:
 		if rec != nil {
@@ -200,6 +199,17 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 			rec.status = 499
 		}
 		return
+	case errors.As(err, &bodyErr):
+		if rec != nil {
+			rec.outcome = "bad_request"
+		}
+		writeError(w, http.StatusBadRequest, codeBadRequest, "the request body could not be read (malformed or cut short)")
+	case errors.Is(err, errHeadTooLarge):
+		if rec != nil {
+			rec.outcome = "upstream_header_too_large"
+		}
+		s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
+		writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the host's response header is larger than the relay accepts")
 	case isTimeout(err):
 		if rec != nil {
 			rec.outcome = "timeout"
@@ -231,7 +241,7 @@ type tunnelRoundTripper struct{}
 
 func (tunnelRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(exchangeKey{}).(*exchange)
-	return ex.t.transport.RoundTrip(req)
+	return roundTripCapped(ex.t.transport, req)
 }
 
 // newTransport builds the HTTP/1.1 client of one tunnel: its connections are yamux streams, pooled for keep-alive.
@@ -249,9 +259,11 @@ func (s *Server) newTransport(t *tunnelConn) *http.Transport {
 		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: idle,
-		DisableCompression:    true,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		// A host's head is read up to this; roundTripCapped tells a longer one from other failures.
+		MaxResponseHeaderBytes: int64(s.cfg.MaxResponseHeaderBytes),
+		DisableCompression:     true,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
 	}
 }
 
@@ -264,12 +276,16 @@ type idleConn struct {
 	idle     time.Duration
 	moved    atomic.Int64 // unix nanoseconds when the deadlines were last moved
 	timedOut atomic.Bool  // a read or write hit the idle deadline
+	read     atomic.Int64 // bytes read, for roundTripCapped
 }
+
+func (c *idleConn) bytesRead() int64 { return c.read.Load() }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	c.progress()
 	n, err := c.Stream.Read(p)
 	if n > 0 {
+		c.read.Add(int64(n))
 		c.progress()
 	}
 	return n, c.classify(err)
@@ -336,19 +352,32 @@ func (r *recorder) Write(p []byte) (int, error) {
 	}
 	r.extendDeadline()
 	n, err := r.ResponseWriter.Write(p)
-	if err != nil && isTimeout(err) {
+	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
+		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
 }
 
-// extendDeadline gives the client IdleTimeout to take the next bytes: a client that stops reading makes no
+// FlushError flushes under the write deadline of Write: a stalled client is often found by a flush first
+// (streamed answers are flushed after every write).
+func (r *recorder) FlushError() error {
+	r.extendDeadline()
+	err := http.NewResponseController(r.ResponseWriter).Flush()
+	if err != nil && isTimeout(err) && r.outcome != "timeout" {
+		r.outcome = "timeout"
+		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+	}
+	return err
+}
+
+// extendDeadline gives the client StallTimeout to take the next bytes: a client that stops reading makes no
 // progress and is cut like a host that stops sending. The deadline moves only when a quarter of it has passed, so
 // a fast body does not touch the connection's timer on every write. The deadline also covers the server's final
 // flush after the handler returns; http.Server clears it before the connection's next request.
 func (r *recorder) extendDeadline() {
-	idle := r.s.cfg.IdleTimeout
+	idle := r.s.cfg.StallTimeout
 	now := time.Now()
 	if !r.deadline.IsZero() && r.deadline.Sub(now) > idle-idle/4 {
 		return

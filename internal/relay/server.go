@@ -53,9 +53,20 @@ type Config struct {
 	MaxTunnels int
 	// MaxStreamsPerHost caps concurrent exchanges per host; further ones get 429. Zero means 1,000.
 	MaxStreamsPerHost int
-	// UpgradeRate and UpgradeBurst limit tunnel upgrades per client IP. Zero means 5 per second, burst 50.
+	// MaxStreamsPerClient caps the concurrent exchanges one caller may have on one host, so that one client cannot
+	// take a host's whole MaxStreamsPerHost; further ones get 429 too_many_streams. A caller is the token subject
+	// when the client authenticated, else its IP. Zero means max(1, MaxStreamsPerHost/4).
+	MaxStreamsPerClient int
+	// UpgradeRate and UpgradeBurst limit tunnel upgrades with a valid host token per client IP (hosts behind one
+	// NAT share it). Zero means 5 per second, burst 50.
 	UpgradeRate  float64
 	UpgradeBurst int
+	// AuthFailRate and AuthFailBurst limit failed tunnel upgrades (bad token, token for another id, malformed id)
+	// per client IP, in a bucket of their own that only failures are charged to: past it, failures get 429
+	// rate_limited, while upgrades with a valid token from the same address go on. Zero means 1 per second,
+	// burst 10.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// DrainJitter spreads drain notices to agents over this window, so they do not reconnect at once. Zero means 2 s.
 	DrainJitter time.Duration
 	// ReplaceGrace is how long a tunnel replaced by a newer registration of its host (a token renewal, a
@@ -71,6 +82,26 @@ type Config struct {
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
 	FlapWindow time.Duration
+	// EventsHeartbeat is how often GET /v1/presence/events writes a comment line, on a fixed schedule from the
+	// stream's start (so that proxies keep it open and clients notice a dead connection, and so that the stream's
+	// timing tells nothing of events the token may not see). Zero means 15 s.
+	EventsHeartbeat time.Duration
+	// MaxResponseHeaderBytes caps a response head (status line and headers, 1xx heads included) read from a host,
+	// on plain exchanges and WebSocket upgrades alike; a longer one is answered 502 upstream_header_too_large. A
+	// peer replica's forwarded answer may be peerHeadSlack longer. Zero means DefaultMaxResponseHeaderBytes (64 KiB).
+	MaxResponseHeaderBytes int
+	// StallTimeout is how long a client may accept no bytes while the relay has bytes for it (a download, an SSE
+	// stream, a WebSocket, proxied or forwarded), and a host no WebSocket bytes, before the exchange is cut. Zero
+	// means IdleTimeout; `switchboard serve` defaults to 30 s.
+	StallTimeout time.Duration
+	// StreamWindow is the relay's receive window per exchange: what a host may send ahead of a client that reads
+	// slowly, or not at all until StallTimeout cuts it. Larger windows carry more per stream over a long round
+	// trip to the host. Zero means 4 MiB; at least 256 KiB.
+	StreamWindow uint32
+	// MaxExchanges caps the client exchanges in flight on this relay, over all hosts (forwarded ones included);
+	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
+	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
+	MaxExchanges int
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted proxy).
 	TrustForwardedFor bool
 	// TrustForwardedProto takes a client-sent "X-Forwarded-Proto: https" (or http) as the scheme the client used,
@@ -86,7 +117,9 @@ type Config struct {
 	// advertises it in the directory. If empty, peers cannot forward to this replica.
 	InternalURL string
 	// ClusterSecret keys the HMAC that authenticates requests between replicas. If empty, forwarding is off both
-	// ways: this replica forwards nothing and its InternalHandler refuses everything.
+	// ways: this replica forwards nothing and its InternalHandler refuses everything. It also keys the sealing of
+	// GET /v1/hosts cursors and presence event ids (seal.go); if empty, those are sealed under a random key of this
+	// process, so a cursor or Last-Event-ID works only on the replica that issued it.
 	ClusterSecret []byte
 	// RouteMode is RouteForward or RouteFlyReplay. If empty, RouteForward.
 	RouteMode string
@@ -113,12 +146,17 @@ type Server struct {
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
+	bounds  *boundMetrics
 	mux     *http.ServeMux
-	limiter *ipLimiter
 	rp      *httputil.ReverseProxy
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	evm     *eventMetrics
+	seal    *sealer // list cursors and event ids (seal.go)
+
+	// Per-IP limits of tunnel upgrades; immutable after New (each has its own lock).
+	limiter   *ipLimiter // upgrades with a valid token
+	authFails *ipLimiter // failed upgrades
 
 	// Scale-out; immutable after New except where noted.
 	cluster       *clusterMetrics
@@ -135,9 +173,10 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every tunnel and background goroutine
 
-	unready  atomic.Bool // set by Unready
-	draining atomic.Bool
-	closed   atomic.Bool
+	unready   atomic.Bool // set by Unready
+	draining  atomic.Bool
+	closed    atomic.Bool
+	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
 
 	// Guarded by mu.
 	mu        sync.Mutex
@@ -179,17 +218,40 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
+	if cfg.MaxResponseHeaderBytes <= 0 {
+		cfg.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = cfg.IdleTimeout
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = DefaultStreamWindow
+	} else if cfg.StreamWindow < minStreamWindow {
+		return nil, fmt.Errorf("relay: Config.StreamWindow %d is below yamux's minimum of %d", cfg.StreamWindow, minStreamWindow)
+	}
+	if cfg.MaxExchanges <= 0 {
+		cfg.MaxExchanges = 10_000
+	}
 	if cfg.MaxTunnels <= 0 {
 		cfg.MaxTunnels = 100_000
 	}
 	if cfg.MaxStreamsPerHost <= 0 {
 		cfg.MaxStreamsPerHost = 1000
 	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = max(1, cfg.MaxStreamsPerHost/4)
+	}
 	if cfg.UpgradeRate <= 0 {
 		cfg.UpgradeRate = 5
 	}
 	if cfg.UpgradeBurst <= 0 {
 		cfg.UpgradeBurst = 50
+	}
+	if cfg.AuthFailRate <= 0 {
+		cfg.AuthFailRate = 1
+	}
+	if cfg.AuthFailBurst <= 0 {
+		cfg.AuthFailBurst = 10
 	}
 	if cfg.DrainJitter <= 0 {
 		cfg.DrainJitter = 2 * time.Second
@@ -207,6 +269,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HopNonceCache <= 0 {
 		cfg.HopNonceCache = 1_000_000
+	}
+	if cfg.EventsHeartbeat <= 0 {
+		cfg.EventsHeartbeat = 15 * time.Second
 	}
 	if cfg.Events == nil {
 		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
@@ -230,12 +295,19 @@ func New(cfg Config) (*Server, error) {
 			cfg.Gatherer = reg
 		}
 	}
+	seal, err := newSealer(cfg.ClusterSecret)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	s := &Server{
+		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registerer),
+		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		authFails:  newIPLimiter(cfg.AuthFailRate, cfg.AuthFailBurst),
 		tunnels:    make(map[string]*tunnelConn),
 		behind:     make(map[string]directory.Entry),
 		unreleased: make(map[string]release),
@@ -329,6 +401,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case now := <-t.C:
 			s.limiter.sweep(now)
+			s.authFails.sweep(now)
 		}
 	}
 }

@@ -11,10 +11,6 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/presence"
 )
 
-// sseHeartbeat is how often an idle event stream gets a comment line, so that proxies keep it open and clients
-// notice a dead connection.
-const sseHeartbeat = 15 * time.Second
-
 // sseBatch bounds the events read from the log per step.
 const sseBatch = 100
 
@@ -22,6 +18,12 @@ const sseBatch = 100
 // the hosts the client token may reach. It starts after the Last-Event-ID header or the after query parameter if
 // given, else at the newest event; it ends when the client goes, or when the relay drains or closes (the client
 // reconnects, to another replica, with Last-Event-ID).
+//
+// Nothing on the stream depends on hosts outside the token's scope. Their events are skipped without a byte: no
+// id-only block, and no wake-up that writes. Event ids are sealed log positions (seal.go), so the ids of two
+// events the caller sees do not count the events between them. Heartbeats come on a fixed schedule from the
+// stream's start, whatever the log does. A position the relay did not seal is answered like one that fell out of
+// the log: event: reset, then the present.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	claims, ok := s.authorizeClient(w, r)
 	if !ok {
@@ -36,12 +38,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
-	after, resume := r.Header.Get("Last-Event-ID"), true
-	if after == "" {
+	sealed, resume := r.Header.Get("Last-Event-ID"), true
+	if sealed == "" {
 		q := r.URL.Query()
-		after, resume = q.Get("after"), q.Has("after")
+		sealed, resume = q.Get("after"), q.Has("after")
 	}
-	if !resume {
+	after, gap := "", false // after "" with resume: ?after= asks for the oldest retained event
+	if resume && sealed != "" {
+		var err error
+		if after, err = s.seal.open(sealEvent, sealed); err != nil {
+			gap = true // not a position this cluster handed out: as if it fell out of the log
+			s.evm.refused.WithLabelValues("event_id").Inc()
+		}
+	}
+	if !resume || gap {
 		var err error
 		if after, err = presence.Newest(ctx, s.events); err != nil {
 			s.log.Warn("presence: event log unavailable", "err", err)
@@ -62,7 +72,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 
 	var buf bytes.Buffer
 	buf.WriteString("retry: 2000\n: switchboard presence events\n\n")
-	lastWrite := time.Now()
+	if gap {
+		writeSSE(&buf, s.seal.sealRandom(sealEvent, after), "reset", []byte(`{"reason":"gap"}`))
+	}
+	beat := s.cfg.EventsHeartbeat
+	nextBeat := time.Now().Add(beat)
 	for {
 		if buf.Len() > 0 {
 			if _, err := w.Write(buf.Bytes()); err != nil {
@@ -72,12 +86,18 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			buf.Reset()
-			lastWrite = time.Now()
 		}
 		if ctx.Err() != nil || s.draining.Load() {
 			return
 		}
-		evs, err := s.hub.Read(ctx, after, sseBatch, min(sseHeartbeat, time.Second))
+		if now := time.Now(); !now.Before(nextBeat) {
+			buf.WriteString(": heartbeat\n\n")
+			for !nextBeat.After(now) { // beats missed while blocked are not made up: the schedule stays fixed
+				nextBeat = nextBeat.Add(beat)
+			}
+			continue
+		}
+		evs, err := s.hub.Read(ctx, after, sseBatch, min(time.Until(nextBeat), time.Second))
 		switch {
 		case errors.Is(err, presence.ErrGap):
 			// Events were lost: the client must re-read state. It does so after receiving the reset, so the stream
@@ -90,7 +110,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			after = newest
-			writeSSE(&buf, newest, "reset", []byte(`{"reason":"gap"}`))
+			writeSSE(&buf, s.seal.sealRandom(sealEvent, newest), "reset", []byte(`{"reason":"gap"}`))
 			continue
 		case err != nil:
 			if ctx.Err() != nil {
@@ -100,31 +120,19 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !s.pause(ctx) {
 				return
 			}
-			if time.Since(lastWrite) >= sseHeartbeat {
-				buf.WriteString(": heartbeat\n\n")
-			}
 			continue
 		}
-		skipped := false
 		for _, e := range evs {
 			after = e.ID
 			if !claims.MayReach(e.HostID) {
-				skipped = true
-				continue
+				continue // nothing written, not even the position: see above
 			}
-			skipped = false
+			e.ID = s.seal.seal(sealEvent, e.ID)
 			data, err := json.Marshal(e)
 			if err != nil {
 				continue
 			}
 			writeSSE(&buf, e.ID, string(e.Kind), data)
-		}
-		if skipped {
-			// An id-only block moves the client's Last-Event-ID past events it may not see, without an event.
-			buf.WriteString("id: " + after + "\n\n")
-		}
-		if buf.Len() == 0 && time.Since(lastWrite) >= sseHeartbeat {
-			buf.WriteString(": heartbeat\n\n")
 		}
 	}
 }

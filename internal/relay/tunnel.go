@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +25,7 @@ const controlAcceptTimeout = 10 * time.Second
 
 // tunnelConn is one registered host tunnel: a WebSocket carrying a yamux session.
 type tunnelConn struct {
-	// Immutable after register.
+	// Immutable after register (epoch, connectedAt and log are set by claimed, before).
 	hostID      string
 	epoch       uint64
 	closeConn   closeFunc
@@ -43,6 +42,9 @@ type tunnelConn struct {
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
 	expiring atomic.Bool  // closeExpired has begun
+
+	callersMu sync.Mutex
+	callers   map[string]int // exchanges in flight per caller (see callerKey); guarded by callersMu
 
 	closeOnce   sync.Once
 	closeReason string        // written once in close, read after done
@@ -68,14 +70,20 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1) // under mu, so Close cannot be waiting already
 	s.mu.Unlock()
 	defer s.wg.Done()
-	if !s.limiter.allow(clientIP(r), time.Now()) {
-		s.metrics.upgradesLimited.Inc()
-		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
-		return
+	// Failed attempts (junk ids, bad tokens) are charged to their own bucket per IP, and only once they failed:
+	// junk from an address refuses junk, never an agent with a valid token behind the same address.
+	remote := clientIP(r)
+	failed := func(status int, code, msg, outcome string) {
+		if !s.authFails.allow(remote, time.Now()) {
+			s.metrics.upgradesLimited.WithLabelValues(limitAuthFailed).Inc()
+			reject(http.StatusTooManyRequests, codeRateLimited, "too many failed tunnel upgrades from this address", regRateLimited)
+			return
+		}
+		reject(status, code, msg, outcome)
 	}
 	id := r.Header.Get(tunnel.HeaderHostID)
 	if !validHostID(id) {
-		reject(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
+		failed(http.StatusBadRequest, codeInvalidHostID, "header "+tunnel.HeaderHostID+" must be 1-128 printable bytes without '/'", regBadRequest)
 		return
 	}
 	if !s.reserveSlot(id) {
@@ -91,7 +99,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	token, _ := auth.FromRequest(r)
 	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
 	if err != nil {
-		reject(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
+		failed(http.StatusUnauthorized, codeUnauthorized, "host token missing, invalid or expired", regUnauthorized)
 		return
 	}
 	if expiredAt(claims.ExpiresAt, time.Now()) { // within the verifier's leeway, but the tunnel would close at once
@@ -99,9 +107,19 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !claims.MayRegister(id) {
-		s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
-			"remote", clientIP(r))
-		reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
+		if s.authFails.allow(remote, time.Now()) { // logged only while the address is not being limited
+			s.log.Warn("tunnel refused: token is for another host", "host_id", id, "token_subject", claims.Subject,
+				"remote", remote)
+			reject(http.StatusForbidden, codeForbidden, "this token may not register that host id", regForbidden)
+			return
+		}
+		s.metrics.upgradesLimited.WithLabelValues(limitAuthFailed).Inc()
+		reject(http.StatusTooManyRequests, codeRateLimited, "too many failed tunnel upgrades from this address", regRateLimited)
+		return
+	}
+	if !s.limiter.allow(remote, time.Now()) {
+		s.metrics.upgradesLimited.WithLabelValues(limitUpgrades).Inc()
+		reject(http.StatusTooManyRequests, codeRateLimited, "too many tunnel upgrades from this address", regRateLimited)
 		return
 	}
 	if !websocketRequested(r) && !(headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade)) {
@@ -110,38 +128,42 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	meta := metadataFrom(r.Header)
 
-	// Claim before the upgrade so the 101 can carry the epoch.
-	entry, prev, prior, err := s.claim(r.Context(), id, meta) // prev: another replica to be told it lost the host
+	// The handshake comes before the claim: an upgrade that never becomes a working tunnel (no control stream, a
+	// broken or hostile agent) must not touch the directory entry, presence or metadata of a live tunnel of the
+	// same host, here or on another replica. So the 101 cannot carry the epoch; "ready" does.
+	nc, closeConn, ok := s.upgradeTunnel(w, r)
+	if !ok {
+		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
+		return // the upgrade failed and answered (or the client is gone)
+	}
+	t, err := s.startTunnel(id, nc, closeConn, meta)
+	if err != nil {
+		s.metrics.registrations.WithLabelValues(regFailed).Inc()
+		s.log.Warn("tunnel setup failed", "host_id", id, "remote", remote, "err", err)
+		return
+	}
+	// The request's context is the hijacked connection's; the claim is bounded on its own.
+	cctx, cancel := context.WithTimeout(s.ctx, controlAcceptTimeout)
+	entry, prev, prior, err := s.claim(cctx, id, meta) // prev: another replica to be told it lost the host
+	cancel()
 	if err != nil {
 		var ok bool
 		if entry, ok = s.claimLocally(id, meta); !ok {
 			s.log.Error("directory claim failed", "host_id", id, "err", err)
-			reject(http.StatusServiceUnavailable, codeHostOffline, "directory unavailable", regFailed)
+			s.metrics.registrations.WithLabelValues(regFailed).Inc()
+			t.close(tunnel.CloseInternal, "directory unavailable", "setup_failed")
 			return
 		}
 		prev, prior = "", nil
 		s.log.Warn("directory claim failed; tunnel accepted here and written behind", "host_id", id,
 			"epoch", entry.Epoch, "err", err)
 	}
-	nc, closeConn, ok := s.upgradeTunnel(w, r, entry.Epoch)
-	if !ok {
-		s.releaseEntry(id, entry.Epoch)
-		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
-		return // the upgrade failed and answered (or the client is gone)
-	}
-	t, err := s.startTunnel(id, entry, nc, closeConn, meta)
-	if err != nil {
-		s.releaseEntry(id, entry.Epoch)
-		s.metrics.registrations.WithLabelValues(regFailed).Inc()
-		s.log.Warn("tunnel setup failed", "host_id", id, "err", err)
-		return
-	}
+	t.claimed(entry, s.log)
 	if prev != "" {
 		s.wg.Go(func() { s.notifyEvict(prev, id, entry.Epoch) }) // this handler holds the group
 	}
 	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
 	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
-	remote := clientIP(r)
 	handedOff = true
 	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	t.prior = prior
@@ -181,7 +203,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		s.metrics.registrations.WithLabelValues(regOK).Inc()
 	}
 	if current {
-		t.sendControl(tunnel.Control{Type: tunnel.ControlReady})
+		t.sendControl(tunnel.Control{Type: tunnel.ControlReady, Epoch: t.epoch})
 		t.log.Info("tunnel up", "os", t.meta.OS, "agent_version", t.meta.AgentVersion, "remote", remote)
 	}
 	s.runTunnel(t)
@@ -190,7 +212,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 // upgradeTunnel completes the upgrade on the transport the agent asked for: raw (an HTTP/1.1 upgrade to
 // tunnel.RawUpgrade, yamux directly on the connection) or WebSocket. It returns the byte stream for yamux and how
 // to close it with a close code.
-func (s *Server) upgradeTunnel(w http.ResponseWriter, r *http.Request, epoch uint64) (net.Conn, closeFunc, bool) {
+func (s *Server) upgradeTunnel(w http.ResponseWriter, r *http.Request) (net.Conn, closeFunc, bool) {
 	if headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade) {
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -198,8 +220,8 @@ func (s *Server) upgradeTunnel(w http.ResponseWriter, r *http.Request, epoch uin
 			return nil, nil, false
 		}
 		_ = conn.SetDeadline(time.Time{})
-		_, err = fmt.Fprintf(brw.Writer, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %d\r\n\r\n",
-			tunnel.RawUpgrade, tunnel.HeaderEpoch, epoch)
+		_, err = fmt.Fprintf(brw.Writer, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+			tunnel.RawUpgrade)
 		if err == nil {
 			err = brw.Writer.Flush()
 		}
@@ -210,7 +232,6 @@ func (s *Server) upgradeTunnel(w http.ResponseWriter, r *http.Request, epoch uin
 		nc := tunnel.Coalesce(&tunnel.BufferedConn{Conn: conn, R: brw.Reader})
 		return nc, rawClose(conn), true
 	}
-	w.Header().Set(tunnel.HeaderEpoch, strconv.FormatUint(epoch, 10))
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{tunnel.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
@@ -249,9 +270,10 @@ func rawClose(conn net.Conn) closeFunc {
 	}
 }
 
-// startTunnel runs the multiplexer over nc and accepts the agent's control stream.
-func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
-	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4}.YamuxConfig()
+// startTunnel runs the multiplexer over nc and accepts the agent's control stream. The tunnel has no epoch until
+// claimed.
+func (s *Server) startTunnel(id string, nc net.Conn, closeConn closeFunc, meta directory.Metadata) (*tunnelConn, error) {
+	ycfg := tunnel.Options{PingInterval: s.cfg.PingInterval, AcceptBacklog: 4, StreamWindow: s.cfg.StreamWindow}.YamuxConfig()
 	ycfg.EnableKeepAlive = false // Server.pingLoop pings every tunnel from one goroutine
 	sess, err := yamux.Client(nc, ycfg)
 	if err != nil {
@@ -285,17 +307,23 @@ func (s *Server) startTunnel(id string, entry directory.Entry, nc net.Conn, clos
 	}
 	t := &tunnelConn{
 		hostID:      id,
-		epoch:       entry.Epoch,
 		closeConn:   closeConn,
 		sess:        sess,
 		ctrl:        ctrl,
 		meta:        meta,
-		connectedAt: entry.ConnectedAt,
-		log:         s.log.With("host_id", id, "epoch", entry.Epoch),
+		connectedAt: time.Now(),
+		log:         s.log.With("host_id", id),
 		done:        make(chan struct{}),
 	}
 	t.transport = s.newTransport(t)
 	return t, nil
+}
+
+// claimed gives t the epoch and connection time of its directory entry, before it is registered.
+func (t *tunnelConn) claimed(e directory.Entry, log *slog.Logger) {
+	t.epoch = e.Epoch
+	t.connectedAt = e.ConnectedAt
+	t.log = log.With("host_id", t.hostID, "epoch", e.Epoch)
 }
 
 // register installs t as its host's tunnel and returns the tunnel it replaced, if any. It gives back the slot

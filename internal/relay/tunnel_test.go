@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,7 +54,7 @@ func dialRawTunnel(t *testing.T, relayURL, id, token string, control bool) *rawT
 	h.Set("Authorization", "Bearer "+token)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(relayURL, "http")+tunnel.Path, &websocket.DialOptions{
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(relayURL, "http")+tunnel.Path, &websocket.DialOptions{
 		HTTPHeader: h, Subprotocols: []string{tunnel.Subprotocol},
 	})
 	if err != nil {
@@ -63,7 +62,6 @@ func dialRawTunnel(t *testing.T, relayURL, id, token string, control bool) *rawT
 	}
 	ws.SetReadLimit(-1)
 	rt := &rawTunnel{ws: ws}
-	rt.epoch, _ = strconv.ParseUint(resp.Header.Get(tunnel.HeaderEpoch), 10, 64)
 	rt.rec = &firstReadErr{Conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary)}
 	rt.sess, err = yamux.Server(rt.rec, tunnel.Options{}.YamuxConfig())
 	if err != nil {
@@ -76,9 +74,11 @@ func dialRawTunnel(t *testing.T, relayURL, id, token string, control bool) *rawT
 	})
 	if control {
 		rt.openControl(t)
-		if got := rt.readControl(t); got.Type != tunnel.ControlReady {
-			t.Fatalf("first control message %+v, want ready", got)
+		got := rt.readControl(t)
+		if got.Type != tunnel.ControlReady || got.Epoch == 0 {
+			t.Fatalf("first control message %+v, want ready with an epoch", got)
 		}
+		rt.epoch = got.Epoch
 	}
 	return rt
 }
@@ -215,33 +215,34 @@ func TestReplacedTunnelGetsCloseCode4409(t *testing.T) {
 	relaytest.Eventually(t, 5*time.Second, "offline after the current tunnel closed", func() bool { return !online(t, r, "h", tok) })
 }
 
-// TestStaleSetupNeverReplacesNewer: a tunnel that claimed its epoch first but finished its setup last (it opened
-// its control stream late) is the stale one: it is closed as replaced, never becomes routable, and its end does
-// not take the newer tunnel off the relay or the directory.
-func TestStaleSetupNeverReplacesNewer(t *testing.T) {
+// TestEpochIsClaimedWhenSetupCompletes: a tunnel gets its epoch once its control stream is open, not at the
+// upgrade: of two tunnels upgraded in turn, the one that finished its setup last is the newer one and replaces
+// the other, and the replaced one's end takes nothing of it off the relay or the directory.
+func TestEpochIsClaimedWhenSetupCompletes(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
 	tok := relaytest.ClientToken(t, "c", "h")
-	stale := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), false)
-	stale.serve(text("stale"))
-	fresh := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), true)
-	fresh.serve(text("fresh"))
-	if fresh.epoch <= stale.epoch {
-		t.Fatalf("epochs stale %d, fresh %d", stale.epoch, fresh.epoch)
+	late := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), false)
+	late.serve(text("late"))
+	early := dialRawTunnel(t, r.URL, "h", relaytest.HostToken(t, "h"), true)
+	early.serve(text("early"))
+	if code, body := getText(t, r.URL+"/hosts/h/", tok); code != 200 || body != "early" {
+		t.Fatalf("before the late setup completed: %d %q", code, body)
 	}
-	stale.openControl(t)
-	if c := stale.readControl(t); c.Type == tunnel.ControlReady {
-		t.Fatal("the stale tunnel was told it is routable")
+	late.openControl(t)
+	c := late.readControl(t)
+	if c.Type != tunnel.ControlReady || c.Epoch <= early.epoch {
+		t.Fatalf("late setup got %+v; want ready with an epoch above %d", c, early.epoch)
 	}
-	if code := stale.closeCode(t); code != tunnel.CloseReplaced {
-		t.Fatalf("the stale tunnel closed with %d, want %d", code, tunnel.CloseReplaced)
+	if code := early.closeCode(t); code != tunnel.CloseReplaced {
+		t.Fatalf("the earlier tunnel closed with %d, want %d", code, tunnel.CloseReplaced)
 	}
 	for range 10 {
-		if code, body := getText(t, r.URL+"/hosts/h/", tok); code != 200 || body != "fresh" {
-			t.Fatalf("after the stale tunnel ended: %d %q", code, body)
+		if code, body := getText(t, r.URL+"/hosts/h/", tok); code != 200 || body != "late" {
+			t.Fatalf("after the replaced tunnel ended: %d %q", code, body)
 		}
 	}
 	if !online(t, r, "h", tok) {
-		t.Fatal("the stale tunnel's end took the host offline")
+		t.Fatal("the replaced tunnel's end took the host offline")
 	}
 }
 

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,15 +40,36 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "could not send the upgrade to the host")
 		return "upstream_failed", http.StatusBadGateway
 	}
-	br := bufio.NewReaderSize(st, 16<<10)
-	resp, err := http.ReadResponse(br, out)
+	// A client that goes away ends the wait for the host's answer (and a refusal's body) at once: the stream's
+	// deadline is moved to the past, which wakes a blocked read.
+	stop := context.AfterFunc(r.Context(), func() { _ = st.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	hl := &headLimit{r: st}
+	br := bufio.NewReaderSize(hl, 16<<10)
+	// Interim answers (100 Continue, 103 Early Hints) are dropped, as the lean forward does; they share the cap
+	// with the final head, so a host cannot send them without end.
+	var resp *http.Response
+	for {
+		resp, err = readHead(br, hl, out, s.cfg.MaxResponseHeaderBytes)
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
 	if err != nil {
-		if isTimeout(err) {
+		switch {
+		case r.Context().Err() != nil:
+			return "client_gone", 499
+		case errors.Is(err, errHeadTooLarge):
+			s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
+			writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the host's answer to the upgrade has a header larger than the relay accepts")
+			return "upstream_header_too_large", http.StatusBadGateway
+		case isTimeout(err):
 			writeError(w, http.StatusGatewayTimeout, codeUpstreamTimeout, "the host did not answer the upgrade within the idle timeout")
 			return "timeout", http.StatusGatewayTimeout
+		default:
+			writeError(w, http.StatusBadGateway, codeUpstreamFailed, "the host's answer to the upgrade was unreadable")
+			return "upstream_failed", http.StatusBadGateway
 		}
-		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "the host's answer to the upgrade was unreadable")
-		return "upstream_failed", http.StatusBadGateway
 	}
 	defer resp.Body.Close()
 	s.metrics.latency.WithLabelValues("websocket").Observe(time.Since(ex.start).Seconds())
@@ -59,10 +82,16 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		}
 		w.WriteHeader(resp.StatusCode)
 		// The refusal's body is an ordinary answer: it may take long but must keep moving.
-		_, _ = io.Copy(w, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
+		rec := &recorder{ResponseWriter: w, s: s, start: ex.start, status: resp.StatusCode}
+		_, _ = io.Copy(rec, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
 		return "refused", resp.StatusCode
 	}
-	_ = st.SetDeadline(time.Time{}) // WebSockets idle for long; their own pings keep them honest.
+	if !stop() {
+		return "client_gone", 499
+	}
+	// WebSockets idle for long; their own pings keep them honest. Only writes are bounded (StallTimeout): a side
+	// that takes no bytes while the other sends is cut.
+	_ = st.SetDeadline(time.Time{})
 
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -71,12 +100,15 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
 	stripReservedResponse(resp.Header)
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout)) // the 101 head; the pumps move it on
 	if err := writeSwitching(brw.Writer, resp.Header); err != nil {
 		return "client_gone", http.StatusSwitchingProtocols
 	}
 
-	toHost := wsframe.NewFollower(st, true)
-	toClient := wsframe.NewFollower(conn, false)
+	toHost := wsframe.NewFollower(newStallWriter(st, st.SetWriteDeadline, s.cfg.StallTimeout,
+		s.bounds.cuts.WithLabelValues(cutStalledHost)), true)
+	toClient := wsframe.NewFollower(newStallWriter(conn, conn.SetWriteDeadline, s.cfg.StallTimeout,
+		s.bounds.cuts.WithLabelValues(cutStalledReader)), false)
 	var wg sync.WaitGroup
 	upDone := make(chan struct{})
 	downDone := make(chan struct{})
@@ -94,7 +126,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		if !toClient.SawClose() && toClient.AtBoundary() {
 			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
 		}
-		if tc, ok := conn.(*net.TCPConn); ok {
+		if tc, ok := conn.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or one wrapped by connlimit
 			_ = tc.CloseWrite()
 		}
 	})
@@ -161,15 +193,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	if ex.subject != "" {
 		out.Header.Set(HeaderSubject, ex.subject)
 	}
-	if ex.hop { // a forwarded upgrade keeps the forwarding headers its peer set and signed (verifyHop)
-		for _, k := range forwardedHeaders {
-			if v := r.Header[k]; len(v) > 0 {
-				out.Header[k] = v
-			}
-		}
-	} else {
-		setForwarded(out.Header, r, s.cfg.TrustForwardedFor, s.clientProto(r))
-	}
+	s.setForwarding(out.Header, r, ex.hop)
 	out.Body = nil
 	out.ContentLength = 0
 	out.Trailer = nil // no body, no trailers
@@ -177,8 +201,22 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 	return out
 }
 
+// setForwarding writes X-Forwarded-For, -Host and -Proto on out for the request in: as the peer replica that
+// forwarded in set and signed them when signed (verifyHop checked them), else by this relay's own trust rules.
+func (s *Server) setForwarding(out http.Header, in *http.Request, signed bool) {
+	if !signed {
+		setForwarded(out, in, s.cfg.TrustForwardedFor, s.clientProto(in))
+		return
+	}
+	for _, k := range forwardedHeaders {
+		if v := in.Header[k]; len(v) > 0 {
+			out[k] = v
+		}
+	}
+}
+
 // setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded, with proto from
-// clientProto. With trust, the client's own X-Forwarded-For (read from r) is extended.
+// clientProto. With trust, the client's own X-Forwarded-For (read from r, every line of it) is extended.
 func setForwarded(h http.Header, r *http.Request, trust bool, proto string) {
 	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
@@ -187,13 +225,9 @@ func setForwarded(h http.Header, r *http.Request, trust bool, proto string) {
 	h.Del("X-Forwarded-Proto")
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if trust && len(prior) > 0 {
-			for _, p := range prior {
-				h.Add("X-Forwarded-For", p)
-			}
-			h.Set("X-Forwarded-For", h.Get("X-Forwarded-For")+", "+ip)
-		} else {
-			h.Set("X-Forwarded-For", ip)
+			ip = strings.Join(prior, ", ") + ", " + ip
 		}
+		h.Set("X-Forwarded-For", ip)
 	}
 	h.Set("X-Forwarded-Host", r.Host)
 	h.Set("X-Forwarded-Proto", proto)

@@ -14,7 +14,8 @@
 //	Switchboard-Host-Label: k=v             repeatable
 //
 // Before the upgrade the relay answers errors as JSON with an HTTP status (see docs/protocol.md). On success it
-// answers 101 with header Switchboard-Epoch: <fencing epoch of this registration>.
+// answers 101; it claims the host id only once the control stream is open, so the fencing epoch of the
+// registration comes with "ready" (older relays sent it as header Switchboard-Epoch on the 101).
 //
 // # Multiplexing
 //

@@ -23,7 +23,7 @@ const (
 	HeaderHostOS       = "Switchboard-Host-Os"
 	HeaderAgentVersion = "Switchboard-Agent-Version"
 	HeaderHostLabel    = "Switchboard-Host-Label"
-	HeaderEpoch        = "Switchboard-Epoch"
+	HeaderEpoch        = "Switchboard-Epoch" // on the 101 of older relays only; the epoch now comes with "ready"
 )
 
 // MaxHostIDLen bounds a host id in bytes.
@@ -62,6 +62,9 @@ type Control struct {
 	// (the same codes as the WebSocket close codes below), sent just before the relay closes the connection.
 	Code   int    `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Epoch comes with "ready": the fencing epoch of this registration. The relay claims the host only once the
+	// tunnel works (its control stream is open), so the epoch is not known when the 101 is sent.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // Control types.
