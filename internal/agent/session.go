@@ -217,11 +217,13 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 	h.Set(tunnel.HeaderHostID, l.cfg.HostID)
 	h.Set(tunnel.HeaderHostOS, runtime.GOOS)
 	h.Set(tunnel.HeaderAgentVersion, l.cfg.Version)
-	if l.cfg.Name != "" {
-		h.Set(tunnel.HeaderHostName, l.cfg.Name)
+	// Metadata travels as visible text only (the relay cleans it the same way): a control character in a name
+	// would make the handshake itself unsendable.
+	if name := tunnel.CleanText(l.cfg.Name, 256); name != "" {
+		h.Set(tunnel.HeaderHostName, name)
 	}
 	for k, v := range l.cfg.Labels {
-		h.Add(tunnel.HeaderHostLabel, k+"="+v)
+		h.Add(tunnel.HeaderHostLabel, tunnel.CleanText(k, 128)+"="+tunnel.CleanText(v, 1024))
 	}
 	c, err := l.connect(ctx, relay, h)
 	if err != nil {

@@ -466,30 +466,26 @@ func (t *tunnelConn) abort(reason string) {
 
 // metadataFrom reads host metadata from the handshake headers, bounded in size.
 func metadataFrom(h http.Header) directory.Metadata {
-	clip := func(s string, n int) string {
-		if len(s) > n {
-			return s[:n]
-		}
-		return s
-	}
-	m := directory.Metadata{
-		Name:         clip(h.Get(tunnel.HeaderHostName), 256),
-		OS:           clip(h.Get(tunnel.HeaderHostOS), 64),
-		AgentVersion: clip(h.Get(tunnel.HeaderAgentVersion), 64),
+	m := directory.Metadata{ // shown to clients and dashboards: visible text only (tunnel.CleanText)
+		Name:         tunnel.CleanText(h.Get(tunnel.HeaderHostName), 256),
+		OS:           tunnel.CleanText(h.Get(tunnel.HeaderHostOS), 64),
+		AgentVersion: tunnel.CleanText(h.Get(tunnel.HeaderAgentVersion), 64),
 	}
 	for i, kv := range h.Values(tunnel.HeaderHostLabel) {
 		if i >= 64 {
 			break
 		}
 		k, v, ok := strings.Cut(kv, "=")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" || len(k) > 128 || len(v) > 1024 {
+		if !ok || len(k) > 128 || len(v) > 1024 {
+			continue
+		}
+		if k = tunnel.CleanText(k, 128); k == "" {
 			continue
 		}
 		if m.Labels == nil {
 			m.Labels = make(map[string]string)
 		}
-		m.Labels[k] = strings.TrimSpace(v)
+		m.Labels[k] = tunnel.CleanText(v, 1024)
 	}
 	return m
 }
