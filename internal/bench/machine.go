@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -112,19 +111,6 @@ func (d cpuDelta) share() float64 {
 	return d.CPU.Seconds() / d.Wall.Seconds() / float64(runtime.NumCPU())
 }
 
-// readSelfCPU reads the bench process's own CPU time (user + system) with getrusage.
-func readSelfCPU() cpuSample {
-	var ru syscall.Rusage
-	now := time.Now()
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return cpuSample{Wall: now}
-	}
-	tv := func(t syscall.Timeval) time.Duration {
-		return time.Duration(t.Sec)*time.Second + time.Duration(t.Usec)*time.Microsecond
-	}
-	return cpuSample{CPU: tv(ru.Utime) + tv(ru.Stime), Wall: now}
-}
-
 // clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ, 100 on every Linux port Go supports).
 const clockTick = 10 * time.Millisecond
 
@@ -176,25 +162,4 @@ func readProc(pid int) (ProcStats, error) {
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	st.CPU = time.Duration(ut+stime) * clockTick
 	return st, nil
-}
-
-// raiseFileLimit lifts the soft open-file limit to the hard limit (and tries to lift the hard limit to want, which
-// needs privilege). Children inherit it. It returns the soft limit in effect.
-func raiseFileLimit(want uint64) uint64 {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0
-	}
-	if lim.Max < want {
-		try := syscall.Rlimit{Cur: want, Max: want}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try); err == nil {
-			return want
-		}
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	return lim.Cur
 }

@@ -49,8 +49,7 @@ func startChild(exe, name, logDir string, args, env []string, files ...*os.File)
 	c.cmd.Stdout = out
 	c.cmd.Stderr = out
 	c.cmd.ExtraFiles = files
-	// Children die with the bench even if it is killed (Linux only).
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c.cmd.SysProcAttr = dieWithParent() // children die with the bench even if it is killed (Linux only)
 	if err := c.cmd.Start(); err != nil {
 		if c.log != nil {
 			c.log.Close()

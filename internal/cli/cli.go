@@ -12,6 +12,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/version"
 )
 
 // exitError carries a process exit code out of a subcommand.
@@ -46,6 +47,8 @@ type CLI struct {
 	Token   TokenCmd   `cmd:"" help:"Mint HS256 tokens signed with SWITCHBOARD_SECRET."`
 	Bench   BenchCmd   `cmd:"" help:"Measure the relay against a direct connection."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
+
+	PrintVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 // Main parses args and runs the chosen subcommand; it returns the process exit code.
@@ -60,6 +63,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		kong.Exit(func(code int) { exit = code; panic(exitPanic{}) }),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&c.Globals),
+		kong.Vars{"version": version.String()},
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "switchboard:", err)

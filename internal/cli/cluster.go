@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchboard-relay/switchboard/internal/certfile"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/presence"
@@ -54,7 +55,7 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		return nil, errors.New("a shared directory needs --internal-listen: peers forward requests for this replica's hosts there")
 	}
 	cl.url = c.AdvertiseInternal
-	serverTLS, peerTLS, err := c.internalTLS()
+	serverTLS, peerTLS, err := c.internalTLS(log)
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +104,9 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 // internalTLS loads --internal-tls-cert, --internal-tls-key and --internal-ca: the TLS of the internal listener
 // (nil without a certificate: plain HTTP), which requires a client certificate signed by the CA when one is given,
 // and the TLS of connections to https:// peers (nil without a certificate or a CA). Connections between replicas
-// are HTTP/1.1 (no NextProtos): a forwarded WebSocket is an HTTP/1.1 upgrade.
-func (c *ServeCmd) internalTLS() (server, peer *tls.Config, err error) {
+// are HTTP/1.1 (no NextProtos): a forwarded WebSocket is an HTTP/1.1 upgrade. The certificate is reloaded when its
+// files change, as the main listener's is.
+func (c *ServeCmd) internalTLS(log *slog.Logger) (server, peer *tls.Config, err error) {
 	if (c.InternalTLSCert == "") != (c.InternalTLSKey == "") {
 		return nil, nil, errors.New("--internal-tls-cert and --internal-tls-key go together")
 	}
@@ -123,11 +125,11 @@ func (c *ServeCmd) internalTLS() (server, peer *tls.Config, err error) {
 	if c.InternalTLSCert == "" {
 		return nil, peer, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.InternalTLSCert, c.InternalTLSKey)
+	cert, err := certfile.New(c.InternalTLSCert, c.InternalTLSKey, log.With("listener", "internal"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
 	}
-	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	server = &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12}
 	if pool != nil {
 		server.ClientCAs = pool
 		server.ClientAuth = tls.RequireAndVerifyClientCert
@@ -135,7 +137,7 @@ func (c *ServeCmd) internalTLS() (server, peer *tls.Config, err error) {
 	if peer == nil {
 		peer = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	peer.Certificates = []tls.Certificate{cert}
+	peer.GetClientCertificate = cert.GetClientCertificate
 	return server, peer, nil
 }
 

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"net"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -32,6 +33,14 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"serve", "--stream-window=1024"}, "--stream-window 1024 must be between 262144 and"},
 		{[]string{"serve", "--listen", busy.Addr().String(), "--metrics-listen", ""}, "listen: listen tcp " + busy.Addr().String()},
 		{[]string{"serve", "--log-level", "loud"}, "--log-level must be one of"},
+		{[]string{"serve", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"serve", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, "--tls-cert/--tls-key: tls certificate: stat /nonexistent/c.pem"},
+		{[]string{"serve", "--acme-domain", "relay.example"}, "--acme-domain needs --acme-cache DIR"},
+		{[]string{"serve", "--acme-domain", "*.hosts.example", "--acme-cache", "/tmp/x"}, `--acme-domain "*.hosts.example": want a plain DNS name`},
+		{[]string{"serve", "--acme-email", "ops@example.com"}, "--acme-email needs --acme-domain"},
+		{[]string{"serve", "--proxy-protocol"}, "--proxy-protocol needs --proxy-protocol-from CIDR"},
+		{[]string{"serve", "--proxy-protocol-from", "10.0.0.0/8"}, "--proxy-protocol-from needs --proxy-protocol"},
+		{[]string{"serve", "--proxy-protocol", "--proxy-protocol-from", "10.0.0.0/33"}, `--proxy-protocol-from "10.0.0.0/33": want a CIDR`},
 		{[]string{"host", "--relay", "http://127.0.0.1:1", "--id", "h1"}, "missing flags: --upstream"},
 		{host, "a host token is required: --token, SWITCHBOARD_TOKEN or --token-command"},
 		{append(host, "--token", "t", "--upstream-header", "no colon"), `--upstream-header "no colon": want 'Name: value'`},
@@ -94,10 +103,22 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// TestVersion: `version` prints one line and exits 0.
+// cleanVersion is what `switchboard version` may print: a release tag, or devel with the revision when the build
+// recorded one.
+var cleanVersion = regexp.MustCompile(`^(v[0-9]+\.[0-9]+\.[0-9]+[-.0-9A-Za-z]*|devel(\+[0-9a-f]{12}(-dirty)?)?)\n$`)
+
+// TestVersion: `version`, `--version` and `serve --version` print the same single clean version and exit 0.
 func TestVersion(t *testing.T) {
-	r := run(t, nil, "version")
-	if r.code != 0 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "switchboard ") {
-		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	var first string
+	for _, args := range [][]string{{"version"}, {"--version"}, {"serve", "--version"}} {
+		r := run(t, nil, args...)
+		if r.code != 0 || !cleanVersion.MatchString(r.stdout) || r.stderr != "" {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+		if first == "" {
+			first = r.stdout
+		} else if r.stdout != first {
+			t.Fatalf("%v printed %q, version printed %q", args, r.stdout, first)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/agent"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
+	"github.com/switchboard-relay/switchboard/internal/version"
 )
 
 // HostCmd is `switchboard host`.
@@ -124,7 +125,7 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 		MaxBackoff:   c.MaxBackoff,
 		Transport:    c.Transport,
 		Logger:       g.logger(),
-		Version:      version(),
+		Version:      version.String(),
 	}
 	if c.TokenCommand != "" {
 		cfg.TokenFunc = commandToken(c.TokenCommand)

@@ -59,6 +59,14 @@ func testMain(m *testing.M) int {
 	return code
 }
 
+// The test binary is stamped as a release would be (scripts/release.sh), so tests can tell its version from a
+// default "devel".
+const (
+	versionPkg   = "github.com/switchboard-relay/switchboard/internal/version"
+	testVersion  = "v0.0.0-clitest"
+	testRevision = "0123456789abcdef0123456789abcdef01234567"
+)
+
 // build compiles ./cmd/switchboard from the module root to out.
 func build(out string) error {
 	gomod, err := exec.Command("go", "env", "GOMOD").Output()
@@ -66,7 +74,7 @@ func build(out string) error {
 		return fmt.Errorf("go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/switchboard")
+	cmd := exec.Command("go", "build", "-o", out, "-ldflags", "-X "+versionPkg+".tag="+testVersion+" -X "+versionPkg+".revision="+testRevision, "./cmd/switchboard")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build switchboard: %w\n%s", err, b)

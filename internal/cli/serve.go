@@ -22,7 +22,9 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/connlimit"
 	"github.com/switchboard-relay/switchboard/internal/listen"
+	"github.com/switchboard-relay/switchboard/internal/proxyproto"
 	"github.com/switchboard-relay/switchboard/internal/relay"
+	"github.com/switchboard-relay/switchboard/internal/version"
 )
 
 // ServeCmd is `switchboard serve`.
@@ -52,23 +54,36 @@ type ServeCmd struct {
 	HopNonceCache     int           `help:"Most nonces of accepted hops remembered to refuse replays (each ~30 s); when full, hops get 503. Size above 30 × forwarded requests/s." default:"1000000" env:"SWITCHBOARD_HOP_NONCE_CACHE"`
 	Lease             time.Duration `help:"Replica lease in a Redis directory: how long a dead replica's hosts may still route to it; refreshed every third of it." default:"15s" env:"SWITCHBOARD_LEASE"`
 
-	DrainTimeout      time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
-	FlapWindow        time.Duration `help:"How long a host may be gone before its offline event; a reconnect within it sends no offline/online pair." default:"5s" env:"SWITCHBOARD_FLAP_WINDOW"`
-	EventsRetention   time.Duration `help:"How long presence events stay readable for resuming streams (GET /v1/presence/events)." default:"1h" env:"SWITCHBOARD_EVENTS_RETENTION"`
-	EventsMax         int           `help:"Most presence events kept for resuming streams." default:"100000" env:"SWITCHBOARD_EVENTS_MAX"`
-	DrainJitter       time.Duration `help:"Window over which agents are told to reconnect." default:"2s" env:"SWITCHBOARD_DRAIN_JITTER"`
-	PingInterval      time.Duration `help:"Tunnel keepalive cadence; a tunnel is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
-	IdleTimeout       time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`
-	MaxTunnels        int           `help:"Most tunnels this relay holds." default:"100000" env:"SWITCHBOARD_MAX_TUNNELS"`
-	MaxStreamsPerHost int           `help:"Most concurrent exchanges per host; more get 429." default:"1000" env:"SWITCHBOARD_MAX_STREAMS_PER_HOST"`
-	ReplaceGrace      time.Duration `help:"How long a tunnel replaced by a newer one for its host (e.g. a token renewal) may finish its exchanges before it is closed." default:"30s" env:"SWITCHBOARD_REPLACE_GRACE"`
-	UpgradeRate       float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
-	UpgradeBurst      int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
-	MaxHeaderBytes    int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
-	TrustForwardedFor bool          `help:"Append to a client-sent X-Forwarded-For and believe its X-Forwarded-Proto: https (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
-	HostsDomain       string        `name:"hosts-domain" help:"Serve each host on its own origin, NAME.DOMAIN (a wildcard DNS record *.DOMAIN and certificate); path mode /hosts/{id}/ keeps working. Empty: path mode only." env:"SWITCHBOARD_HOSTS_DOMAIN"`
-	CORSOrigin        []string      `name:"cors-origin" help:"Exact origin (scheme://host[:port]) whose pages may call the relay cross-origin (repeatable, or comma-separated)." env:"SWITCHBOARD_CORS_ORIGIN" sep:","`
-	Pprof             bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
+	DrainTimeout        time.Duration `help:"How long in-flight exchanges may finish after SIGTERM." default:"30s" env:"SWITCHBOARD_DRAIN_TIMEOUT"`
+	DrainDelay          time.Duration `help:"After SIGTERM, first answer /readyz with 503 for this long while serving as usual, so a load balancer's health checks take the replica out of rotation before its agents are told to move and its listeners close (set above the balancer's check interval × failures); 0 starts the drain at once." default:"0s" env:"SWITCHBOARD_DRAIN_DELAY"`
+	FlapWindow          time.Duration `help:"How long a host may be gone before its offline event; a reconnect within it sends no offline/online pair." default:"5s" env:"SWITCHBOARD_FLAP_WINDOW"`
+	EventsRetention     time.Duration `help:"How long presence events stay readable for resuming streams (GET /v1/presence/events)." default:"1h" env:"SWITCHBOARD_EVENTS_RETENTION"`
+	EventsMax           int           `help:"Most presence events kept for resuming streams." default:"100000" env:"SWITCHBOARD_EVENTS_MAX"`
+	DrainJitter         time.Duration `help:"Window over which agents are told to reconnect." default:"2s" env:"SWITCHBOARD_DRAIN_JITTER"`
+	PingInterval        time.Duration `help:"Tunnel keepalive cadence; a tunnel is dead after three missed." default:"10s" env:"SWITCHBOARD_PING_INTERVAL"`
+	IdleTimeout         time.Duration `help:"An exchange with no progress for this long gets 504 (never a total limit)." default:"60s" env:"SWITCHBOARD_IDLE_TIMEOUT"`
+	MaxTunnels          int           `help:"Most tunnels this relay holds." default:"100000" env:"SWITCHBOARD_MAX_TUNNELS"`
+	MaxStreamsPerHost   int           `help:"Most concurrent exchanges per host; more get 429." default:"1000" env:"SWITCHBOARD_MAX_STREAMS_PER_HOST"`
+	ReplaceGrace        time.Duration `help:"How long a tunnel replaced by a newer one for its host (e.g. a token renewal) may finish its exchanges before it is closed." default:"30s" env:"SWITCHBOARD_REPLACE_GRACE"`
+	UpgradeRate         float64       `help:"Tunnel upgrades per second per client IP." default:"5" env:"SWITCHBOARD_UPGRADE_RATE"`
+	UpgradeBurst        int           `help:"Burst of tunnel upgrades per client IP." default:"50" env:"SWITCHBOARD_UPGRADE_BURST"`
+	MaxHeaderBytes      int           `help:"Largest request header block accepted." default:"65536" env:"SWITCHBOARD_MAX_HEADER_BYTES"`
+	TrustForwardedFor   bool          `help:"Append to a client-sent X-Forwarded-For (only behind a trusted proxy)." env:"SWITCHBOARD_TRUST_FORWARDED_FOR"`
+	TrustForwardedProto bool          `help:"Take a client-sent X-Forwarded-Proto: https as the client's scheme (only behind a trusted proxy that terminates TLS and sets it)." env:"SWITCHBOARD_TRUST_FORWARDED_PROTO"`
+	HostsDomain         string        `name:"hosts-domain" help:"Serve each host on its own origin, NAME.DOMAIN (a wildcard DNS record *.DOMAIN and certificate); path mode /hosts/{id}/ keeps working. Empty: path mode only." env:"SWITCHBOARD_HOSTS_DOMAIN"`
+	CORSOrigin          []string      `name:"cors-origin" help:"Exact origin (scheme://host[:port]) whose pages may call the relay cross-origin (repeatable, or comma-separated)." env:"SWITCHBOARD_CORS_ORIGIN" sep:","`
+	Pprof               bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
+
+	TLSCert          string   `name:"tls-cert" help:"PEM certificate (chain) of the main listener, which then speaks TLS (HTTP/1.1); reloaded when the file changes." env:"SWITCHBOARD_TLS_CERT"`
+	TLSKey           string   `name:"tls-key" help:"PEM private key of --tls-cert; reloaded with it." env:"SWITCHBOARD_TLS_KEY"`
+	ACMEDomain       []string `name:"acme-domain" help:"Get and renew certificates for this name from an ACME CA (Let's Encrypt) automatically (repeatable, or comma-separated); the main listener then speaks TLS." env:"SWITCHBOARD_ACME_DOMAIN" sep:","`
+	ACMECache        string   `name:"acme-cache" help:"Directory where ACME account keys and certificates are kept across restarts (required with --acme-domain; keep it private)." env:"SWITCHBOARD_ACME_CACHE"`
+	ACMEEmail        string   `name:"acme-email" help:"Contact address given to the ACME CA for expiry notices." env:"SWITCHBOARD_ACME_EMAIL"`
+	ACMEHTTPListen   string   `name:"acme-http-listen" help:"Address (e.g. :80) or fd:N serving ACME HTTP-01 challenges and redirecting other requests to https; empty leaves only the TLS-ALPN-01 challenge on the main listener." env:"SWITCHBOARD_ACME_HTTP_LISTEN"`
+	ACMEDirectoryURL string   `name:"acme-directory-url" help:"ACME directory URL (default Let's Encrypt production; use its staging URL to try a setup)." env:"SWITCHBOARD_ACME_DIRECTORY_URL"`
+
+	ProxyProtocol     bool     `name:"proxy-protocol" help:"Connections to the main listener start with a PROXY protocol header (v1 or v2) from a load balancer; the client address it names is used for X-Forwarded-For, per-IP limits and logs." env:"SWITCHBOARD_PROXY_PROTOCOL"`
+	ProxyProtocolFrom []string `name:"proxy-protocol-from" help:"Network (CIDR or address) of the load balancers allowed to connect with --proxy-protocol (repeatable, or comma-separated); connections from anywhere else are refused." env:"SWITCHBOARD_PROXY_PROTOCOL_FROM" sep:","`
 
 	// Fairness and connection limits (docs/operations.md, "Limits").
 	MaxStreamsPerClient int     `help:"Most concurrent exchanges one caller (token subject, else IP) may have on one host; 0 means max(1, max-streams-per-host/4)." default:"0" env:"SWITCHBOARD_MAX_STREAMS_PER_CLIENT"`
@@ -105,7 +120,7 @@ func (c *ServeCmd) Validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter},
+		{"--drain-timeout", c.DrainTimeout}, {"--drain-jitter", c.DrainJitter}, {"--drain-delay", c.DrainDelay},
 		{"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
 		{"--webhook-timeout", c.WebhookTimeout}, {"--replace-grace", c.ReplaceGrace},
 		{"--stall-timeout", c.StallTimeout},
@@ -149,6 +164,9 @@ func (c *ServeCmd) Validate() error {
 	if c.StreamWindow != 0 && (c.StreamWindow < 256<<10 || c.StreamWindow > math.MaxUint32) {
 		return fmt.Errorf("--stream-window %d must be between 262144 and %d", c.StreamWindow, uint32(math.MaxUint32))
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	return c.validateWebhooks()
 }
 
@@ -167,30 +185,37 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if replica == "" {
 		replica = defaultReplicaID()
 	}
+	tlsCfg, acmeHTTP, err := c.publicTLS(log)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	proxyNets, _ := c.proxyNets() // checked by Validate
 	cl, err := c.openCluster(ctx, replica, log)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector())
 	rcfg := relay.Config{
-		Verifier:          verifier,
-		Replica:           replica,
-		Logger:            log,
-		Registerer:        reg,
-		Gatherer:          reg,
-		PingInterval:      c.PingInterval,
-		IdleTimeout:       c.IdleTimeout,
-		MaxTunnels:        c.MaxTunnels,
-		MaxStreamsPerHost: c.MaxStreamsPerHost,
-		ReplaceGrace:      c.ReplaceGrace,
-		UpgradeRate:       c.UpgradeRate,
-		UpgradeBurst:      c.UpgradeBurst,
-		DrainJitter:       c.DrainJitter,
-		TrustForwardedFor: c.TrustForwardedFor,
-		HopNonceCache:     c.HopNonceCache,
-		HostsDomain:       c.HostsDomain,
-		CORSOrigins:       c.CORSOrigin,
+		Verifier:            verifier,
+		Replica:             replica,
+		Logger:              log,
+		Registerer:          reg,
+		Gatherer:            reg,
+		PingInterval:        c.PingInterval,
+		IdleTimeout:         c.IdleTimeout,
+		MaxTunnels:          c.MaxTunnels,
+		MaxStreamsPerHost:   c.MaxStreamsPerHost,
+		ReplaceGrace:        c.ReplaceGrace,
+		UpgradeRate:         c.UpgradeRate,
+		UpgradeBurst:        c.UpgradeBurst,
+		DrainJitter:         c.DrainJitter,
+		TrustForwardedFor:   c.TrustForwardedFor,
+		TrustForwardedProto: c.TrustForwardedProto,
+		HopNonceCache:       c.HopNonceCache,
+		HostsDomain:         c.HostsDomain,
+		CORSOrigins:         c.CORSOrigin,
 
 		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
 		StallTimeout:           c.StallTimeout,
@@ -217,13 +242,35 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		cl.abort()
 		return &exitError{code: 2, err: fmt.Errorf("listen: %w", err)}
 	}
+	// Order: accept → PROXY header (only from --proxy-protocol-from) → limits by the client's address → TLS →
+	// http.Server.
+	if proxyNets != nil {
+		pln, err := proxyproto.NewListener(ln, proxyproto.Config{Trusted: proxyNets, Logger: log, Registerer: reg})
+		if err != nil {
+			_ = ln.Close()
+			_ = srv.Close()
+			cl.abort()
+			return &exitError{code: 2, err: err}
+		}
+		ln = pln
+	}
 	ln = c.limitConns(ln, reg, log)
+	ln = clientTLSListener(ln, tlsCfg)
+	var http1 http.Protocols
+	http1.SetHTTP1(true) // tunnels and WebSockets are HTTP/1.1 upgrades
 	main := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    c.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Protocols:         &http1,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			if proxyproto.ClientTLS(conn) { // the balancer terminated TLS and said so in its PROXY v2 header
+				return relay.ContextWithClientTLS(ctx)
+			}
+			return ctx
+		},
 	}
 	servers := []*http.Server{main}
 	var metricsAddr string
@@ -241,6 +288,21 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			IdleTimeout: time.Minute})
 	}
 
+	var aln net.Listener
+	if c.ACMEHTTPListen != "" {
+		aln, err = listen.Open(c.ACMEHTTPListen)
+		if err != nil {
+			_ = ln.Close()
+			if mln != nil {
+				_ = mln.Close()
+			}
+			_ = srv.Close()
+			cl.abort()
+			return &exitError{code: 2, err: fmt.Errorf("acme http listen: %w", err)}
+		}
+		servers = append(servers, &http.Server{Handler: acmeHTTP, ReadHeaderTimeout: 10 * time.Second})
+	}
+
 	var wg sync.WaitGroup
 	runCtx, stopRun := context.WithCancel(context.Background())
 	wg.Go(func() { _ = srv.Run(runCtx) })
@@ -251,15 +313,27 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if mln != nil {
 		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
 	}
+	if aln != nil {
+		as := servers[len(servers)-1]
+		wg.Go(func() { serveUntilClosed(as, aln, log) })
+	}
 	if is := cl.internalServer(srv, log); is != nil {
 		servers = append(servers, is)
 		wg.Go(func() { serveUntilClosed(is, cl.internal, log) })
 	}
 	log.Info("relay listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "replica", replica,
-		"directory", redactDirectory(c.Directory), "internal_url", cl.url, "route_mode", c.RouteMode, "auth", c.Auth)
+		"directory", redactDirectory(c.Directory), "internal_url", cl.url, "route_mode", c.RouteMode, "auth", c.Auth,
+		"tls", tlsMode(c), "proxy_protocol", c.ProxyProtocol)
 
 	<-ctx.Done()
-	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String())
+	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
+		"drain_delay", c.DrainDelay.String())
+	if c.DrainDelay > 0 {
+		// Lame duck: /readyz says 503 while everything still works, until the load balancer has stopped sending
+		// new connections here; agents told to move then reconnect elsewhere.
+		srv.Unready()
+		time.Sleep(c.DrainDelay)
+	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
 	if err := srv.Drain(drainCtx); err != nil {

@@ -282,7 +282,7 @@ func TestBrowserSession(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			r := relaytest.StartRelay(t, func(c *relay.Config) {
 				c.HostsDomain = "localhost"
-				c.TrustForwardedFor = true
+				c.TrustForwardedProto = true
 				c.CORSOrigins = []string{"http://app.example"}
 			})
 			relaytest.StartHost(t, r.URL, "h", echoHost(func(w http.ResponseWriter, r *http.Request) bool {

@@ -157,21 +157,9 @@ func (s *Server) resolve(r *http.Request) (tg target, found bool, ok bool) {
 	return target{id: id, rest: rest, prefix: p[:n]}, true, true
 }
 
-// clientScheme is "https" when the client reached the relay over TLS, or when a trusted front
-// (Config.TrustForwardedFor) says so in X-Forwarded-Proto; otherwise "http".
-func (s *Server) clientScheme(r *http.Request) string {
-	if r.TLS != nil {
-		return "https"
-	}
-	if s.cfg.TrustForwardedFor && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
-		return "https"
-	}
-	return "http"
-}
-
 // hostURLs returns a host's base URLs as seen from r: in host mode (when configured) and in path mode.
 func (s *Server) hostURLs(r *http.Request, id string) (hostURL, pathURL string) {
-	scheme := s.clientScheme(r)
+	scheme := s.clientProto(r)
 	pathURL = scheme + "://" + r.Host + hostsPrefix + url.PathEscape(id) + "/"
 	if d := s.cfg.HostsDomain; d != "" {
 		port := ""

@@ -102,10 +102,14 @@ type Config struct {
 	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
 	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
 	MaxExchanges int
-	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it, and believes a client-sent
-	// "X-Forwarded-Proto: https" (set behind a trusted proxy that terminates TLS). If false, X-Forwarded-For is the
-	// client's address and X-Forwarded-Proto is https only when the client reached the relay over TLS.
+	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted
+	// proxy). If false, X-Forwarded-For is the client's address. The scheme is TrustForwardedProto's.
 	TrustForwardedFor bool
+	// TrustForwardedProto takes a client-sent "X-Forwarded-Proto: https" (or http) as the scheme the client used,
+	// for a front that terminates TLS and says so in that header (set only behind such a trusted proxy). If false,
+	// the scheme is https only when the connection was TLS at this relay or a PROXY v2 header said so
+	// (ContextWithClientTLS).
+	TrustForwardedProto bool
 
 	// Browsers (docs/browsers.md).
 
@@ -182,6 +186,7 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every tunnel and background goroutine
 
+	unready   atomic.Bool // set by Unready
 	draining  atomic.Bool
 	closed    atomic.Bool
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
@@ -441,6 +446,12 @@ func (s *Server) Run(ctx context.Context) error {
 // Draining reports whether Drain has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
+// Unready turns /readyz to 503 and changes nothing else: the relay keeps serving exchanges and accepting tunnels.
+// Call it before Drain for a lame-duck period in which load balancers take this replica out of rotation, so that
+// the agents Drain then tells to move reconnect to other replicas rather than to this one. Drain and Close keep
+// /readyz at 503.
+func (s *Server) Unready() { s.unready.Store(true) }
+
 // Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, and every agent is told in-band to
 // open a new tunnel elsewhere (spread over DrainJitter). In a cluster, each old tunnel retires as soon as its host
 // has moved: it admits no new exchange (those go to the new owner), lets its in-flight exchanges finish, then closes
@@ -610,7 +621,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
-	if s.draining.Load() || s.closed.Load() {
+	if s.unready.Load() || s.draining.Load() || s.closed.Load() {
 		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining")
 		return
 	}

@@ -92,7 +92,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, tg target,
 		Path:     "/",
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
-		Secure:   s.clientScheme(r) == "https",
+		Secure:   s.clientProto(r) == "https",
 	}
 	if tg.prefix != "" {
 		c.Path = tg.prefix + "/"

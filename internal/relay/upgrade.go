@@ -207,7 +207,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 // forwarded in set and signed them when signed (verifyHop checked them), else by this relay's own trust rules.
 func (s *Server) setForwarding(out http.Header, in *http.Request, signed bool) {
 	if !signed {
-		setForwarded(out, in, s.cfg.TrustForwardedFor)
+		setForwarded(out, in, s.cfg.TrustForwardedFor, s.clientProto(in))
 		return
 	}
 	for _, k := range forwardedHeaders {
@@ -217,10 +217,9 @@ func (s *Server) setForwarding(out http.Header, in *http.Request, signed bool) {
 	}
 }
 
-// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded. With trust, the
-// client's own X-Forwarded-For (read from r, every line of it) is extended, and its X-Forwarded-Proto: https is
-// believed.
-func setForwarded(h http.Header, r *http.Request, trust bool) {
+// setForwarded sets X-Forwarded-For, -Host and -Proto like httputil.ProxyRequest.SetXForwarded, with proto from
+// clientProto. With trust, the client's own X-Forwarded-For (read from r, every line of it) is extended.
+func setForwarded(h http.Header, r *http.Request, trust bool, proto string) {
 	prior := r.Header.Values("X-Forwarded-For")
 	h.Del("Forwarded")
 	h.Del("X-Forwarded-For")
@@ -233,10 +232,6 @@ func setForwarded(h http.Header, r *http.Request, trust bool) {
 		h.Set("X-Forwarded-For", ip)
 	}
 	h.Set("X-Forwarded-Host", r.Host)
-	proto := "http"
-	if r.TLS != nil || trust && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
-		proto = "https"
-	}
 	h.Set("X-Forwarded-Proto", proto)
 }
 
