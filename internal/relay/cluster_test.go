@@ -24,7 +24,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/redis/rueidis"
 
-	"github.com/switchboard-relay/switchboard/internal/agent"
+	"github.com/switchboard-relay/switchboard/agent"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"

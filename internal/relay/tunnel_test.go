@@ -26,7 +26,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/hashicorp/yamux"
 
-	"github.com/switchboard-relay/switchboard/internal/agent"
+	"github.com/switchboard-relay/switchboard/agent"
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
