@@ -20,6 +20,15 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
+// TokenSource returns a host token. The listener calls it before every connection attempt, and to renew the tunnel
+// before its token expires: at 90% of the token's lifetime or one minute before its "exp", whichever is later, it
+// gets a fresh token and opens a new tunnel with it while the old one finishes its exchanges (make-before-break). A
+// token that expires no later than the current one is not used for renewal; renewal is retried with backoff.
+//
+// An error is retried with backoff, except one that wraps ErrAuth (for example: the user signed out), which stops
+// the listener. A token the relay refuses is retried too, since the next call may return a better one.
+type TokenSource func(ctx context.Context) (string, error)
+
 // Config configures an agent. Zero values have the defaults documented per field, applied by Listen.
 type Config struct {
 	// Relays are the relay base URLs (http, https, ws or wss). The agent uses the first and fails over to the
@@ -27,15 +36,14 @@ type Config struct {
 	Relays []string
 	// HostID is the id to register. Required.
 	HostID string
-	// Token is the host token. Ignored when TokenFunc is set. The relay closes a tunnel when its token expires
-	// (close code 4401), so a Token with an "exp" serves until then only; use TokenFunc to stay connected.
+	// Token is the host token. Ignored when TokenSource is set. The relay closes a tunnel when its token expires
+	// (close code 4401), so a Token with an "exp" serves until then only; use TokenSource to stay connected. If the
+	// relay refuses a static Token (401 or 403), the listener stops: Accept returns an error matching ErrAuth.
 	Token string
-	// TokenFunc, if set, is called before every connection attempt, and to renew the tunnel before its token
-	// expires: at 90% of the token's lifetime or one minute before its "exp", whichever is later, the agent gets a
-	// fresh token and opens a new tunnel with it while the old one finishes its exchanges (make-before-break). A
-	// token that expires no later than the current one is not used for renewal; renewal is retried with backoff.
-	TokenFunc func(ctx context.Context) (string, error)
-	// Name and Labels are metadata shown by the relay's presence API. OS and agent version are sent automatically.
+	// TokenSource, if set, supplies host tokens; Token is then ignored. If nil, Token is used on every attempt.
+	TokenSource TokenSource
+	// Name and Labels are metadata shown by the relay's presence API (GET /v1/hosts and presence events). If empty
+	// or nil, none. OS and agent version are sent automatically.
 	Name   string
 	Labels map[string]string
 	// Version is the agent version sent to the relay. If empty, the module version from the build info.
@@ -49,6 +57,7 @@ type Config struct {
 	// ConnectTimeout bounds one connection attempt. Zero means 20 s.
 	ConnectTimeout time.Duration
 	// PingInterval is the keepalive cadence; the relay is considered dead after three missed. Zero means 10 s.
+	// A negative value is treated as zero.
 	PingInterval time.Duration
 	// Transport is TransportAuto (the zero value: raw upgrade, falling back to WebSocket for good on a relay where
 	// it does not come through), TransportWebSocket or TransportRaw.
@@ -76,7 +85,7 @@ func (c *Config) validate() error {
 	if err := tunnel.CheckHostID(c.HostID); err != nil {
 		return fmt.Errorf("agent: %w", err) // the relay would refuse it at every attempt
 	}
-	if c.Token == "" && c.TokenFunc == nil {
+	if c.Token == "" && c.TokenSource == nil {
 		return errors.New("agent: a token or a token command is required")
 	}
 	switch c.Transport {
@@ -157,12 +166,15 @@ type Listener struct {
 	// Guarded by mu.
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	lastErr  error           // the last failed attempt's error; nil while a tunnel is up
+	stopErr  error           // why the listener stopped by itself (wraps ErrAuth); nil until then
 	up       chan struct{}   // closed while at least one session is up; replaced when none is
 	wsOnly   map[string]bool // relays where the raw upgrade did not come through
 }
 
 // Listen starts keeping a tunnel to the relay and returns at once; connections arrive once a tunnel is up (see
-// WaitUp). The tunnel ends when ctx ends or Close is called.
+// WaitUp). The tunnel ends when ctx ends or Close is called, or for good when the relay refuses the token (see
+// ErrAuth). The error is about cfg only: Listen does not wait for the relay.
 func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -181,14 +193,56 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	return l, nil
 }
 
-// Accept waits for the next stream from the relay.
+// Accept waits for the next stream from the relay. After Close it returns net.ErrClosed; after the listener
+// stopped by itself, an error matching ErrAuth.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
 		return c, nil
 	case <-l.ctx.Done():
-		return nil, net.ErrClosed
+		return nil, l.closedErr()
 	}
+}
+
+// closedErr is what Accept and WaitUp return once the listener is done: why it stopped by itself, else
+// net.ErrClosed.
+func (l *Listener) closedErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopErr != nil {
+		return l.stopErr
+	}
+	return net.ErrClosed
+}
+
+// stop ends the listener for good because of err.
+func (l *Listener) stop(err error) {
+	l.mu.Lock()
+	l.stopErr = fmt.Errorf("agent: listener stopped: %w", err)
+	l.lastErr = err
+	l.mu.Unlock()
+	l.cancel()
+}
+
+func (l *Listener) setLastErr(err error) {
+	l.mu.Lock()
+	l.lastErr = err
+	l.mu.Unlock()
+}
+
+// Err reports the listener's state for an app to show: nil while a tunnel is up or before the first attempt ends;
+// the error of the last failed attempt while it retries (usually a *DialError: transient); and, once it stopped by
+// itself, why (an error matching ErrAuth, also returned by Accept).
+func (l *Listener) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopErr != nil {
+		return l.stopErr
+	}
+	if len(l.sessions) > 0 {
+		return nil
+	}
+	return l.lastErr
 }
 
 // Close ends every tunnel (the relay sees a normal closure) and waits for the agent's goroutines. Idempotent.
@@ -203,12 +257,21 @@ func (l *Listener) Close() error {
 // Addr names the listener; it has no network address of its own.
 func (l *Listener) Addr() net.Addr { return addr(l.cfg.HostID) }
 
+var _ net.Listener = (*Listener)(nil)
+
+// ErrAuth matches (errors.Is) a refusal of the host token by the relay: 401 (invalid, expired, or not a host token)
+// or 403 (the token may not register this host id). With a static Config.Token it is permanent: the listener
+// stops. A TokenSource may also return an error wrapping ErrAuth to stop the listener. Every other failure is
+// transient and retried with backoff; Listener.Err shows the latest.
+var ErrAuth = errors.New("agent: the relay refused the host token")
+
 type addr string
 
 func (addr) Network() string  { return "switchboard" }
 func (a addr) String() string { return "switchboard:" + string(a) }
 
-// WaitUp blocks until at least one tunnel is up or ctx ends.
+// WaitUp blocks until at least one tunnel is up or ctx ends. It returns ctx's error, net.ErrClosed after Close, or
+// an error matching ErrAuth once the listener stopped by itself.
 func (l *Listener) WaitUp(ctx context.Context) error {
 	for {
 		l.mu.Lock()
@@ -223,7 +286,7 @@ func (l *Listener) WaitUp(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-l.ctx.Done():
-			return net.ErrClosed
+			return l.closedErr()
 		}
 	}
 }

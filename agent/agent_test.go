@@ -32,7 +32,7 @@ func expiredHostToken(t *testing.T, id string) string {
 	return s
 }
 
-// TestEveryAttemptCarriesAFreshToken: the agent asks TokenFunc before every attempt and sends what it got; a
+// TestEveryAttemptCarriesAFreshToken: the agent asks TokenSource before every attempt and sends what it got; a
 // relay refusing expired tokens is passed as soon as the function returns a good one.
 func TestEveryAttemptCarriesAFreshToken(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
@@ -50,7 +50,7 @@ func TestEveryAttemptCarriesAFreshToken(t *testing.T) {
 	ln := relaytest.StartListener(t, front.URL, "h", func(c *agent.Config) {
 		c.Token = ""
 		c.MinBackoff, c.MaxBackoff = 10*time.Millisecond, 20*time.Millisecond
-		c.TokenFunc = func(context.Context) (string, error) {
+		c.TokenSource = func(context.Context) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			tok := expiredHostToken(t, "h")
@@ -85,7 +85,7 @@ func TestReconnectAfterRelayRestartFetchesATokenPerAttempt(t *testing.T) {
 	ln, err := agent.Listen(context.Background(), agent.Config{
 		Relays: []string{"http://" + addr}, HostID: "h", Logger: relaytest.Logger(t),
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 30 * time.Millisecond,
-		TokenFunc: func(context.Context) (string, error) {
+		TokenSource: func(context.Context) (string, error) {
 			tokens.Add(1)
 			return relaytest.HostToken(t, "h"), nil
 		},

@@ -135,7 +135,9 @@ func publicLocation(loc string, upstream *url.URL, out *http.Request) string {
 	return u.String()
 }
 
-// Host keeps a tunnel and serves upstream through it until ctx ends. It is `switchboard host`.
+// Host keeps a tunnel and serves upstream (an http:// or https:// URL) through it until ctx ends, when it returns
+// nil. It is what `switchboard host` runs. It returns early with an error matching ErrAuth if the relay refuses the
+// token for good (see Config.Token).
 func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions) error {
 	u, err := url.Parse(upstream)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -155,9 +157,16 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 	}
 	var wg sync.WaitGroup
 	var serveErr error
-	wg.Go(func() { serveErr = srv.Serve(ln) })
-	<-ctx.Done()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	served := make(chan struct{})
+	wg.Go(func() {
+		defer close(served)
+		serveErr = srv.Serve(ln)
+	})
+	select {
+	case <-ctx.Done():
+	case <-served: // the listener stopped by itself
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = ln.Close()
 	_ = srv.Shutdown(shutdownCtx)

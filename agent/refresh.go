@@ -10,7 +10,7 @@ import (
 )
 
 // A tunnel lives no longer than its host token: the relay closes it at the token's "exp" with 4401. With a
-// TokenFunc the agent gets a fresh token before then and opens a new tunnel with it while the old one still
+// TokenSource the agent gets a fresh token before then and opens a new tunnel with it while the old one still
 // serves (make-before-break); the relay then retires the old tunnel once its exchanges finish. The new tunnel is
 // opened at 90% of the token's lifetime or one minute before its "exp", whichever is later (renewAt), measured from
 // when the agent got the token, on the agent's clock; a failed renewal is retried with backoff until "exp".
@@ -60,12 +60,12 @@ func renewAt(got, exp time.Time) (at time.Time, ok bool) {
 	return at, true
 }
 
-// token returns the token for the next attempt: TokenFunc's, else Config.Token.
+// token returns the token for the next attempt: TokenSource's, else Config.Token.
 func (l *Listener) token(ctx context.Context) (string, error) {
-	if l.cfg.TokenFunc == nil {
+	if l.cfg.TokenSource == nil {
 		return l.cfg.Token, nil
 	}
-	t, err := l.cfg.TokenFunc(ctx)
+	t, err := l.cfg.TokenSource(ctx)
 	if err != nil {
 		return "", fmt.Errorf("get token: %w", err)
 	}
@@ -78,7 +78,7 @@ func (l *Listener) planRenewal(timer *time.Timer, s *session) <-chan time.Time {
 	if s.tokenExp.IsZero() {
 		return nil
 	}
-	if l.cfg.TokenFunc == nil {
+	if l.cfg.TokenSource == nil {
 		l.log.Warn("the host token expires and there is no token command to renew it: the relay will close the tunnel then",
 			"expires_at", s.tokenExp.UTC().Format(time.RFC3339))
 		return nil

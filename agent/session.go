@@ -47,12 +47,20 @@ type sessionEvent struct {
 	err   error // with !drain: why the session ended
 }
 
-// DialError is a refused connection attempt, with the relay's HTTP status and error code when it answered.
+// DialError is a failed connection attempt, with the relay's HTTP status and error code when it answered. It
+// matches ErrAuth (errors.Is) when the relay refused the token: status 401 or 403. Any other DialError is
+// transient: the listener retries it with backoff.
 type DialError struct {
-	Status  int    // 0 if the relay was not reached
-	Code    string // the relay's error code, if it sent one
+	// Relay is the relay base URL the attempt went to.
+	Relay string
+	// Status is the relay's HTTP status; 0 if the relay was not reached or did not answer.
+	Status int
+	// Code is the relay's error code (for example "unauthorized"), if it sent one; see docs/protocol.md.
+	Code string
+	// Message is the relay's error message, or the status text.
 	Message string
-	Err     error
+	// Err is the underlying error.
+	Err error
 }
 
 func (e *DialError) Error() string {
@@ -63,6 +71,11 @@ func (e *DialError) Error() string {
 }
 
 func (e *DialError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrAuth) true for a refused token.
+func (e *DialError) Is(target error) bool {
+	return target == ErrAuth && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden)
+}
 
 // run keeps a current tunnel up until the listener closes. A drained or replaced tunnel stays open beside the
 // new one until the relay closes it, so its in-flight streams finish (make-before-break).
@@ -89,6 +102,12 @@ func (l *Listener) run() {
 				if l.ctx.Err() != nil {
 					return
 				}
+				if l.permanent(err) {
+					l.log.Error("tunnel refused for good; the listener stops", "relay", relay, "err", err)
+					l.stop(err)
+					return
+				}
+				l.setLastErr(err)
 				attempt++
 				wait = l.backoff(attempt)
 				relayIx++
@@ -97,6 +116,7 @@ func (l *Listener) run() {
 			}
 			attempt = 0
 			current = s
+			l.setLastErr(nil)
 			l.start(s)
 			l.log.Info("tunnel up", "relay", relay, "epoch", s.epoch)
 			renewC = l.planRenewal(renewal, s)
@@ -108,6 +128,11 @@ func (l *Listener) run() {
 			s, err := l.renew(current)
 			if err != nil {
 				if l.ctx.Err() != nil {
+					return
+				}
+				if l.permanent(err) {
+					l.log.Error("token renewal refused for good; the listener stops", "err", err)
+					l.stop(err)
 					return
 				}
 				// Retry until the token expires; the relay's 4401 then ends this tunnel like any loss.
@@ -145,7 +170,7 @@ func (l *Listener) run() {
 		case ev.code == tunnel.CloseDrain:
 			current, wait = nil, 0
 			relayIx++
-		case ev.code == tunnel.CloseTokenExpired && l.cfg.TokenFunc != nil:
+		case ev.code == tunnel.CloseTokenExpired && l.cfg.TokenSource != nil:
 			// Reconnect at once: dial gets a fresh token rather than presenting the expired one.
 			l.log.Warn("host token expired before it was renewed; reconnecting with a fresh token")
 			current, wait = nil, 0
@@ -164,6 +189,19 @@ func (l *Listener) run() {
 			current = nil
 		}
 	}
+}
+
+// permanent reports whether a failed attempt ends the listener: the relay refused a static token (no TokenSource
+// could give a better one), or the TokenSource itself said the failure is for good by wrapping ErrAuth.
+func (l *Listener) permanent(err error) bool {
+	if !errors.Is(err, ErrAuth) {
+		return false
+	}
+	var de *DialError
+	if errors.As(err, &de) {
+		return l.cfg.TokenSource == nil
+	}
+	return true // from the TokenSource
 }
 
 // backoff is full-jitter exponential: uniform in [MinBackoff/2, min(MaxBackoff, MinBackoff·2^(attempt-1))].
@@ -271,6 +309,9 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 func dialError(resp *http.Response, err error) error {
 	if resp == nil || resp.StatusCode == 0 {
 		return &DialError{Err: err}
+	}
+	if err == nil {
+		err = errors.New(resp.Status)
 	}
 	de := &DialError{Status: resp.StatusCode, Err: err}
 	if resp.Body != nil {

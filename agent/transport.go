@@ -44,7 +44,12 @@ type conn struct {
 var errNoRaw = errors.New("raw upgrade not passed through")
 
 // connect upgrades a connection to relay with headers h, on the transport the config and past attempts choose.
-func (l *Listener) connect(ctx context.Context, relay string, h http.Header) (*conn, error) {
+func (l *Listener) connect(ctx context.Context, relay string, h http.Header) (c *conn, err error) {
+	defer func() {
+		if de, ok := err.(*DialError); ok {
+			de.Relay = relay
+		}
+	}()
 	mode := l.cfg.Transport
 	l.mu.Lock()
 	if mode == TransportAuto && l.wsOnly[relay] {
@@ -52,7 +57,7 @@ func (l *Listener) connect(ctx context.Context, relay string, h http.Header) (*c
 	}
 	l.mu.Unlock()
 	if mode != TransportWebSocket {
-		c, err := l.dialRaw(ctx, relay, h)
+		c, err = l.dialRaw(ctx, relay, h)
 		if err == nil || mode == TransportRaw || !errors.Is(err, errNoRaw) {
 			return c, err
 		}

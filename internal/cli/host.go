@@ -128,7 +128,7 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 		Version:      version.String(),
 	}
 	if c.TokenCommand != "" {
-		cfg.TokenFunc = commandToken(c.TokenCommand)
+		cfg.TokenSource = commandToken(c.TokenCommand)
 	}
 	tlsCfg, err := c.upstreamTLS()
 	if err != nil {

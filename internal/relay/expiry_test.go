@@ -102,7 +102,7 @@ func TestHostTokenRenewedBeforeExpiry(t *testing.T) {
 	})
 	relaytest.StartHost(t, r.URL, "h", slow, func(c *agent.Config) {
 		c.Token = ""
-		c.TokenFunc = func(context.Context) (string, error) {
+		c.TokenSource = func(context.Context) (string, error) {
 			calls.Add(1)
 			exp := expIn(life)
 			mu.Lock()
@@ -166,7 +166,7 @@ func TestTokenExpiredCloseFetchesFreshToken(t *testing.T) {
 	var fresh atomic.Int32
 	relaytest.StartHost(t, r.URL, "h", echoPath, func(c *agent.Config) {
 		c.Token = ""
-		c.TokenFunc = func(ctx context.Context) (string, error) {
+		c.TokenSource = func(ctx context.Context) (string, error) {
 			if time.Now().Before(exp) {
 				return stale, nil
 			}

@@ -185,12 +185,12 @@ func TestNewerTunnelReplacesOlder(t *testing.T) {
 	}
 }
 
-func TestTokenFuncIsCalledOnEveryAttempt(t *testing.T) {
+func TestTokenSourceIsCalledOnEveryAttempt(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
 	calls := make(chan struct{}, 100)
 	ln := relaytest.StartHost(t, r.URL, "h", echoPath, func(c *agent.Config) {
 		c.Token = ""
-		c.TokenFunc = func(context.Context) (string, error) {
+		c.TokenSource = func(context.Context) (string, error) {
 			calls <- struct{}{}
 			return relaytest.HostToken(t, "h"), nil
 		}
