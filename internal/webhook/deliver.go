@@ -16,17 +16,15 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/presence"
+	"github.com/switchboard-relay/switchboard/webhook"
 )
 
-// The request headers of a delivery, besides Content-Type and the signature.
+// The request headers of a delivery; the public package webhook (for receivers) defines them.
 const (
-	// EventIDHeader carries the event's ID in the presence log: the same on every attempt of one event, so a
-	// receiver can drop the duplicates that at-least-once delivery implies.
-	EventIDHeader = "Switchboard-Event-Id"
-	// EventTypeHeader carries the event's type (online, offline, moved, updated), for routing without parsing.
-	EventTypeHeader = "Switchboard-Event-Type"
-	// AttemptHeader is the attempt number for this URL, from 1.
-	AttemptHeader = "Switchboard-Delivery-Attempt"
+	SignatureHeader = webhook.SignatureHeader
+	EventIDHeader   = webhook.EventIDHeader
+	EventTypeHeader = webhook.EventTypeHeader
+	AttemptHeader   = webhook.AttemptHeader
 )
 
 const maxResponseDrain = 64 << 10 // response bytes read (and discarded) so the connection can be reused
@@ -175,7 +173,7 @@ func (s *Sender) attempt(ctx context.Context, u string, e presence.Event, body [
 	req.Header.Set(EventIDHeader, e.ID)
 	req.Header.Set(EventTypeHeader, string(e.Kind))
 	req.Header.Set(AttemptHeader, strconv.Itoa(n))
-	req.Header.Set(SignatureHeader, Sign(s.cfg.Secret, body, time.Now()))
+	req.Header.Set(SignatureHeader, webhook.Sign(s.cfg.Secret, body, time.Now()))
 	resp, err := s.client.Do(req)
 	if err == nil {
 		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseDrain))
@@ -251,4 +249,17 @@ func (s *Sender) backoff(n int) time.Duration {
 		return d
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// decimal reports whether s is 1–18 ASCII digits (fits an int64 without overflow).
+func decimal(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

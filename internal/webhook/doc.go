@@ -2,7 +2,7 @@
 // once, in log order per receiver, across relay restarts and replica failures.
 //
 // Delivery. A Sender reads the presence Log from a cursor kept per URL in a Store and POSTs each event, one per
-// request, as the JSON of presence.Event, with a Switchboard-Signature header (see Sign and VerifySignature) and
+// request, as the JSON of presence.Event, with a Switchboard-Signature header (see the public package webhook: Sign and Verify) and
 // the event's log ID in Switchboard-Event-Id. The cursor advances only after a 2xx, so an event is re-sent until
 // the receiver takes it: network errors, timeouts (Config.Timeout per attempt), 5xx, 408 and 429 are retried for
 // ever with capped exponential backoff and jitter, honouring Retry-After on 429 and 503. A 3xx or any other 4xx is

@@ -16,7 +16,7 @@ import (
 //	Switchboard-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 const SignatureHeader = "Switchboard-Signature"
 
-// The errors VerifySignature returns; classify with errors.Is.
+// The errors Verify returns; classify with errors.Is.
 var (
 	// ErrSignatureFormat: the header is missing, malformed, or has no v1 signature.
 	ErrSignatureFormat = errors.New("webhook: malformed signature header")
@@ -26,10 +26,11 @@ var (
 	ErrSignatureExpired = errors.New("webhook: signature timestamp outside tolerance")
 )
 
-// maxSignatureHeader bounds the header VerifySignature parses; a real one is under 100 bytes.
+// maxSignatureHeader bounds the header Verify parses; a real one is under 100 bytes.
 const maxSignatureHeader = 4096
 
-// Sign returns the Switchboard-Signature header value for body sent at t.
+// Sign returns the Switchboard-Signature header value for body sent at t. The relay signs every delivery with it;
+// tests of a receiver can use it to make signed requests.
 func Sign(secret, body []byte, t time.Time) string {
 	ts := strconv.FormatInt(t.Unix(), 10)
 	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
@@ -43,15 +44,16 @@ func mac(secret []byte, ts string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-// VerifySignature checks a Switchboard-Signature header against the raw request body and the shared secret, for
-// receivers written in Go. It accepts the header if one of its v1 values is the HMAC of "<t>.<body>" and t is within
-// tolerance of the current time (tolerance 0 skips the time check; 5 minutes is a good value: it bounds replays of
-// a captured request while allowing for clock skew). Retries are signed afresh, so a late delivery still carries a
-// current t. Unknown keys are ignored, so a header may later carry other schemes next to v1; several v1 values are
-// allowed (one per secret, during a rotation).
+// Verify checks a Switchboard-Signature header against the raw request body and the shared secret (the relay's
+// --webhook-secret). It accepts the header if one of its v1 values is the HMAC-SHA256 of "<t>.<body>" and t is
+// within tolerance of the current time (tolerance 0 skips the time check; 5 minutes is a good value: it bounds
+// replays of a captured request while allowing for clock skew). Retries are signed afresh, so a late delivery still
+// carries a current t. Unknown keys are ignored, so a header may later carry other schemes next to v1; several v1
+// values are allowed (one per secret, during a rotation). Headers longer than 4 KiB are refused unread.
 //
-// It returns nil, or an error wrapping ErrSignatureFormat, ErrSignatureMismatch or ErrSignatureExpired.
-func VerifySignature(header string, body, secret []byte, tolerance time.Duration) error {
+// Verify the body exactly as received, before decoding it. It returns nil, or an error wrapping
+// ErrSignatureFormat, ErrSignatureMismatch or ErrSignatureExpired.
+func Verify(secret []byte, header string, body []byte, tolerance time.Duration) error {
 	return verifyAt(header, body, secret, tolerance, time.Now())
 }
 
