@@ -5,7 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-		"os"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
