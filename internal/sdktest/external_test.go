@@ -59,7 +59,12 @@ func buildApp(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, b := range map[string][]byte{"go.mod": []byte(mod), "go.sum": sum, "main.go": src} {
+	files := map[string][]byte{"go.mod": []byte(mod), "go.sum": sum, "main.go": src,
+		"readme/main.go": readmeProgram(t, root)}
+	for name, b := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +82,25 @@ func buildApp(t *testing.T) string {
 	run("mod", "tidy")
 	bin := filepath.Join(dir, "app")
 	run("build", "-o", bin, ".")
+	run("vet", "./readme") // the README's program compiles as copied
 	return bin
+}
+
+// readmeProgram is the Go block of the README's "A Go program as a host" section: a whole program to copy into a
+// new module.
+func readmeProgram(t *testing.T, root string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "## A Go program as a host")
+	_, code, ok2 := strings.Cut(sec, "```go\n")
+	code, _, ok3 := strings.Cut(code, "```")
+	if !ok || !ok2 || !ok3 || !strings.HasPrefix(code, "package main") {
+		t.Fatal(`README.md: no "A Go program as a host" section with a Go program (package main) in it`)
+	}
+	return []byte(code)
 }
 
 // TestExternalModule: a program in another module imports agent, presence and webhook (internal packages would not
