@@ -2,6 +2,17 @@
 // it to the program as connections. Listen gives a Go program a net.Listener, so http.Serve works unchanged;
 // reconnects, drain moves and token refreshes happen behind it. Host serves an upstream URL through the tunnel,
 // which is what `switchboard host` runs.
+//
+// Errors. Listen fails only for a bad Config. Failures to reach the relay are transient: the listener retries them
+// with backoff and Listener.Err shows the latest (a *DialError). A token the relay refuses is ErrAuth; with a static
+// Config.Token it is permanent, and Accept (hence http.Serve) returns it.
+//
+//	ln, err := agent.Listen(ctx, agent.Config{Relays: []string{relayURL}, HostID: "org:laptop", Token: tok})
+//	if err != nil {
+//		return err
+//	}
+//	defer ln.Close()
+//	return http.Serve(ln, handler)
 package agent
 
 import (
