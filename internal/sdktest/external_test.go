@@ -69,7 +69,10 @@ func buildApp(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goCmd, err := exec.LookPath("go") // go test puts its own GOROOT/bin first in PATH
+	if err != nil {
+		t.Fatalf("the go command: %v", err)
+	}
 	run := func(args ...string) {
 		t.Helper()
 		cmd := exec.Command(goCmd, args...)
