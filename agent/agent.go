@@ -73,7 +73,7 @@ type Config struct {
 	// Transport is TransportAuto (the zero value: raw upgrade, falling back to WebSocket for good on a relay where
 	// it does not come through), TransportWebSocket or TransportRaw.
 	Transport string
-	// Dial, if set, replaces the default dialer of the tunnel (used by tests to inject faults).
+	// Dial, if set, replaces the default dialer of the tunnel (used by tests to inject faults). If nil, a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSConfig, if set, is used for https/wss relays (e.g. a private CA). If nil, the system's roots.
 	TLSConfig *tls.Config
