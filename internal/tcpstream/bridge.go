@@ -50,7 +50,7 @@ type Result struct {
 // closes ws (1000 when both ends announced their end, 1011 otherwise) and local. It returns nil for a complete
 // stream; ErrAborted, ErrProtocol, ctx's error or a local I/O error otherwise. It waits for its goroutines.
 func Bridge(ctx context.Context, ws *websocket.Conn, local Local) (Result, error) {
-	ws.SetReadLimit(readLimit)
+	ws.SetReadLimit(readLimit + 1) // down counts the bytes itself, so that a message over readLimit is ErrProtocol
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b := &bridge{ws: ws, local: local, eof: make(chan struct{})}
@@ -142,9 +142,6 @@ func (b *bridge) down(ctx context.Context) error {
 			if gotEOF && websocket.CloseStatus(err) == websocket.StatusNormalClosure {
 				return nil
 			}
-			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-				return fmt.Errorf("%w: message too big", ErrProtocol)
-			}
 			return fmt.Errorf("%w: %w", ErrAborted, err)
 		}
 		if typ == websocket.MessageText {
@@ -162,10 +159,30 @@ func (b *bridge) down(ctx context.Context) error {
 		if gotEOF {
 			return fmt.Errorf("%w: bytes after eof", ErrProtocol)
 		}
-		n, err := io.Copy(b.local, r)
+		src := &readErr{r: r}
+		n, err := io.Copy(b.local, io.LimitReader(src, readLimit+1))
 		b.received += n
-		if err != nil {
+		switch {
+		case src.err != nil:
+			return fmt.Errorf("%w: %w", ErrAborted, src.err)
+		case err != nil:
 			return fmt.Errorf("local write: %w", err)
+		case n > readLimit:
+			return fmt.Errorf("%w: message over %d bytes", ErrProtocol, readLimit)
 		}
 	}
+}
+
+// readErr remembers a read error other than io.EOF, to tell a broken WebSocket from a failing local write.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		e.err = err
+	}
+	return n, err
 }
