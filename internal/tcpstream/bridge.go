@@ -19,7 +19,7 @@ import (
 
 // chunk is the most bytes one binary message carries; readLimit bounds what a peer may send in one message.
 const (
-	chunk     = 64 << 10
+	chunk     = 256 << 10
 	readLimit = 1 << 20
 )
 
