@@ -307,3 +307,36 @@ func TestTCPThroughSecondReplica(t *testing.T) {
 		t.Fatalf("services claim via B: %v", err)
 	}
 }
+
+// TestTCPStalledClientCut: a client that takes no bytes while the service sends is cut after the stall timeout,
+// and the service's connection ends with it.
+func TestTCPStalledClientCut(t *testing.T) {
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.StallTimeout = 300 * time.Millisecond })
+	ended := make(chan struct{})
+	addr := relaytest.StartTCPServer(t, func(c *net.TCPConn) {
+		defer close(ended)
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	relaytest.StartTCPHost(t, r.URL, "h1", map[string]string{"flood": addr}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, err := tcpstream.Dial(ctx, r.URL, "h1", "flood", relaytest.ClientToken(t, "alice", "h1"), tcpstream.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	// The client reads nothing.
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		t.Fatal("the service kept sending to a client that reads nothing")
+	}
+	if n := seriesValue(t, r, "switchboard_bound_cuts_total", map[string]string{"reason": "stalled_client"}); n < 1 {
+		t.Fatalf("bound_cuts_total{stalled_client} = %v, want at least 1", n)
+	}
+}
