@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // Host header modes (UpstreamOptions.HostHeader); any other non-empty value is sent as the Host itself.
@@ -36,6 +39,8 @@ type UpstreamOptions struct {
 	TLS *tls.Config
 	// Logger receives a WARN line per exchange the upstream failed. If nil, failures are not logged.
 	Logger *slog.Logger
+	// TCP are the named TCP services Host publishes (name → host:port; see TCPHandler and tcp.go). If nil, none.
+	TCP map[string]string
 }
 
 // UpstreamHandler returns the handler that serves tunnel streams from upstream: a reverse proxy that keeps the
@@ -136,22 +141,40 @@ func publicLocation(loc string, upstream *url.URL, out *http.Request) string {
 }
 
 // Host keeps a tunnel and serves upstream (an http:// or https:// URL) through it until ctx ends, when it returns
-// nil. It is what `switchboard host` runs. It returns early with an error matching ErrAuth if the relay refuses the
-// token for good (see Config.Token).
+// nil. It is what `switchboard host` runs. upstream may be empty when opts.TCP publishes TCP services: the host
+// then serves those only. It returns early with an error matching ErrAuth if the relay refuses the token for good
+// (see Config.Token).
 func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions) error {
-	u, err := url.Parse(upstream)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("agent: upstream %q must be an http:// or https:// URL", upstream)
-	}
 	if opts.Logger == nil && cfg.Logger != nil {
 		opts.Logger = cfg.Logger.With("host_id", cfg.HostID)
+	}
+	var handler http.Handler
+	if upstream != "" || len(opts.TCP) == 0 {
+		u, err := url.Parse(upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("agent: upstream %q must be an http:// or https:// URL", upstream)
+		}
+		handler = UpstreamHandlerWith(u, opts)
+	}
+	var tcp *TCPHandler
+	if len(opts.TCP) > 0 {
+		var err error
+		if tcp, err = NewTCPHandler(opts.TCP, handler, opts.Logger); err != nil {
+			return err
+		}
+		handler = tcp
+		cfg.Labels = maps.Clone(cfg.Labels)
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		cfg.Labels[tunnel.TCPLabel] = TCPLabelValue(opts.TCP)
 	}
 	ln, err := Listen(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           UpstreamHandlerWith(u, opts),
+		Handler:           handler,
 		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          nil,
 	}
@@ -171,6 +194,9 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 	_ = ln.Close()
 	_ = srv.Shutdown(shutdownCtx)
 	wg.Wait()
+	if tcp != nil {
+		tcp.Wait() // the closed tunnel ended their streams
+	}
 	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
 		return nil
 	}

@@ -26,6 +26,10 @@ type Claims struct {
 	// Hosts lists the host ids a client token may reach (the "hosts" claim): exact ids, "prefix*" patterns, or "*"
 	// for every host.
 	Hosts []string
+	// Services, if not nil, limits a client token to the named TCP services of the hosts it reaches (the
+	// "services" claim; "*" for every service): such a token opens those services only, no HTTP and no other
+	// service. Nil (the claim absent) means every service and HTTP.
+	Services []string
 	// ExpiresAt is the "exp" claim; zero for AllowAll.
 	ExpiresAt time.Time
 	// Unrestricted is set only by AllowAll, never from a token: MayReach and MayRegister then hold for every
@@ -53,6 +57,24 @@ func (c Claims) MayReach(hostID string) bool {
 	}
 	return false
 }
+
+// MayUseService reports whether the bearer may open the TCP service named service on a host it may reach: Services
+// is nil, or lists service or "*".
+func (c Claims) MayUseService(service string) bool {
+	if c.Services == nil {
+		return true
+	}
+	for _, s := range c.Services {
+		if s == service || s == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+// MayUseHTTP reports whether the bearer may make HTTP (and WebSocket) exchanges with a host it may reach: a token
+// limited to TCP services (Services not nil) may not.
+func (c Claims) MayUseHTTP() bool { return c.Services == nil }
 
 // MayRegister reports whether the bearer may register a tunnel for hostID: the claims are of KindHost and HostID
 // equals hostID (or the claims come from AllowAll). Any other kind registers nothing, and nothing registers the
@@ -97,6 +119,8 @@ func settleKind(c Claims, hostsPresent bool) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: client token without sub", ErrInvalidToken)
 	case c.Kind == KindClient && c.HostID != "":
 		return Claims{}, fmt.Errorf("%w: client token with host id", ErrInvalidToken)
+	case c.Kind == KindHost && c.Services != nil:
+		return Claims{}, fmt.Errorf("%w: host token with services", ErrInvalidToken)
 	case c.Kind != KindHost && c.Kind != KindClient:
 		return Claims{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, truncate(c.Kind))
 	}

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 func TestMayReach(t *testing.T) {
@@ -77,4 +78,34 @@ func allowAllClaims() Claims {
 		panic(err)
 	}
 	return c
+}
+
+func TestServicesClaim(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	v := NewHS256(secret)
+	all, err := MintClient(secret, "c", []string{"*"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssh, err := MintClientServices(secret, "c", []string{"*"}, []string{"ssh"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := v.Verify(context.Background(), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := v.Verify(context.Background(), ssh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.MayUseService("pg") || !ca.MayUseHTTP() {
+		t.Fatalf("token without services: %+v", ca)
+	}
+	if !cs.MayUseService("ssh") || cs.MayUseService("pg") || cs.MayUseHTTP() {
+		t.Fatalf("token with services [ssh]: %+v", cs)
+	}
+	if _, err := MintClientServices(secret, "c", []string{"*"}, []string{}, time.Hour); err == nil {
+		t.Fatal("an empty services list was minted")
+	}
 }

@@ -23,6 +23,8 @@ type hsClaims struct {
 	Kind   string   `json:"kind,omitempty"`
 	HostID string   `json:"host_id,omitempty"`
 	Hosts  []string `json:"hosts,omitempty"`
+	// Services limits a client token to named TCP services (Claims.Services); absent means all and HTTP.
+	Services []string `json:"services,omitempty"`
 }
 
 // MintHost returns an HS256 token that lets an agent register hostID for ttl: "sub" is "host:<hostID>", "kind" is
@@ -41,6 +43,12 @@ func MintHost(secret []byte, hostID string, ttl time.Duration) (string, error) {
 // MintClient returns an HS256 token that lets subject reach the hosts listed (exact ids, "prefix*" patterns, or
 // "*") for ttl. An empty list mints a token that reaches nothing.
 func MintClient(secret []byte, subject string, hosts []string, ttl time.Duration) (string, error) {
+	return MintClientServices(secret, subject, hosts, nil, ttl)
+}
+
+// MintClientServices is MintClient with a "services" claim: a non-nil services limits the token to those TCP
+// services ("*" for all of them), without HTTP; nil leaves the claim out (every service and HTTP).
+func MintClientServices(secret []byte, subject string, hosts, services []string, ttl time.Duration) (string, error) {
 	if subject == "" {
 		return "", errors.New("mint client token: empty subject")
 	}
@@ -49,10 +57,14 @@ func MintClient(secret []byte, subject string, hosts []string, ttl time.Duration
 			return "", errors.New("mint client token: empty hosts entry")
 		}
 	}
+	if services != nil && len(services) == 0 {
+		return "", errors.New("mint client token: empty services list (leave it out for all services)")
+	}
 	return mint(secret, ttl, hsClaims{
 		RegisteredClaims: jwt.RegisteredClaims{Subject: subject},
 		Kind:             KindClient,
 		Hosts:            hosts,
+		Services:         services,
 	})
 }
 
@@ -116,7 +128,8 @@ func (v *hs256) Verify(_ context.Context, token string) (Claims, error) {
 	if c.Kind == "" {
 		return Claims{}, fmt.Errorf("%w: no kind", ErrInvalidToken) // Switchboard's own tokens always say
 	}
-	return settleKind(Claims{Subject: c.Subject, Kind: c.Kind, HostID: c.HostID, Hosts: c.Hosts, ExpiresAt: c.ExpiresAt.Time},
+	return settleKind(Claims{Subject: c.Subject, Kind: c.Kind, HostID: c.HostID, Hosts: c.Hosts, Services: c.Services,
+		ExpiresAt: c.ExpiresAt.Time},
 		c.Hosts != nil)
 }
 

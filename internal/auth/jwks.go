@@ -182,6 +182,20 @@ func (j *JWKS) claims(mc jwt.MapClaims) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: claim %q: want a string or an array of strings, got %T",
 			ErrInvalidToken, j.hostsClaim, v)
 	}
+	switch v := mc["services"].(type) {
+	case nil:
+	case []any:
+		c.Services = make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return Claims{}, fmt.Errorf("%w: claim \"services\": want strings, got %T", ErrInvalidToken, e)
+			}
+			c.Services = append(c.Services, s)
+		}
+	default:
+		return Claims{}, fmt.Errorf("%w: claim \"services\": want an array of strings, got %T", ErrInvalidToken, v)
+	}
 	exp, err := mc.GetExpirationTime()
 	if err != nil || exp == nil {
 		return Claims{}, fmt.Errorf("%w: bad exp", ErrInvalidToken) // unreachable after WithExpirationRequired

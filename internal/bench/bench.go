@@ -83,7 +83,7 @@ type Config struct {
 }
 
 // AllScenarios lists every scenario in its default order.
-var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "idle", "churn", "storm", "forward", "rolling"}
+var AllScenarios = []string{"rps", "latency", "bulk", "sse", "ws", "tcp", "idle", "churn", "storm", "forward", "rolling"}
 
 // scenarios maps a name to its implementation.
 var scenarios = map[string]func(context.Context, *env) (*Result, error){
@@ -92,6 +92,7 @@ var scenarios = map[string]func(context.Context, *env) (*Result, error){
 	"bulk":    runBulk,
 	"sse":     runSSE,
 	"ws":      runWS,
+	"tcp":     runTCP,
 	"idle":    runIdle,
 	"churn":   runChurn,
 	"storm":   runStorm,

@@ -9,7 +9,7 @@ import (
 
 // BenchCmd is `switchboard bench`.
 type BenchCmd struct {
-	Scenarios       []string      `arg:"" optional:"" help:"Scenarios to run: rps, latency, bulk, sse, ws, idle, churn, storm, forward, rolling (default: all; forward and rolling need redis-server)."`
+	Scenarios       []string      `arg:"" optional:"" help:"Scenarios to run: rps, latency, bulk, sse, ws, tcp, idle, churn, storm, forward, rolling (default: all; forward and rolling need redis-server)."`
 	Duration        time.Duration `help:"Length of each measured phase (default 5s; 1s with --tiny)."`
 	Out             string        `help:"Directory for report.json, report.svg and logs." type:"path"`
 	JSON            string        `help:"File for the JSON report ('-' for stdout)."`

@@ -41,7 +41,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"serve", "--proxy-protocol"}, "--proxy-protocol needs --proxy-protocol-from CIDR"},
 		{[]string{"serve", "--proxy-protocol-from", "10.0.0.0/8"}, "--proxy-protocol-from needs --proxy-protocol"},
 		{[]string{"serve", "--proxy-protocol", "--proxy-protocol-from", "10.0.0.0/33"}, `--proxy-protocol-from "10.0.0.0/33": want a CIDR`},
-		{[]string{"host", "--relay", "http://127.0.0.1:1", "--id", "h1"}, "missing flags: --upstream"},
+		{[]string{"host", "--relay", "http://127.0.0.1:1", "--id", "h1"}, "nothing to serve: give --upstream (HTTP), --tcp NAME=HOST:PORT, or both"},
 		{host, "a host token is required: --token, SWITCHBOARD_TOKEN or --token-command"},
 		{append(host, "--token", "t", "--upstream-header", "no colon"), `--upstream-header "no colon": want 'Name: value'`},
 		{append(host, "--token", "t", "--upstream-header", "Host: example.com"), `--upstream-header "Host: example.com": Host cannot be fixed`},

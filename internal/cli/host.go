@@ -24,7 +24,8 @@ type HostCmd struct {
 	ID                         string            `help:"Host id to register." required:"" env:"SWITCHBOARD_HOST_ID"`
 	Token                      string            `help:"Host token (see 'switchboard token host')." env:"SWITCHBOARD_TOKEN"`
 	TokenCommand               string            `help:"Shell command that prints a host token; run before every connection attempt and to renew the tunnel before the token expires." env:"SWITCHBOARD_TOKEN_COMMAND"`
-	Upstream                   string            `help:"URL of the service to expose, e.g. http://127.0.0.1:3000." required:"" env:"SWITCHBOARD_UPSTREAM"`
+	Upstream                   string            `help:"URL of the HTTP service to expose, e.g. http://127.0.0.1:3000. Optional with --tcp." env:"SWITCHBOARD_UPSTREAM"`
+	TCP                        map[string]string `name:"tcp" help:"Publish a TCP service NAME=HOST:PORT (repeatable), e.g. ssh=127.0.0.1:22; clients open it by name with 'switchboard connect' or 'forward'." env:"SWITCHBOARD_TCP" mapsep:","`
 	UpstreamHeader             []string          `help:"Fixed header 'K: V' added to every upstream request (repeatable)." env:"SWITCHBOARD_UPSTREAM_HEADER" sep:"none"`
 	Name                       string            `help:"Display name of this host." env:"SWITCHBOARD_HOST_NAME"`
 	Label                      map[string]string `help:"Label k=v (repeatable)." env:"SWITCHBOARD_HOST_LABELS" mapsep:","`
@@ -54,6 +55,12 @@ func (c *HostCmd) Validate() error {
 	}
 	if c.UpstreamCA != "" && c.UpstreamInsecureSkipVerify {
 		return errors.New("--upstream-ca and --upstream-insecure-skip-verify exclude each other")
+	}
+	if c.Upstream == "" && len(c.TCP) == 0 {
+		return errors.New("nothing to serve: give --upstream (HTTP), --tcp NAME=HOST:PORT, or both")
+	}
+	if err := agent.CheckTCPServices(c.TCP); err != nil {
+		return fmt.Errorf("--tcp: %w", err)
 	}
 	return nil
 }
@@ -134,7 +141,7 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	opts := agent.UpstreamOptions{Fixed: fixed, HostHeader: c.HostHeader, TLS: tlsCfg}
+	opts := agent.UpstreamOptions{Fixed: fixed, HostHeader: c.HostHeader, TLS: tlsCfg, TCP: c.TCP}
 	if err := agent.Host(ctx, cfg, c.Upstream, opts); err != nil {
 		return &exitError{code: 2, err: err}
 	}

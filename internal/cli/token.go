@@ -52,10 +52,11 @@ func (c *TokenHostCmd) Run(g *Globals) error {
 
 // TokenClientCmd is `switchboard token client`.
 type TokenClientCmd struct {
-	Hosts  string        `help:"Comma-separated host ids or prefix* patterns the token may reach ('*' for all)." required:""`
-	Sub    string        `help:"Subject (who the client is; never empty); the host receives it as X-Switchboard-Subject." default:"client"`
-	TTL    time.Duration `help:"Lifetime." default:"1h"`
-	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
+	Hosts    string        `help:"Comma-separated host ids or prefix* patterns the token may reach ('*' for all)." required:""`
+	Services string        `help:"Comma-separated TCP services the token may open ('*' for all), and then no HTTP; leave out for every service and HTTP." env:"SWITCHBOARD_TOKEN_SERVICES"`
+	Sub      string        `help:"Subject (who the client is; never empty); the host receives it as X-Switchboard-Subject." default:"client"`
+	TTL      time.Duration `help:"Lifetime." default:"1h"`
+	Secret   string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
 }
 
 // Validate checks the host list and lifetime before anything is signed.
@@ -91,7 +92,19 @@ func (c *TokenClientCmd) Run(g *Globals) error {
 			return &exitError{code: 2, err: err}
 		}
 	}
-	tok, err := auth.MintClient([]byte(c.Secret), c.Sub, hosts, c.TTL)
+	var services []string
+	if c.Services != "" {
+		services = splitList(c.Services)
+		for _, svc := range services {
+			if err := tunnel.CheckServiceName(svc); svc != "*" && err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--services: %w", err)}
+			}
+		}
+		if len(services) == 0 {
+			return &exitError{code: 2, err: errors.New("--services names no service")}
+		}
+	}
+	tok, err := auth.MintClientServices([]byte(c.Secret), c.Sub, hosts, services, c.TTL)
 	if err != nil {
 		return err
 	}

@@ -225,10 +225,7 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 		return
 	}
 	id := tg.id
-	kind := "http"
-	if websocketRequested(r) {
-		kind = "websocket"
-	}
+	kind := exchangeKind(r, tg) // the first replica checked a TCP stream's service against the token (tcp.go)
 	if !s.admitExchange(w, kind) {
 		return
 	}

@@ -17,6 +17,7 @@ type metrics struct {
 	upgradesLimited *prometheus.CounterVec // bucket
 	clientStreams   prometheus.Counter     // exchanges refused by MaxStreamsPerClient
 	replaceCut      prometheus.Counter     // replaced tunnels closed with exchanges still in flight (expiry.go)
+	tcpBytes        *prometheus.CounterVec // direction; raw TCP streams only (tcp.go)
 }
 
 // Buckets of the per-IP tunnel upgrade limits.
@@ -50,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "switchboard", Name: "exchanges_total",
-			Help: "Client exchanges by kind (http, websocket), outcome and status class.",
+			Help: "Client exchanges by kind (http, websocket, tcp), outcome and status class.",
 		}, []string{"kind", "outcome", "class"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "switchboard", Name: "exchange_header_latency_seconds",
@@ -90,6 +91,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Tunnels replaced by a newer registration of their host that were closed with exchanges still in flight, after the replace grace.",
 	})
 	reg.MustRegister(m.replaceCut)
+	m.tcpBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "tcp_bytes_total",
+		Help: "Bytes of raw TCP streams (as WebSocket frames), by direction (to_host, to_client). Their streams are counted in exchanges_total{kind=\"tcp\"} by outcome.",
+	}, []string{"direction"})
+	reg.MustRegister(m.tcpBytes)
 	return m
 }
 

@@ -85,11 +85,11 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 			"authenticated by the session cookie must come from the host's own origin or an origin allowed with --cors-origin")
 		return
 	}
-	scrubBrowserCredentials(r.Header) // before any route: neither the host nor a peer sees them
-	kind := "http"
-	if websocketRequested(r) {
-		kind = "websocket"
+	kind, ok := s.checkTCP(w, r, tg, claims, cred) // tcp.go
+	if !ok {
+		return
 	}
+	scrubBrowserCredentials(r.Header) // before any route: neither the host nor a peer sees them
 	if !s.admitExchange(w, kind) {
 		return
 	}
@@ -130,8 +130,8 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}()
 
 	ex := &exchange{t: t, path: tg.rest, prefix: tg.prefix, publicHost: r.Host, subject: subject, start: time.Now(), hop: hop}
-	if kind == "websocket" {
-		s.proxyWebSocket(w, r, ex)
+	if kind == "websocket" || kind == kindTCP {
+		s.proxyWebSocket(w, r, ex, kind)
 		return true
 	}
 	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
@@ -155,7 +155,8 @@ type exchange struct {
 	publicHost string
 	subject    string
 	start      time.Time
-	hop        bool // forwarded by a peer replica
+	hop        bool   // forwarded by a peer replica
+	kind       string // "websocket" or kindTCP once proxyWebSocket carries it
 }
 
 func (s *Server) countExchange(kind, outcome string, status int) {

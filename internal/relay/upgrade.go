@@ -22,9 +22,11 @@ const closeGrace = 5 * time.Second
 // proxyWebSocket carries a WebSocket upgrade to the host and, after the host's 101, passes frames both ways as
 // bytes. Frame boundaries are followed so that a close code that must not be sent (1005, 1006, …) becomes 1011 and
 // a side that vanishes without a close frame is reported to the other side as 1011 instead of a bare disconnect.
-func (s *Server) proxyWebSocket(w http.ResponseWriter, r *http.Request, ex *exchange) {
+// kind is "websocket", or kindTCP for a raw TCP stream (tcp.go), which travels the same way.
+func (s *Server) proxyWebSocket(w http.ResponseWriter, r *http.Request, ex *exchange, kind string) {
+	ex.kind = kind
 	outcome, status := s.webSocketExchange(w, r, ex)
-	s.countExchange("websocket", outcome, status)
+	s.countExchange(kind, outcome, status)
 }
 
 func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *exchange) (outcome string, status int) {
@@ -72,7 +74,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		}
 	}
 	defer resp.Body.Close()
-	s.metrics.latency.WithLabelValues("websocket").Observe(time.Since(ex.start).Seconds())
+	s.metrics.latency.WithLabelValues(ex.kind).Observe(time.Since(ex.start).Seconds())
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		// The upstream refused the upgrade: pass its answer on as an ordinary response.
 		removeHopHeaders(resp.Header)
@@ -115,7 +117,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	downDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(upDone)
-		s.pump(toHost, brw.Reader, "to_host")
+		s.pump(toHost, brw.Reader, "to_host", ex.kind)
 		if !toHost.SawClose() && toHost.AtBoundary() {
 			_, _ = st.Write(wsframe.CloseFrame(1011, "client went away", true))
 		}
@@ -123,7 +125,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	})
 	wg.Go(func() {
 		defer close(downDone)
-		s.pump(toClient, br, "to_client")
+		s.pump(toClient, br, "to_client", ex.kind)
 		if !toClient.SawClose() && toClient.AtBoundary() {
 			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
 		}
@@ -152,11 +154,14 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 }
 
 // pump copies src into a frame follower, counting bytes.
-func (s *Server) pump(dst *wsframe.Follower, src io.Reader, direction string) {
+func (s *Server) pump(dst *wsframe.Follower, src io.Reader, direction, kind string) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	n, _ := io.CopyBuffer(writerOnly{dst}, src, *bp)
 	s.metrics.bytes.WithLabelValues(direction).Add(float64(n))
+	if kind == kindTCP {
+		s.metrics.tcpBytes.WithLabelValues(direction).Add(float64(n))
+	}
 }
 
 // idleReader reads r, which reads from c's stream, moving c's idle deadline as the bytes move.
