@@ -122,10 +122,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			}
 			l.warn(reason, "connection refused at a cap", "reason", reason, "remote", key,
 				"per_ip_cap", l.cfg.PerIP, "total_cap", l.cfg.Total)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0) // reset: the slot and the descriptor come back at once
-			}
-			_ = c.Close()
+			resetClose(c)
 			continue
 		}
 		if l.cfg.Metrics != nil {
@@ -133,6 +130,24 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		return newConn(c, l, key), nil
 	}
+}
+
+// resetClose closes c with a reset, so its slot and descriptor come back at once, when the connection underneath
+// (under a PROXY protocol wrapper, for one) is TCP; otherwise it just closes it.
+func resetClose(c net.Conn) {
+	inner := c
+	for range 8 {
+		if tc, ok := inner.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+			break
+		}
+		w, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = w.NetConn()
+	}
+	_ = c.Close()
 }
 
 // admit takes a place for a connection from key, or returns the reason it cannot.

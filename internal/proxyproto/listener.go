@@ -149,10 +149,24 @@ func (l *Listener) acceptLoop() {
 			_ = c.Close()
 			continue
 		}
+		// Checked under mu: once Close has walked pending, no connection may join it (it would be read for up to
+		// HeaderTimeout while Close waits, and stay open meanwhile).
 		l.mu.Lock()
+		select {
+		case <-l.done:
+			l.mu.Unlock()
+			<-l.slots
+			_ = c.Close()
+			return
+		default:
+		}
 		l.pending[c] = struct{}{}
+		l.wg.Add(1)
 		l.mu.Unlock()
-		l.wg.Go(func() { l.handshake(c) })
+		go func() {
+			defer l.wg.Done()
+			l.handshake(c)
+		}()
 	}
 }
 

@@ -2,9 +2,11 @@ package proxyproto
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,7 +65,8 @@ func dial(t *testing.T, l *Listener) net.Conn {
 func waitClosed(t *testing.T, c net.Conn) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if b, err := io.ReadAll(c); err != nil || len(b) > 0 {
+	// A close with our bytes still unread makes the kernel answer with a reset: that is a close too.
+	if b, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) || len(b) > 0 {
 		t.Fatalf("want a close without data: read %q, %v", b, err)
 	}
 }

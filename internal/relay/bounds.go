@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -165,16 +167,37 @@ func roundTripCapped(t *http.Transport, req *http.Request) (*http.Response, erro
 		c     readCounter
 		start int64
 	)
-	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-		if rc, ok := i.Conn.(readCounter); ok {
-			c, start = rc, rc.bytesRead()
-		}
-	}}
+	trace := &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			if rc, ok := i.Conn.(readCounter); ok {
+				c, start = rc, rc.bytesRead()
+			}
+		},
+		// ReverseProxy copies a 1xx answer's header to the client from its own hook, which runs after this one
+		// and never reaches ModifyResponse: clean it here like a final answer's.
+		Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+			cleanInterimHead(http.Header(h))
+			return nil
+		},
+	}
 	resp, err := t.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	if err != nil && c != nil && c.bytesRead()-start >= int64(t.MaxResponseHeaderBytes) {
 		err = fmt.Errorf("%w: %w", errHeadTooLarge, err)
 	}
 	return resp, err
+}
+
+// cleanInterimHead removes from a host's interim (1xx) answer every name a final answer may not carry as sent:
+// the names a proxy in front acts on (stripReservedResponse), and what the page rules rewrite on a final answer
+// (cookies, Location, CORS), which an interim answer has no business setting.
+func cleanInterimHead(h http.Header) {
+	stripReservedResponse(h)
+	for k := range h {
+		if k == "Set-Cookie" || k == "Location" || len(k) > len("Access-Control-") &&
+			strings.EqualFold(k[:len("Access-Control-")], "Access-Control-") {
+			delete(h, k)
+		}
+	}
 }
 
 // writeDeadline keeps a write deadline StallTimeout ahead of each write on a connection, so that a reader that

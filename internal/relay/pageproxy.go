@@ -70,8 +70,8 @@ func underPrefix(p, prefix string) bool {
 func rewriteSetCookie(v, prefix string) (string, bool) {
 	parts := strings.Split(v, ";")
 	name, _, _ := strings.Cut(parts[0], "=")
-	if strings.EqualFold(strings.TrimSpace(name), SessionCookie) {
-		return "", false
+	if strings.EqualFold(strings.TrimSpace(name), SessionCookie) || !cookiePathSafe(prefix) {
+		return "", false // the session is the relay's; a prefix that cannot be a cookie Path gets no cookie
 	}
 	var b strings.Builder
 	b.Grow(len(v) + len(prefix))

@@ -74,15 +74,32 @@ func cookieSafe(tok string) bool {
 	return true
 }
 
+// cookiePathSafe reports whether p, a path prefix taken from the request, can be a cookie's Path as it is: visible
+// ASCII without ';' (which would end the attribute and let the rest of the path add attributes of its own, such as
+// a Domain) or ','. Host ids may hold such characters; their pages then get no cookies rather than wrong ones.
+func cookiePathSafe(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x21 || c > 0x7e || c == ';' || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
 // startSession answers a token-bearing navigation with 303 to the same URL without the token and the session
 // cookie. It returns false, having written nothing, when the token cannot be a cookie.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, tg target, tok string, expires time.Time) bool {
-	if !cookieSafe(tok) {
+	if !cookieSafe(tok) || !cookiePathSafe(tg.prefix) {
 		return false
 	}
 	u := *r.URL
 	auth.StripQueryToken(&u)
 	loc := u.EscapedPath()
+	if strings.HasPrefix(loc, "//") || strings.HasPrefix(loc, "/\\") {
+		// "//evil.example/x" (or "/\evil.example/x", which browsers read the same) as a Location leaves the relay:
+		// the page is this relay's own "/evil.example/x".
+		loc = "/" + strings.TrimLeft(loc, "/\\")
+	}
 	if u.RawQuery != "" {
 		loc += "?" + u.RawQuery
 	}

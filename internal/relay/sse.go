@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/presence"
@@ -62,8 +63,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.evm.subscribers.Inc()
 	defer s.evm.subscribers.Dec()
 
+	// The stream outlives any server write timeout; each write instead gets StallTimeout, so a consumer that stops
+	// reading is cut rather than holding this goroutine and its buffers until the relay stops.
 	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // the stream outlives any server write timeout
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -79,10 +81,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	nextBeat := time.Now().Add(beat)
 	for {
 		if buf.Len() > 0 {
-			if _, err := w.Write(buf.Bytes()); err != nil {
-				return
+			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
+			_, err := w.Write(buf.Bytes())
+			if err == nil {
+				err = rc.Flush()
 			}
-			if err := rc.Flush(); err != nil {
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+				}
 				return
 			}
 			buf.Reset()

@@ -103,6 +103,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Time{})
 	stripReservedResponse(resp.Header)
+	rewriteHostResponse(resp.Header, ex)                          // browsers keep cookies from a 101 too: the page rules apply to it
 	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout)) // the 101 head; the pumps move it on
 	if err := writeSwitching(brw.Writer, resp.Header); err != nil {
 		return "client_gone", http.StatusSwitchingProtocols
