@@ -54,6 +54,11 @@ func (s *Server) authorizeClient(w http.ResponseWriter, r *http.Request) (auth.C
 		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
 		return claims, false
 	}
+	if !claims.Unrestricted && claims.Kind != auth.KindClient {
+		// A host token reaches no host's presence; refusing it says so instead of serving an empty view.
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "this API takes a client token, not a host token")
+		return claims, false
+	}
 	return claims, true
 }
 

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,5 +36,18 @@ func TestHostMetadataIsVisibleText(t *testing.T) {
 	}
 	if len(got.Labels) != 1 || got.Labels["team"] != "opsx" {
 		t.Fatalf("labels %q, want team=opsx only", got.Labels)
+	}
+}
+
+// TestHostTokenIsNoClientCredential: a host token opens no client API — the listing, a host's presence, the event
+// stream — and gets 401 saying so, instead of an empty view.
+func TestHostTokenIsNoClientCredential(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	relaytest.StartHost(t, r.URL, "org:a", echoPath, nil)
+	tok := relaytest.HostToken(t, "org:a")
+	for _, path := range []string{"/v1/hosts", "/v1/hosts/org:a", "/v1/hosts?ids=org:a", "/v1/presence/events"} {
+		if code, body := getText(t, r.URL+path, tok); code != 401 || !strings.Contains(body, "client token") {
+			t.Errorf("GET %s with a host token: %d %s", path, code, body)
+		}
 	}
 }
