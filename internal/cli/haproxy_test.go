@@ -49,7 +49,8 @@ func moduleRoot(t *testing.T) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
-// freeAddr is a loopback address that was free a moment ago, for programs that bind it themselves.
+// freeAddr is a loopback address that was free a moment ago, for programs that bind it themselves and cannot serve an
+// inherited socket (HAProxy, sshd, postgres): started once, never restarted on it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,6 +64,7 @@ func freeAddr(t *testing.T) string {
 // haproxyReplica is one `serve` process behind HAProxy, restartable on the same addresses.
 type haproxyReplica struct {
 	id, main, metrics, internal string
+	socks                       sockets // main, metrics, internal: held by the test, so a restart never rebinds
 	p                           *proc
 }
 
@@ -113,14 +115,16 @@ func TestHAProxyInFront(t *testing.T) {
 	env := append([]string{"SWITCHBOARD_CLUSTER_SECRET=" + clusterSecret}, withSecret...)
 	replicas := make([]*haproxyReplica, 3)
 	startReplica := func(r *haproxyReplica) {
-		r.p = start(t, env, "serve", "--listen", r.main, "--metrics-listen", r.metrics, "--internal-listen", r.internal,
+		r.p = startFiles(t, env, r.socks.files, "serve", "--listen", "fd:3", "--metrics-listen", "fd:4", "--internal-listen", "fd:5",
 			"--directory", "redis://"+redisAddr+"/0", "--replica-id", r.id,
 			"--proxy-protocol", "--proxy-protocol-from", "127.0.0.1/32", "--drain-delay", "3s", "--drain-timeout", "20s")
 		waitStatus(t, "http://"+r.metrics+"/readyz", "", 200)
 	}
 	haEnv := append(cleanEnv(), "SB_BIND="+freeAddr(t), "SB_CERT="+crt, "SB_STATS_BIND="+freeAddr(t))
 	for i := range replicas {
-		r := &haproxyReplica{id: fmt.Sprintf("relay%d", i+1), main: freeAddr(t), metrics: freeAddr(t), internal: freeAddr(t)}
+		socks := listenSockets(t, 3)
+		r := &haproxyReplica{id: fmt.Sprintf("relay%d", i+1), main: socks.addrs[0], metrics: socks.addrs[1],
+			internal: socks.addrs[2], socks: socks}
 		replicas[i] = r
 		startReplica(r)
 		_, port, _ := net.SplitHostPort(r.metrics)
