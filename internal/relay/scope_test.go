@@ -204,7 +204,6 @@ func checkScope(t *testing.T, bases []string) {
 
 // scopeEvents is the hosts of the events of the reachable ids, sorted: each host's online, and the offline of
 // those that left.
-
 func scopeEvents(reach []string) string {
 	var out []string
 	for _, h := range scopeHosts {
