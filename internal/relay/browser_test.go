@@ -443,11 +443,12 @@ ws.onclose = () => { const e = document.getElementById("evil-ws"); if (e.textCon
 
 			// A cross-site page cannot use the session: its POST and WebSocket never reach the host.
 			navigate(t, tab, evil.URL+"/?target="+url.QueryEscape(base("a")))
+			// Wait for the page's attempts to end before reading their outcome: they run after the load.
+			_, _ = chromedp.Run(tab, chromedp.Poll[bool](`document.getElementById("evil-ws").textContent !== "pending" && document.getElementById("evil-post").textContent !== "pending"`,
+				chromedp.WithPollingTimeout(browserWait)))
 			if got := textOf(t, tab, "#evil-ws"); got == "pending" {
 				t.Fatal("evil page did not finish")
 			}
-			_, _ = chromedp.Run(tab, chromedp.Poll[bool](`document.getElementById("evil-ws").textContent !== "pending" && document.getElementById("evil-post").textContent !== "pending"`,
-				chromedp.WithPollingTimeout(browserWait)))
 			if got := textOf(t, tab, "#evil-ws"); got != "refused" {
 				t.Fatalf("a cross-site WebSocket with the session: %q", got)
 			}
@@ -524,6 +525,8 @@ for (const kind of ["online", "offline", "updated", "moved"]) es.addEventListene
 
 	tab := newTab(t)
 	navigate(t, tab, spa.URL)
+	_, _ = chromedp.Run(tab, chromedp.Poll[bool](`document.getElementById("spa-fetch").textContent !== "pending"`,
+		chromedp.WithPollingTimeout(browserWait))) // the fetch runs after the load
 	if got := textOf(t, tab, "#spa-fetch"); got != "data from a" {
 		t.Fatalf("cross-origin fetch with Authorization: %q", got)
 	}
