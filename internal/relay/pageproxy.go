@@ -88,6 +88,8 @@ func rewriteSetCookie(v, prefix string) (string, bool) {
 			}
 			val = strings.TrimSpace(val)
 			switch {
+			case val == prefix: // the host's root: the same cookies, said the way every other path under it is
+				val = prefix + "/"
 			case underPrefix(val, prefix) && !strings.ContainsAny(val, "?#"):
 			case strings.HasPrefix(val, "/"):
 				val = prefix + val
