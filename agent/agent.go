@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -132,20 +131,9 @@ func (c *Config) validate() error {
 
 // tunnelURL turns a relay base URL into the WebSocket URL of its tunnel endpoint.
 func tunnelURL(relay string) (string, error) {
-	u, err := url.Parse(relay)
+	u, err := tunnel.WebSocketBase(relay)
 	if err != nil {
-		return "", fmt.Errorf("agent: relay URL %q: %w", relay, err)
-	}
-	switch u.Scheme {
-	case "http", "ws":
-		u.Scheme = "ws"
-	case "https", "wss":
-		u.Scheme = "wss"
-	default:
-		return "", fmt.Errorf("agent: relay URL %q: scheme must be http, https, ws or wss", relay)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("agent: relay URL %q has no host", relay)
+		return "", fmt.Errorf("agent: %w", err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/tunnel"
 	u.RawPath = ""

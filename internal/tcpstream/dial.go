@@ -59,20 +59,9 @@ func URL(relay, hostID, service string) (string, error) {
 	if err := tunnel.CheckServiceName(service); err != nil {
 		return "", err
 	}
-	u, err := url.Parse(relay)
+	u, err := tunnel.WebSocketBase(relay)
 	if err != nil {
-		return "", fmt.Errorf("relay URL %q: %w", relay, err)
-	}
-	switch u.Scheme {
-	case "http", "ws":
-		u.Scheme = "ws"
-	case "https", "wss":
-		u.Scheme = "wss"
-	default:
-		return "", fmt.Errorf("relay URL %q: scheme must be http, https, ws or wss", relay)
-	}
-	if u.Host == "" {
-		return "", fmt.Errorf("relay URL %q has no host", relay)
+		return "", err
 	}
 	escBase := strings.TrimSuffix(u.EscapedPath(), "/")
 	base := strings.TrimSuffix(u.Path, "/")
