@@ -194,7 +194,8 @@ type Server struct {
 	// Guarded by mu.
 	mu        sync.Mutex
 	tunnels   map[string]*tunnelConn
-	settingUp int // tunnels between reserveSlot and register: they count against MaxTunnels
+	settingUp int  // tunnels between reserveSlot and register: they count against MaxTunnels
+	drained   bool // the drain is over: a tunnel still being set up is not registered (drain.go)
 
 	// Entries accepted while the directory was unreachable (claimLocally), to be written behind. Guarded by
 	// behindMu, which is never held with mu.
@@ -451,113 +452,6 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // the agents Drain then tells to move reconnect to other replicas rather than to this one. Drain and Close keep
 // /readyz at 503.
 func (s *Server) Unready() { s.unready.Store(true) }
-
-// Drain stops the relay nicely: /readyz turns 503, new tunnels are refused, and every agent is told in-band to
-// open a new tunnel elsewhere (spread over DrainJitter). In a cluster, each old tunnel retires as soon as its host
-// has moved: it admits no new exchange (those go to the new owner), lets its in-flight exchanges finish, then closes
-// with the drain close code. Tunnels whose host did not move within DrainJitter+moveGrace, and every tunnel on a
-// lone relay, retire once no exchange is in flight. Drain returns ctx's error if exchanges were still in flight
-// when it ended; they are cut by the close.
-func (s *Server) Drain(ctx context.Context) error {
-	if s.draining.Swap(true) {
-		return errors.New("relay: already draining")
-	}
-	s.metrics.draining.Set(1)
-	tunnels := s.snapshot()
-	s.log.Info("draining", "tunnels", len(tunnels), "jitter", s.cfg.DrainJitter.String())
-	for _, t := range tunnels {
-		t.sendDrain(randDuration(s.cfg.DrainJitter))
-	}
-	if len(s.cfg.ClusterSecret) > 0 {
-		s.moveTunnels(ctx)
-	}
-	err := s.waitIdle(ctx)
-	if err == nil {
-		// Exchanges admitted after waitIdle looked are waited for; later ones are routed as if the tunnel were gone.
-		for _, t := range s.snapshot() {
-			t.retiring.Store(true)
-		}
-		err = s.waitIdle(ctx)
-	}
-	s.closeAll(tunnel.CloseDrain, "relay draining", "drain")
-	if err != nil {
-		return fmt.Errorf("drain: exchanges still in flight: %w", err)
-	}
-	return nil
-}
-
-// moveGrace is how long, past DrainJitter, a draining replica waits for agents to open their new tunnels elsewhere
-// before it retires the tunnels that did not move.
-const moveGrace = 5 * time.Second
-
-// moveTunnels retires each tunnel whose host has moved to a newer tunnel elsewhere (make-before-break): once its
-// in-flight exchanges finish, it closes. It returns when every tunnel has moved and closed, when DrainJitter plus
-// moveGrace has passed, or when ctx ends.
-func (s *Server) moveTunnels(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	giveUp := time.NewTimer(s.cfg.DrainJitter + moveGrace)
-	defer giveUp.Stop()
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	moving := make(map[*tunnelConn]bool)
-	for round := 0; ; round++ {
-		left := 0
-		for _, t := range s.snapshot() {
-			if moving[t] {
-				continue
-			}
-			// Eviction notices say it first; the directory, read every 10th round, covers a lost notice.
-			if !s.evictions.supersedes(t.hostID, t.epoch) && (round%10 != 0 || !s.movedInDirectory(ctx, t)) {
-				left++
-				continue
-			}
-			moving[t] = true
-			s.cluster.drainMoves.Inc()
-			wg.Go(func() {
-				_ = t.retire(ctx)
-				t.close(tunnel.CloseDrain, "host moved to another replica", "drain")
-			})
-		}
-		if left == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-giveUp.C:
-			s.log.Info("drain: some agents did not move to another replica in time", "tunnels", left)
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// movedInDirectory reports whether the directory names a newer tunnel than t for t's host.
-func (s *Server) movedInDirectory(ctx context.Context, t *tunnelConn) bool {
-	e, err := s.dir.Lookup(ctx, t.hostID)
-	return err == nil && e.Epoch > t.epoch
-}
-
-// waitIdle waits until no tunnel has an exchange in flight.
-func (s *Server) waitIdle(ctx context.Context) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		busy := 0
-		for _, tc := range s.snapshot() {
-			busy += int(tc.active.Load())
-		}
-		if busy == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
 
 // Close stops the relay now: every tunnel is closed and Close waits for every goroutine the Server started.
 // It is idempotent.

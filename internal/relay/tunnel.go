@@ -190,6 +190,8 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	switch {
 	case !current && s.closed.Load():
 		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
+	case !current && s.drainOver():
+		t.close(tunnel.CloseDrain, "relay draining", "drain")
 	case !current:
 		// A newer registration of the same host won the race while this one was being set up.
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
@@ -333,8 +335,9 @@ func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settingUp-- // the slot reserved by handleTunnel becomes the registration (or is given up)
-	if s.closed.Load() {
-		// Close has taken (or is taking) its snapshot of tunnels to close: t would be missed.
+	if s.closed.Load() || s.drained {
+		// Close has taken (or is taking) its snapshot of tunnels to close, or the drain has ended: t would be
+		// missed.
 		return nil, false
 	}
 	old = s.tunnels[t.hostID]
@@ -434,12 +437,32 @@ func (t *tunnelConn) sendDrain(delay time.Duration) {
 
 // sendControl writes one control message; a tunnel that cannot take it within 5 s is failing anyway.
 func (t *tunnelConn) sendControl(c tunnel.Control) {
+	_ = t.sendControlCtx(context.Background(), c)
+}
+
+// controlWriteTimeout bounds a control write: a tunnel that cannot take a control message within it is failing.
+const controlWriteTimeout = 5 * time.Second
+
+// sendControlCtx writes one control message, giving up after controlWriteTimeout or when ctx ends.
+func (t *tunnelConn) sendControlCtx(ctx context.Context, c tunnel.Control) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	t.ctrlMu.Lock()
 	defer t.ctrlMu.Unlock()
-	_ = t.ctrl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if err := tunnel.WriteControl(t.ctrl, c); err != nil {
+	deadline := time.Now().Add(controlWriteTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = t.ctrl.SetWriteDeadline(deadline)
+	// A write blocked on a stalled tunnel wakes when ctx ends (yamux rereads the deadline when it changes).
+	stop := context.AfterFunc(ctx, func() { _ = t.ctrl.SetWriteDeadline(time.Now()) })
+	err := tunnel.WriteControl(t.ctrl, c)
+	stop()
+	if err != nil {
 		t.log.Debug("control message not delivered", "type", c.Type, "err", err)
 	}
+	return err
 }
 
 // close ends the tunnel with a WebSocket close code. It is idempotent; reason is a metrics label.
