@@ -303,11 +303,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		servers = append(servers, &http.Server{Handler: acmeHTTP, ReadHeaderTimeout: 10 * time.Second})
 	}
 
-	var wg sync.WaitGroup
+	var wg, running sync.WaitGroup // running: the background loops, stopped before the relay closes
 	runCtx, stopRun := context.WithCancel(context.Background())
-	wg.Go(func() { _ = srv.Run(runCtx) })
+	running.Go(func() { _ = srv.Run(runCtx) })
 	if hooks != nil { // delivers through the drain; stops (resigning its lease) with runCtx, before cl.close
-		wg.Go(func() { _ = hooks.Run(runCtx) })
+		running.Go(func() { _ = hooks.Run(runCtx) })
 	}
 	wg.Go(func() { serveUntilClosed(main, ln, log) })
 	if mln != nil {
@@ -344,8 +344,10 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	for _, s := range servers {
 		_ = s.Shutdown(shutdownCtx)
 	}
-	_ = srv.Close()
+	// Run stops before Close, so that none of its loops (pings, write-behind, reaping) races the closing.
 	stopRun()
+	running.Wait()
+	_ = srv.Close()
 	wg.Wait()
 	cl.close(log)
 	log.Info("relay stopped")

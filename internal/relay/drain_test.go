@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-relay/switchboard/agent"
+	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
@@ -82,10 +84,12 @@ func TestDrainRetiresEachTunnelOnItsOwn(t *testing.T) {
 		drained <- result{rep, err}
 	}()
 
-	// The idle host's agent moves to B, and A closes its old tunnel: the agent is left with one tunnel.
+	// The idle host's agent moves to B, and A closes its old tunnel (the only one A closes while the WebSocket is
+	// open): the agent is left with its new tunnel.
 	relaytest.Eventually(t, 20*time.Second, "the idle host on B and its tunnel on A retired", func() bool {
 		e, err := dir.Lookup(context.Background(), "idle")
-		return err == nil && e.Replica == b.ID && idle.Tunnels() == 1
+		return err == nil && e.Replica == b.ID &&
+			metricValue(t, a.Relay, "switchboard_tunnels_closed_total", "reason", "drain") == 1 && idle.Tunnels() == 1
 	})
 	if code, body := getText(t, b.URL+"/hosts/idle/", tok); code != 200 || body != "idle" {
 		t.Fatalf("the idle host via B after its move: %d %q", code, body)
@@ -165,4 +169,45 @@ func TestDrainLoneRelayIdleTunnelFirst(t *testing.T) {
 		t.Fatalf("drain report %+v, want %+v", res.rep, want)
 	}
 	relaytest.Eventually(t, 10*time.Second, "the busy tunnel closed", func() bool { return busy.Tunnels() == 0 })
+}
+
+// TestCloseWaitsForRun: Close, called while Run runs and a host is connected, returns only once Run has returned
+// and every goroutine the relay started has ended; Run called after Close returns at once; nothing is left behind.
+func TestCloseWaitsForRun(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	srv, err := relay.New(relay.Config{Verifier: auth.NewHS256([]byte(relaytest.Secret)), Logger: relaytest.Logger(t),
+		FlapWindow: time.Hour}) // an owed offline waits the flap window: Close must end that wait too
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(context.Background()) }() // never cancelled: Close alone must stop it
+	ln := relaytest.StartHost(t, ts.URL, "h", textHandler("up"), nil)
+	tok := relaytest.ClientToken(t, "c", "h")
+	if code, body := getText(t, ts.URL+"/hosts/h/", tok); code != 200 || body != "up" {
+		t.Fatalf("before Close: %d %q", code, body)
+	}
+	if err := ln.Close(); err != nil { // the host goes: its offline is owed after the flap window
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	default:
+		t.Fatal("Close returned before Run did")
+	}
+	if err := srv.Run(context.Background()); err != nil {
+		t.Fatalf("Run after Close: %v", err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
 }

@@ -90,7 +90,7 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 	if !ok {
 		return
 	}
-	s.wg.Go(func() {
+	s.spawn(func() {
 		if !s.sleep(s.cfg.FlapWindow) {
 			return
 		}

@@ -396,19 +396,11 @@ func (e *evictions) newOwner(hostID string, epoch uint64) (string, bool) {
 // evictLocal retires t as replaced by a newer tunnel on replica from (retireReplaced: requests landing here are
 // forwarded to the new owner while t's exchanges in flight finish), then closes it.
 func (s *Server) evictLocal(t *tunnelConn, from string, epoch uint64) {
-	s.mu.Lock()
-	if s.closed.Load() {
-		s.mu.Unlock()
-		return
+	if !s.spawn(func() { s.retireReplaced(t) }) {
+		return // Close has begun and closes t
 	}
-	s.wg.Add(1) // under mu, so Close is not waiting yet
-	s.mu.Unlock()
 	s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 	t.log.Info("tunnel replaced by a newer registration on another replica", "new_epoch", epoch, "new_replica", from)
-	go func() {
-		defer s.wg.Done()
-		s.retireReplaced(t)
-	}()
 }
 
 // notifyEvict tells replica, the previous owner of hostID, that this replica now holds it with epoch. A notice

@@ -409,7 +409,13 @@ func (s *Server) MetricsHandler() http.Handler {
 // dead tunnels are found only by the agents' own pings and TCP), rate-limiter sweeping, advertising InternalURL,
 // writing behind entries accepted while the directory was unreachable, and the directory's own Run loop if it has
 // one (directory.Redis: the replica lease and re-assertion after data loss).
+//
+// Close waits for Run and everything it started; Run called after Close returns at once.
 func (s *Server) Run(ctx context.Context) error {
+	if !s.track() {
+		return nil
+	}
+	defer s.wg.Done()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -453,8 +459,33 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // /readyz at 503.
 func (s *Server) Unready() { s.unready.Store(true) }
 
-// Close stops the relay now: every tunnel is closed and Close waits for every goroutine the Server started.
-// It is idempotent.
+// track counts a goroutine that Close must wait for, unless Close has begun: it reports false then, and the
+// goroutine must not start. A goroutine already counted (a tunnel's, Run's) may also call s.wg.Go directly.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.wg.Add(1) // under mu, which Close takes to set closed: Close is not waiting yet
+	return true
+}
+
+// spawn runs f on a goroutine Close waits for, unless Close has begun; it reports whether f was started.
+func (s *Server) spawn(f func()) bool {
+	if !s.track() {
+		return false
+	}
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Close stops the relay now: every tunnel is closed and Close waits for every goroutine the Server started, Run
+// and what it runs included. Stop Run (cancel its context) before calling Close where possible, so that nothing
+// Run does races the closing. It is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock() // no tunnel goroutine starts after this (see handleTunnel)
 	already := s.closed.Swap(true)

@@ -160,18 +160,16 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	t.claimed(entry, s.log)
 	if prev != "" {
-		s.wg.Go(func() { s.notifyEvict(prev, id, entry.Epoch) }) // this handler holds the group
+		s.spawn(func() { s.notifyEvict(prev, id, entry.Epoch) }) // not once Close began: the notice is moot
 	}
 	// The tunnel gets a goroutine of the Server's own and this handler returns: a hijacked connection needs no
 	// handler, and the handler's stack and the HTTP connection's buffers would otherwise live as long as the tunnel.
 	handedOff = true
-	s.wg.Add(1) // this handler holds the group, so Close is not waiting yet
 	t.prior = prior
 	t.expiresAt = claims.ExpiresAt
-	go func() {
-		defer s.wg.Done()
-		s.serveTunnel(t, remote)
-	}()
+	if !s.spawn(func() { s.serveTunnel(t, remote) }) {
+		s.serveTunnel(t, remote) // Close has begun: register refuses t, which closes and is released at once
+	}
 }
 
 // serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
@@ -180,7 +178,10 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	if current && s.evictions.supersedes(t.hostID, t.epoch) {
 		// Another replica claimed the host with a newer epoch and said so before this tunnel registered.
 		if old != nil {
-			s.wg.Go(func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") })
+			closeOld := func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") }
+			if !s.spawn(closeOld) {
+				closeOld() // Close has begun, and its snapshot has t, not old
+			}
 		}
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
@@ -200,7 +201,9 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 		old.log.Info("tunnel replaced by a newer registration", "new_epoch", t.epoch)
 		// Closing waits for the agent's answer; the new tunnel must not wait for that.
-		s.wg.Go(func() { s.retireReplaced(old) })
+		if !s.spawn(func() { s.retireReplaced(old) }) {
+			s.retireReplaced(old) // Close has begun (so it does not wait), and its snapshot has t, not old
+		}
 	default:
 		s.metrics.registrations.WithLabelValues(regOK).Inc()
 	}
