@@ -52,6 +52,33 @@ func footprint(ctx context.Context, r *relayProc) relayFootprint {
 	return f
 }
 
+// idlePingWindow is how long the idle scenario samples the relay's goroutines: one default ping interval
+// (tunnel.DefaultPingInterval) and a second, so every tunnel is pinged once within it.
+const (
+	idlePingWindow  = 11 * time.Second
+	peakSampleEvery = 10 * time.Millisecond
+)
+
+// peakGoroutines samples the relay's go_goroutines every peakSampleEvery for d and returns the highest value and
+// how many samples it took (0 if the relay serves no metrics).
+func peakGoroutines(ctx context.Context, r *relayProc, d time.Duration) (peak float64, samples int) {
+	if r.Metrics == "" {
+		return 0, 0
+	}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := scrapeValue(sctx, r.Metrics, "go_goroutines")
+		cancel()
+		if err == nil {
+			samples++
+			peak = max(peak, v)
+		}
+		settle(ctx, peakSampleEvery)
+	}
+	return peak, samples
+}
+
 // settle waits d unless ctx ends first (letting the relay's background work quiesce before a measurement).
 func settle(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
@@ -147,6 +174,7 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 		}
 	}
 	settle(ctx, max(time.Second, e.cfg.Duration))
+	peak, samples := peakGoroutines(ctx, r, idlePingWindow)
 	after := footprint(ctx, r)
 	e.heapProfile(ctx, r, "tunnels")
 	selfAfter, _ := readProc(os.Getpid())
@@ -177,6 +205,11 @@ func runIdle(ctx context.Context, e *env) (*Result, error) {
 			row("heap per tunnel", "KiB", (after.heapBytes-before.heapBytes)/1024/nf, 0, false),
 			row(fmt.Sprintf("goroutines, %d tunnels", n), "", after.goroutines, before.goroutines, false).withBaseline("0 tunnels"),
 			row("goroutines per tunnel", "", (after.goroutines-before.goroutines)/nf, 0, false))
+		if samples > 0 {
+			// The relay's pings: the goroutines (each with a timer) that wait for answers, over a ping interval.
+			res.add(row("goroutines at peak over a ping interval, per tunnel", "", (peak-before.goroutines)/nf, 0, false))
+			res.notef("peak of %d goroutine samples over %v, every %v", samples, idlePingWindow, peakSampleEvery)
+		}
 		if !after.forcedGC {
 			res.notef("the relay does not serve /debug/pprof on its metrics listener: heap figures are without a forced GC")
 		}

@@ -81,8 +81,8 @@ func (s *Server) announceClaim(e directory.Entry, p directory.Prior) {
 }
 
 // scheduleOffline waits the flap window after this replica released hostID at epoch, then announces the offline
-// if the host is still offline at that epoch. While the directory or the log is unreachable it retries (every
-// second, for up to offlineRetry): MarkOffline says "gone" once only, so its answer is not lost to a failed append.
+// if the host is still offline at that epoch. While the directory or the log is unreachable it retries (backing
+// off from offlineRetryFirst to offlineRetryLimit, with jitter, for up to offlineRetry): MarkOffline says "gone" once only, so its answer is not lost to a failed append.
 // Close abandons the wait: with Redis, the replica's death (its lease) lets another replica reap the offline; with
 // the memory directory, the log goes with the process.
 func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
@@ -113,18 +113,25 @@ func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
 	})
 }
 
-// offlineRetry bounds how long an owed offline is retried while the directory or the event log is unreachable.
-const offlineRetry = 5 * time.Minute
+// offlineRetry bounds how long an owed offline is retried while the directory or the event log is unreachable;
+// the waits between attempts grow from offlineRetryFirst to offlineRetryLimit, jittered (backoff), so that the
+// offlines owed by many tunnels that ended in one outage do not hit the directory in step when it returns.
+const (
+	offlineRetry      = 5 * time.Minute
+	offlineRetryFirst = time.Second
+	offlineRetryLimit = 30 * time.Second
+)
 
-// retry calls f until it succeeds, every second for up to offlineRetry, and returns its last error (nil once it
-// succeeded); it gives up early when the Server closes.
+// retry calls f until it succeeds, backing off between attempts for up to offlineRetry, and returns its last
+// error (nil once it succeeded); it gives up early when the Server closes.
 func (s *Server) retry(f func(ctx context.Context) error) error {
 	deadline := time.Now().Add(offlineRetry)
+	b := backoff{first: offlineRetryFirst, limit: offlineRetryLimit}
 	for {
 		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 		err := f(ctx)
 		cancel()
-		if err == nil || time.Now().After(deadline) || !s.sleep(time.Second) {
+		if err == nil || time.Now().After(deadline) || !s.sleep(b.next()) {
 			return err
 		}
 	}

@@ -30,8 +30,12 @@ const (
 // missPoll is how often a request held on a miss looks for its host again.
 const missPoll = 25 * time.Millisecond
 
-// askEvery: while the directory is unreachable, a held request asks the peers every askEvery polls.
-const askEvery = 10
+// While the directory is unreachable, a held request asks the peers at once, then again after a wait that grows
+// from askFirst to askLimit, jittered (backoff), so that the requests held for a host do not ask in step.
+const (
+	askFirst = 250 * time.Millisecond
+	askLimit = 2 * time.Second
+)
 
 // forwardKey carries a forwarded exchange in its request's context.
 type forwardKey struct{}
@@ -52,7 +56,8 @@ type forwardEx struct {
 func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, kind, subject string) {
 	id := tg.id
 	var deadline time.Time
-	asked := 0            // rounds of the loop, to ask peers only every askEvery rounds
+	var nextAsk time.Time // when peers may be asked again
+	askWait := backoff{first: askFirst, limit: askLimit}
 	var tick *time.Ticker // set when a hold-on-miss wait begins
 	defer func() {
 		if tick != nil {
@@ -89,15 +94,16 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 				s.countMissWait(tick, missAppeared)
 				return
 			}
-		case !errors.Is(err, directory.ErrNotFound) && asked%askEvery == 0:
+		case !errors.Is(err, directory.ErrNotFound) && !time.Now().Before(nextAsk):
 			// The directory is unreachable: ask the peers it listed last.
-			if replica, peer, ok := s.askPeers(r.Context(), id); ok {
+			replica, peer, ok := s.askPeers(r.Context(), id)
+			nextAsk = time.Now().Add(askWait.next())
+			if ok {
 				s.countMissWait(tick, missAppeared)
 				s.routeRemote(w, r, replica, peer, kind, subject)
 				return
 			}
 		}
-		asked++
 		if tick == nil {
 			if s.cfg.MissWait <= 0 {
 				break

@@ -422,14 +422,15 @@ func (s *Server) notifyEvict(replica, hostID string, epoch uint64) {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-time.After(pause):
+		case <-time.After(jitter(pause)):
 		}
 		pause *= 3
 	}
 }
 
 // Retries of an eviction notice: evictAttempts sends, the pause between them growing 3× from evictRetryPause
-// (0.2 s, 0.6 s, 1.8 s: about 2.6 s in all, within a replica's restart or a brief partition).
+// (0.2 s, 0.6 s, 1.8 s: up to 2.6 s in all, within a replica's restart or a brief partition), each pause drawn
+// from its upper half (jitter) so that the notices of many moved hosts do not retry in step.
 const (
 	evictAttempts   = 4
 	evictRetryPause = 200 * time.Millisecond

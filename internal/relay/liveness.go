@@ -6,20 +6,29 @@ import (
 	"time"
 )
 
+// pingSlices is how many slices the ping loop cuts PingInterval into: each tick, one slice of the tunnels is
+// pinged, so that the pings (and the goroutine and timer each holds while its answer is awaited) are spread over
+// the interval instead of all firing at the same instant.
+const pingSlices = 10
+
 // pingLoop pings every tunnel once per PingInterval and closes a tunnel whose ping is not answered within two
 // intervals (yamux's Ping waits ConnectionWriteTimeout), so a blackholed agent is gone within three intervals.
 // One loop for all tunnels replaces yamux's keepalive goroutine per session, which cost a goroutine stack and a
-// timer on every idle tunnel. Each ping runs on its own short-lived goroutine, so a thousand dead tunnels are found
-// as fast as one.
+// timer on every idle tunnel.
 //
-// The same tick closes every tunnel whose host token has expired (closeExpired), so a tunnel outlives its token's
-// "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own.
+// The loop ticks pingSlices times per interval and each tick pings the tunnels of one slice (tunnelConn.phase,
+// dealt round-robin at registration, so slices are even). A ping waits for its answer on a short-lived goroutine
+// of its own, so a thousand dead tunnels are found as fast as one; at any instant only the pings of one slice are
+// outstanding, and each only for a round trip when the agent is alive.
+//
+// The same tick closes every tunnel of its slice whose host token has expired (closeExpired), so a tunnel outlives
+// its token's "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own.
 func (s *Server) pingLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.PingInterval)
+	t := time.NewTicker(max(s.cfg.PingInterval/pingSlices, time.Millisecond))
 	defer t.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
+	for slice := uint32(0); ; slice = (slice + 1) % pingSlices {
 		select {
 		case <-ctx.Done():
 			return
@@ -29,6 +38,9 @@ func (s *Server) pingLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		for _, tc := range s.snapshot() {
+			if tc.phase%pingSlices != slice {
+				continue
+			}
 			if expiredAt(tc.expiresAt, now) {
 				if tc.expiring.CompareAndSwap(false, true) {
 					wg.Go(func() { s.closeExpired(tc) }) // close waits for the agent's answer
@@ -38,13 +50,16 @@ func (s *Server) pingLoop(ctx context.Context) {
 			if !tc.pinging.CompareAndSwap(false, true) {
 				continue // the previous ping is still waiting for its answer
 			}
-			wg.Go(func() {
-				defer tc.pinging.Store(false)
-				if _, err := tc.sess.Ping(); err != nil && !tc.sess.IsClosed() {
-					tc.log.Info("tunnel ping unanswered: closing", "err", err)
-					tc.abort("ping_timeout")
-				}
-			})
+			wg.Go(func() { s.ping(tc) })
 		}
+	}
+}
+
+// ping pings tc once and aborts it if the ping is not answered.
+func (s *Server) ping(tc *tunnelConn) {
+	defer tc.pinging.Store(false)
+	if _, err := tc.sess.Ping(); err != nil && !tc.sess.IsClosed() {
+		tc.log.Info("tunnel ping unanswered: closing", "err", err)
+		tc.abort("ping_timeout")
 	}
 }

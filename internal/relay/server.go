@@ -192,10 +192,11 @@ type Server struct {
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
 
 	// Guarded by mu.
-	mu        sync.Mutex
-	tunnels   map[string]*tunnelConn
-	settingUp int  // tunnels between reserveSlot and register: they count against MaxTunnels
-	drained   bool // the drain is over: a tunnel still being set up is not registered (drain.go)
+	mu         sync.Mutex
+	tunnels    map[string]*tunnelConn
+	settingUp  int    // tunnels between reserveSlot and register: they count against MaxTunnels
+	drained    bool   // the drain is over: a tunnel still being set up is not registered (drain.go)
+	registered uint32 // registrations so far (wrapping): deals tunnels their ping slice (liveness.go)
 
 	// Entries accepted while the directory was unreachable (claimLocally), to be written behind. Guarded by
 	// behindMu, which is never held with mu.

@@ -38,6 +38,8 @@ type tunnelConn struct {
 	prior       *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
 	expiresAt   time.Time        // the host token's "exp"; zero if it has none (auth none). See closeExpired
 
+	phase uint32 // the ping loop's slice of this tunnel (liveness.go); set by register
+
 	active   atomic.Int64 // exchanges in flight
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
@@ -347,6 +349,8 @@ func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 	if old != nil && old.epoch > t.epoch {
 		return nil, false
 	}
+	s.registered++
+	t.phase = s.registered // round-robin over the ping loop's slices
 	s.tunnels[t.hostID] = t
 	s.metrics.tunnels.Set(float64(len(s.tunnels)))
 	return old, true
