@@ -78,7 +78,11 @@ func TestStreamLimitPerHost(t *testing.T) {
 	tok := relaytest.ClientToken(t, "c", "*")
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Go(func() { _, _ = getText(t, r.URL+"/hosts/busy/", tok) })
+		wg.Go(func() {
+			if _, _, err := fetchText(r.URL+"/hosts/busy/", tok); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	<-entered
 	<-entered

@@ -212,7 +212,10 @@ func TestReplacedTunnelGrace(t *testing.T) {
 	client := relaytest.ClientToken(t, "c", "*")
 	stuck := make(chan int, 1)
 	go func() { // ends when the relay answers, at the latest when old is closed after the grace
-		code, _ := getText(t, r.URL+"/hosts/h/stuck", client)
+		code, _, err := fetchText(r.URL+"/hosts/h/stuck", client)
+		if err != nil {
+			t.Error(err)
+		}
 		stuck <- code
 	}()
 	<-entered

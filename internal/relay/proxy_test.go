@@ -95,9 +95,18 @@ func readAll(t testing.TB, resp *http.Response) string {
 // errorCode decodes the relay's JSON error shape and returns its code; the message must not be empty.
 func errorCode(t testing.TB, resp *http.Response) string {
 	t.Helper()
+	code, err := errorCodeOf(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// errorCodeOf is errorCode for a goroutine the test spawned, which must not call t.Fatal: it returns the error.
+func errorCodeOf(resp *http.Response) (string, error) {
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("error Content-Type = %q, want application/json", ct)
+		return "", fmt.Errorf("error Content-Type = %q, want application/json", ct)
 	}
 	var body struct {
 		Error struct {
@@ -106,12 +115,12 @@ func errorCode(t testing.TB, resp *http.Response) string {
 		} `json:"error"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("decode error body: %v", err)
+		return "", fmt.Errorf("decode error body: %w", err)
 	}
 	if body.Error.Message == "" {
-		t.Fatalf("error %q has no message", body.Error.Code)
+		return "", fmt.Errorf("error %q has no message", body.Error.Code)
 	}
-	return body.Error.Code
+	return body.Error.Code, nil
 }
 
 // waitChan waits for ch to close or receive, failing after d.
@@ -206,9 +215,17 @@ func TestProxyStalledDownload(t *testing.T) {
 			done := make(chan error, n)
 			for i := range n {
 				go func() {
-					resp := e.do(t, c, "GET", fmt.Sprint("/small/", i), nil)
-					if got := readAll(t, resp); got != "small" {
-						done <- fmt.Errorf("small exchange %d: got %d %q", i, resp.StatusCode, got)
+					req, _ := http.NewRequest("GET", e.base+fmt.Sprint("/small/", i), nil)
+					req.Header.Set("Authorization", "Bearer "+e.token)
+					resp, err := c.Do(req)
+					if err != nil {
+						done <- fmt.Errorf("small exchange %d: %w", i, err)
+						return
+					}
+					got, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil || string(got) != "small" {
+						done <- fmt.Errorf("small exchange %d: got %d %q %v", i, resp.StatusCode, got, err)
 						return
 					}
 					done <- nil

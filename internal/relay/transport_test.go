@@ -30,6 +30,24 @@ func getText(t *testing.T, url, token string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// fetchText is getText for a goroutine the test spawned, which must not call t.Fatal: it returns the error.
+func fetchText(url, token string) (int, string, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
 func TestEachTransportCarriesExchanges(t *testing.T) {
 	for _, transport := range []string{agent.TransportRaw, agent.TransportWebSocket, agent.TransportAuto} {
 		t.Run(transport, func(t *testing.T) {
