@@ -100,8 +100,10 @@ func (r *restartingRelay) down() {
 }
 
 // TestListenServesAcrossRelayRestarts: http.Serve on agent.Listen keeps working when the relay restarts on the
-// same address, with no action from the program; Close leaves no goroutine behind (goleak in TestMain).
+// same address, with no action from the program; Close leaves no goroutine behind.
 func TestListenServesAcrossRelayRestarts(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // registered first: runs after every other cleanup
 	rr := startRestartingRelay(t)
 	addr := rr.addr()
 
@@ -146,6 +148,8 @@ func TestListenServesAcrossRelayRestarts(t *testing.T) {
 // TestDrainMovesToAnotherRelayBeforeBreaking: the agent opens its new tunnel on the other relay while the
 // draining one finishes the exchange in flight on the old tunnel.
 func TestDrainMovesToAnotherRelayBeforeBreaking(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	la, _ := net.Listen("tcp", "127.0.0.1:0")
 	lb, _ := net.Listen("tcp", "127.0.0.1:0")
 	a, stopA := relayOn(t, la)
