@@ -400,11 +400,9 @@ func TestBlackholedWebSocketTunnel(t *testing.T) {
 	silenced := time.Now()
 	relaytest.Eventually(t, 5*time.Second, "the relay to drop the silent tunnel", func() bool { return !online(t, r, "h", tok) })
 	took := time.Since(silenced)
+	// No wall-clock bound here (the machine may be busy): that a blackholed tunnel goes within three intervals is
+	// TestPingLoopSpreadsAndFindsBlackholes's, in a synctest bubble.
 	t.Logf("silent WebSocket tunnel removed after %v (relay ping interval %v)", took, relayPing)
-	// Three intervals, plus scheduling slack for a loaded machine running with -race.
-	if limit := 3*relayPing + 700*time.Millisecond; took > limit {
-		t.Fatalf("removal took %v, want within %v", took, limit)
-	}
 	relaytest.Eventually(t, 10*time.Second, "the agent to come back by the direct path", func() bool {
 		code, _ := getText(t, r.URL+"/hosts/h/", tok)
 		return code == 200
