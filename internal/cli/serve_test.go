@@ -240,4 +240,14 @@ func TestDrainTimeoutEndsStuckExchanges(t *testing.T) {
 		t.Fatalf("the stuck exchange answered %d", code)
 	}
 	t.Logf("relay exited %v after SIGTERM", took.Round(time.Millisecond))
+	// The drain reports what it cut: one tunnel, under one exchange.
+	var report string
+	for _, line := range strings.Split(relay.output(), "\n") {
+		if strings.Contains(line, `"msg":"drain done"`) {
+			report = line
+		}
+	}
+	if !strings.Contains(report, `"tunnels":1,`) || !strings.Contains(report, `"cut":1,"exchanges_cut":1,`) {
+		t.Fatalf("drain report %q, want one tunnel cut under one exchange", report)
+	}
 }
