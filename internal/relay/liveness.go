@@ -23,7 +23,11 @@ const pingSlices = 10
 //
 // The same tick closes every tunnel of its slice whose host token has expired (closeExpired), so a tunnel outlives
 // its token's "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own.
-func (s *Server) pingLoop(ctx context.Context) {
+func (s *Server) pingLoop(ctx context.Context) { s.pingEvery(ctx, s.ping) }
+
+// pingEvery is pingLoop with its ping as a parameter, so that the schedule can be tested without yamux (whose
+// pooled timers must not be used inside a synctest bubble). ping must clear tc.pinging when it is done.
+func (s *Server) pingEvery(ctx context.Context, ping func(tc *tunnelConn)) {
 	t := time.NewTicker(max(s.cfg.PingInterval/pingSlices, time.Millisecond))
 	defer t.Stop()
 	var wg sync.WaitGroup
@@ -50,7 +54,7 @@ func (s *Server) pingLoop(ctx context.Context) {
 			if !tc.pinging.CompareAndSwap(false, true) {
 				continue // the previous ping is still waiting for its answer
 			}
-			wg.Go(func() { s.ping(tc) })
+			wg.Go(func() { ping(tc) })
 		}
 	}
 }

@@ -400,8 +400,8 @@ func TestBlackholedWebSocketTunnel(t *testing.T) {
 	silenced := time.Now()
 	relaytest.Eventually(t, 5*time.Second, "the relay to drop the silent tunnel", func() bool { return !online(t, r, "h", tok) })
 	took := time.Since(silenced)
-	// No wall-clock bound here (the machine may be busy): that a blackholed tunnel goes within three intervals is
-	// TestPingLoopSpreadsAndFindsBlackholes's, in a synctest bubble.
+	// No wall-clock bound here (the machine may be busy): the ping schedule is TestPingScheduleSpreads's, in a
+	// synctest bubble, and the pong deadline of two intervals is yamux's ConnectionWriteTimeout.
 	t.Logf("silent WebSocket tunnel removed after %v (relay ping interval %v)", took, relayPing)
 	relaytest.Eventually(t, 10*time.Second, "the agent to come back by the direct path", func() bool {
 		code, _ := getText(t, r.URL+"/hosts/h/", tok)
