@@ -109,8 +109,9 @@ func parseSentinelURL(s string) (RedisConfig, error) {
 	return cfg, nil
 }
 
-// checkMasterName validates a Sentinel master set name: Sentinel's protocol separates fields with spaces, so a name
-// is printable ASCII without spaces.
+// checkMasterName validates a Sentinel master set name: letters, digits, '-', '_', '.' and ':'. Sentinel itself
+// refuses only spaces (its messages are space-separated); the narrower set turns a URL pasted wrong (a comma, a
+// slash, a second URL) into an error instead of a name no Sentinel knows.
 func checkMasterName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: no primary named: add ?%s=NAME (the name the Sentinels monitor)", ErrInvalid,
@@ -120,8 +121,10 @@ func checkMasterName(name string) error {
 		return fmt.Errorf("%w: primary name longer than 256 bytes", ErrInvalid)
 	}
 	for _, c := range []byte(name) {
-		if c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("%w: primary name %q has a space, control or non-ASCII character", ErrInvalid, name)
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.:", c) >= 0
+		if !ok {
+			return fmt.Errorf("%w: primary name %q: only letters, digits, '-', '_', '.' and ':' are accepted",
+				ErrInvalid, name)
 		}
 	}
 	return nil
