@@ -17,6 +17,12 @@ import (
 // SentinelMaster is the name under which a SentinelGroup's Sentinels monitor its primary.
 const SentinelMaster = "switchboard"
 
+// The user replicas authenticate as; clients use the default user.
+const (
+	replicationUser     = "replicator"
+	replicationPassword = "replicator-password"
+)
+
 // Timings of a SentinelGroup: short, so that a failover takes a few seconds.
 const (
 	sentinelDownAfter       = 1000 * time.Millisecond // a primary silent this long is subjectively down
@@ -68,6 +74,9 @@ func (g *SentinelGroup) startNode(t testing.TB, bin string, extra []string) *Ser
 	s := g.startFixed(t, func(port int) *Server {
 		return &Server{t: t, bin: bin, dir: t.TempDir(), port: port, extra: append([]string{
 			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+			// Replicas authenticate as their own user, so that CutReplication can shut them out alone.
+			"--user", replicationUser, "on", ">" + replicationPassword, "~*", "&*", "+@all",
+			"--masteruser", replicationUser, "--masterauth", replicationPassword,
 		}, extra...)}
 	})
 	g.Nodes = append(g.Nodes, s)
@@ -237,6 +246,30 @@ func (g *SentinelGroup) agreedPrimary(not string) (string, error) {
 		return "", fmt.Errorf("%s: role %q", addr, strings.Fields(role))
 	}
 	return addr, nil
+}
+
+// CutReplication makes the primary refuse its replicas from now on (their user is switched off, their links are
+// closed): what it acknowledges afterwards is never replicated, as when a primary fails right after acknowledging
+// writes its replicas have not received. Replicas keep answering Sentinels, so they stay eligible for promotion.
+func (g *SentinelGroup) CutReplication() {
+	g.t.Helper()
+	primary := g.Primary()
+	if _, err := g.redisCLI(primary, "acl", "setuser", replicationUser, "off"); err != nil {
+		g.t.Fatalf("redistest: %v", err)
+	}
+	if _, err := g.redisCLI(primary, "client", "kill", "type", "replica"); err != nil {
+		g.t.Fatalf("redistest: %v", err)
+	}
+	g.wait("replicas cut off", func() error {
+		info, err := g.redisCLI(primary, "info", "replication")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "connected_slaves:0") {
+			return errors.New("a replica is still connected")
+		}
+		return nil
+	})
 }
 
 // Pause stops the server's process with SIGSTOP: it keeps its connections but answers nothing, and a replica takes

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,8 +17,8 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
 
-// TestClusterSentinelFailover: two replicas on a directory behind real Redis Sentinels. A host registers while the
-// replication link is cut, so its entry is acknowledged by the primary and never reaches the replica; then the
+// TestClusterSentinelFailover: two replicas on a directory behind real Redis Sentinels. A host registers after the
+// primary stopped replicating, so its entry is acknowledged by the primary and never reaches the replica; then the
 // primary is killed and Sentinel promotes the replica. The replicas follow the promotion, re-assert what it lost,
 // and every host is listed and reachable through either replica again, without any agent reconnecting. Requests
 // made during the failover are served too: replicas ask their peers while the directory is unreachable, and the
@@ -35,7 +34,7 @@ func TestClusterSentinelFailover(t *testing.T) {
 			Replica:  id,
 			// Longer than the failover, as operations.md asks: leases survive it, and only the last writes are
 			// lost. (With a shorter lease every entry reads offline from the promotion until the next heartbeat.)
-			Lease: 10 * time.Second,
+			Lease: 20 * time.Second,
 		}, nil)
 	}
 	a, b := start("A"), start("B")
@@ -81,19 +80,8 @@ func TestClusterSentinelFailover(t *testing.T) {
 	if n, err := g.Do(old, "wait", "1", "0"); err != nil || n != "(integer) 1" {
 		t.Fatalf("WAIT for the replica: %q, %v", n, err)
 	}
-	var replica *redistest.Server
-	for _, n := range g.Nodes {
-		if n.Addr != old {
-			replica = n
-		}
-	}
-	// Cut replication while the replica cannot reconnect: h3's entry is acknowledged by the primary alone.
-	replica.Pause()
-	resumed := sync.OnceFunc(replica.Resume)
-	defer resumed()
-	if _, err := g.Do(old, "client", "kill", "type", "replica"); err != nil {
-		t.Fatalf("cut the replication link: %v", err)
-	}
+	// From now on the primary alone holds what it acknowledges: h3's entry is never replicated.
+	g.CutReplication()
 	host(a, "h3")
 	relaytest.Eventually(t, 30*time.Second, "h3's entry on the old primary", func() bool {
 		n, err := g.Do(old, "exists", prefix+"{h3}:host")
@@ -140,7 +128,6 @@ func TestClusterSentinelFailover(t *testing.T) {
 
 	killed := time.Now()
 	g.KillPrimary()
-	resumed()
 	now := g.WaitFailover(old)
 	t.Logf("sentinels promoted %s %v after killing %s", now, time.Since(killed).Round(time.Millisecond), old)
 
