@@ -26,7 +26,7 @@ const (
 // Timings of a SentinelGroup: short, so that a failover takes a few seconds.
 const (
 	sentinelDownAfter       = 1000 * time.Millisecond // a primary silent this long is subjectively down
-	sentinelFailoverTimeout = 5000 * time.Millisecond // a stuck failover is retried after twice this
+	sentinelFailoverTimeout = 2000 * time.Millisecond // a failover whose vote split is retried after twice this
 	sentinelSetupTimeout    = 60 * time.Second        // for the group to be ready, or a failover to finish
 )
 
