@@ -1,8 +1,9 @@
-// Package redistest starts throwaway redis-server processes for tests: one server, or a small Redis Cluster, on free
-// loopback ports, with persistence off, in a test's temporary directory, stopped when the test ends.
+// Package redistest starts throwaway Redis processes for tests: one server, a small Redis Cluster, or a primary with
+// a replica and three Sentinels (StartSentinelGroup), on free loopback ports, with persistence off, in a test's
+// temporary directory, stopped when the test ends.
 //
-// When redis-server is not installed, the helpers skip the test with a message saying to install it, unless the
-// environment variable CI is set, in which case they fail it: CI must run the Redis tests.
+// When a Redis binary is not installed, the helpers skip the test with a message saying which package to install,
+// unless the environment variable CI is set, in which case they fail it: CI must run the Redis tests.
 package redistest
 
 import (
