@@ -34,7 +34,7 @@ func TestClusterSentinelFailover(t *testing.T) {
 			Replica:  id,
 			// Longer than the failover, as operations.md asks: leases survive it, and only the last writes are
 			// lost. (With a shorter lease every entry reads offline from the promotion until the next heartbeat.)
-			Lease: 20 * time.Second,
+			Lease: 30 * time.Second,
 		}, nil)
 	}
 	a, b := start("A"), start("B")
