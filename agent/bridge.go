@@ -225,7 +225,9 @@ func (s *bridgeStream) exchange(req *head) bool {
 	out := outBufs.Get().(*[]byte)
 	*out = b.appendRequestHead((*out)[:0], req)
 	defer putOut(out)
-	hasBody := req.chunked || req.contentLength > 0
+	// A body already buffered whole (most small requests) joins the head: one write, no goroutine, and the
+	// request can be sent again if a pooled connection turns out closed.
+	hasBody := (req.chunked || req.contentLength > 0) && !inlineBody(req, s.br, out)
 
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := b.pool.get(b, hasBody)
@@ -379,6 +381,12 @@ func (s *bridgeStream) sendBody(req *head, out *[]byte, uc *upstreamConn, w *wat
 		err = copyChunked(uc.nc, s.br, out)
 	} else {
 		err = copyLength(uc.nc, s.br, out, req.contentLength)
+	}
+	if err != nil {
+		var we writeError
+		if !errors.As(err, &we) {
+			uc.close() // the stream failed (the relay gave up): abort the upstream call
+		}
 	}
 	bodyDone <- err
 	if err == nil && s.br.Buffered() == 0 {

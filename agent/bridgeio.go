@@ -132,9 +132,10 @@ func (b *Bridge) appendRequestHead(dst []byte, req *head) []byte {
 		case hdrHost, hdrDrop:
 			continue
 		case hdrUpgrade:
-			if !req.upgrade {
-				continue
+			if req.upgrade {
+				dst = appendLine(dst, name, value)
 			}
+			continue
 		case hdrTE:
 			if hasToken(value, "trailers") {
 				dst = append(dst, "Te: trailers\r\n"...)
@@ -230,9 +231,10 @@ func (b *Bridge) appendResponseHead(dst []byte, resp, req *head, addChunked bool
 		case hdrDrop:
 			continue
 		case hdrUpgrade:
-			if !upgrade {
-				continue
+			if upgrade {
+				dst = appendLine(dst, name, value)
 			}
+			continue
 		case hdrTE:
 			continue
 		case hdrFraming:
@@ -271,6 +273,32 @@ func (b *Bridge) location(loc []byte, req *head) string {
 	}
 	proto, _ := req.get("X-Forwarded-Proto")
 	return publicLocationFor(string(loc), b.upstream, string(host), string(proto))
+}
+
+// inlineBody appends req's body to *out and consumes it from br when br holds all of it (and it is small); it
+// reports whether it did.
+func inlineBody(req *head, br *bufio.Reader, out *[]byte) bool {
+	n := br.Buffered()
+	if n == 0 {
+		return false
+	}
+	p, _ := br.Peek(min(n, coalesceBody))
+	switch {
+	case req.chunked:
+		var sc chunkScanner
+		k, done, err := sc.feed(p)
+		if err != nil || !done {
+			return false
+		}
+		p = p[:k]
+	case req.contentLength <= int64(len(p)):
+		p = p[:req.contentLength]
+	default:
+		return false
+	}
+	*out = append(*out, p...)
+	_, _ = br.Discard(len(p))
+	return true
 }
 
 // copyLength copies n body bytes from src to dst, the bytes in *pre first; bytes already buffered join *pre's

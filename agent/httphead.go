@@ -370,6 +370,7 @@ type chunkScanner struct {
 	lineLen  int   // bytes of the current size or trailer line so far
 	digits   int   // hex digits of the current size line
 	inExt    bool  // past the size, in a chunk extension
+	blank    bool  // past the size, after a blank
 	trailers int   // trailer bytes so far
 	sawCR    bool
 }
@@ -420,10 +421,13 @@ func (s *chunkScanner) feed(p []byte) (n int, done bool, err error) {
 			}
 			switch {
 			case c == '\n':
+				if !s.sawCR {
+					return n, false, fmt.Errorf("%w: chunk-size line ends with a bare LF", errBadChunk)
+				}
 				if s.digits == 0 {
 					return n, false, fmt.Errorf("%w: no chunk size", errBadChunk)
 				}
-				s.lineLen, s.digits, s.inExt, s.sawCR = 0, 0, false, false
+				s.lineLen, s.digits, s.inExt, s.sawCR, s.blank = 0, 0, false, false, false
 				if s.left == 0 {
 					s.state = chunkTrailer
 				} else {
@@ -437,11 +441,18 @@ func (s *chunkScanner) feed(p []byte) (n int, done bool, err error) {
 				if c < ' ' && c != '\t' || c == 0x7f {
 					return n, false, fmt.Errorf("%w: control character in a chunk extension", errBadChunk)
 				}
-			case c == ';' || c == ' ' || c == '\t':
+			case c == ';':
 				if s.digits == 0 {
 					return n, false, fmt.Errorf("%w: no chunk size", errBadChunk)
 				}
 				s.inExt = true
+			case c == ' ' || c == '\t':
+				if s.digits == 0 {
+					return n, false, fmt.Errorf("%w: no chunk size", errBadChunk)
+				}
+				s.blank = true // only blanks, ';' or the line's end may follow
+			case s.blank:
+				return n, false, fmt.Errorf("%w: chunk size is not hex", errBadChunk)
 			default:
 				v, ok := unhex(c)
 				if !ok {
