@@ -93,8 +93,8 @@ func NewBridge(upstream *url.URL, opts UpstreamOptions) (*Bridge, error) {
 	return b, nil
 }
 
-// Close closes the idle upstream connections and waits for the ServeConn calls in flight (their streams must be
-// closed for them to end).
+// Close closes the idle upstream connections and waits for the streams Serve started serving (their streams must
+// be closed for them to end: close the listener, which closes the tunnel, first).
 func (b *Bridge) Close() error {
 	b.pool.close()
 	b.wg.Wait()
@@ -136,7 +136,6 @@ func (b *Bridge) ServeConn(c net.Conn) {
 
 var (
 	streamReaders   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
-	upstreamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 	heads           = sync.Pool{New: func() any { return &head{raw: make([]byte, 0, 1024), lines: make([]headLine, 0, 16)} }}
 	outBufs         = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 )
