@@ -135,9 +135,9 @@ func (b *Bridge) ServeConn(c net.Conn) {
 }
 
 var (
-	streamReaders   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
-	heads           = sync.Pool{New: func() any { return &head{raw: make([]byte, 0, 1024), lines: make([]headLine, 0, 16)} }}
-	outBufs         = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+	streamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+	heads         = sync.Pool{New: func() any { return &head{raw: make([]byte, 0, 1024), lines: make([]headLine, 0, 16)} }}
+	outBufs       = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 )
 
 // bridgeStream is one stream's state. Owned by the ServeConn goroutine, except where noted.
