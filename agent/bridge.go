@@ -140,6 +140,13 @@ var (
 	outBufs       = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 )
 
+// putHead returns h to its pool unless a large head grew it (a pool must not keep 1 MiB heads alive).
+func putHead(h *head) {
+	if cap(h.raw) <= 64<<10 && cap(h.lines) <= 1024 {
+		heads.Put(h)
+	}
+}
+
 // bridgeStream is one stream's state. Owned by the ServeConn goroutine, except where noted.
 type bridgeStream struct {
 	b    *Bridge
@@ -167,7 +174,7 @@ func (r *pushbackReader) Read(p []byte) (int, error) {
 // serve runs the exchanges; it reports whether the stream was handed to the fallback (which then owns it).
 func (s *bridgeStream) serve() (handedOff bool) {
 	req := heads.Get().(*head)
-	defer heads.Put(req)
+	defer putHead(req)
 	for {
 		if err := readHead(s.br, req, false); err != nil {
 			switch {
@@ -296,7 +303,7 @@ func (s *bridgeStream) roundTrip(req *head, out *[]byte, uc *upstreamConn, hasBo
 
 	// The response head, after any 1xx (passed on, except 101 which ends the exchange as an upgrade).
 	resp := heads.Get().(*head)
-	defer heads.Put(resp)
+	defer putHead(resp)
 	wb := outBufs.Get().(*[]byte)
 	defer putOut(wb)
 	for {

@@ -464,3 +464,56 @@ func TestBridgeConcurrentExchanges(t *testing.T) {
 		t.Log(e.logs.String())
 	}
 }
+
+// TestBridgeBadRequests: a head the bridge cannot read gets a clear answer, and never reaches the upstream.
+func TestBridgeBadRequests(t *testing.T) {
+	var reached sync.Mutex
+	hits := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Lock()
+		hits++
+		reached.Unlock()
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	br, err := NewBridge(u, UpstreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := startBenchTunnel(t, br.Serve)
+	t.Cleanup(func() { _ = br.Close() })
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"both framings", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"differing lengths", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
+		{"unknown coding", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+		{"obsolete folding", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n", 400},
+		{"absolute target", "GET http://evil.example/ HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\n", 400},
+		{"head too large", "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("a", maxHeadBytes) + "\r\n\r\n", 431},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := tun.relay.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			go func() { _, _ = io.WriteString(st, tc.req) }()
+			resp, err := http.ReadResponse(bufio.NewReader(st), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), `"error"`) || !resp.Close {
+				t.Fatalf("got %d (close %v) %q, want %d with a JSON error and the stream closed", resp.StatusCode, resp.Close, body, tc.status)
+			}
+		})
+	}
+	reached.Lock()
+	defer reached.Unlock()
+	if hits != 0 {
+		t.Fatalf("%d bad requests reached the upstream", hits)
+	}
+}
