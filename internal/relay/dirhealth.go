@@ -78,6 +78,7 @@ func (s *Server) healthLoop(ctx context.Context, p prober) {
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		advertised := s.advertisedOnce.Load() // before the probe: an advertisement racing it is not a loss
 		start := time.Now()
 		u, err := p.ProbePeer(pctx, s.cfg.Replica)
 		s.cluster.dirSeconds.WithLabelValues(opProbe).Observe(time.Since(start).Seconds())
@@ -90,7 +91,7 @@ func (s *Server) healthLoop(ctx context.Context, p prober) {
 			s.health.setDown(true, err)
 		default:
 			s.health.setDown(false, nil)
-			if s.cfg.InternalURL != "" && u != s.cfg.InternalURL && s.advertisedOnce.Load() {
+			if s.cfg.InternalURL != "" && u != s.cfg.InternalURL && advertised {
 				s.log.Warn("directory lost this replica's advertisement (redis restarted empty or was flushed); advertising again")
 				s.advertise(ctx)
 			}

@@ -39,9 +39,7 @@ func startTrio(t *testing.T, rs *redistest.Server, addrs ...string) *trio {
 	tr.a = relaytest.StartRedisReplica(t, addrs[:1], tr.prefix, "A", nil)
 	tr.b = relaytest.StartRedisReplica(t, addrs[1:2], tr.prefix, "B", nil)
 	tr.c = relaytest.StartRedisReplica(t, addrs[2:3], tr.prefix, "C", nil)
-	for _, r := range tr.all() {
-		waitListed(t, r, "after every replica advertised")
-	}
+	waitListed(t, "after every replica advertised", tr.all()...)
 	relaytest.StartHost(t, tr.a.URL, "h1", textHandler("h1"), nil)
 	relaytest.StartHost(t, tr.a.URL, "h2", textHandler("h2"), nil)
 	tr.tok = relaytest.ClientToken(t, "c", "*")
@@ -58,13 +56,19 @@ func startTrio(t *testing.T, rs *redistest.Server, addrs ...string) *trio {
 
 func (tr *trio) all() []*relaytest.Replica { return []*relaytest.Replica{tr.a, tr.b, tr.c} }
 
-// waitListed waits until r has listed its peers twice more: at least one listing began after this call.
-func waitListed(t *testing.T, r *relaytest.Replica, why string) {
+// waitListed waits until each replica of rs has listed its peers twice more: at least one listing began after
+// this call.
+func waitListed(t *testing.T, why string, rs ...*relaytest.Replica) {
 	t.Helper()
-	n := histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers")
-	relaytest.Eventually(t, 15*time.Second, r.ID+" listed its peers "+why, func() bool {
-		return histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers") >= n+2
-	})
+	counts := make([]uint64, len(rs))
+	for i, r := range rs {
+		counts[i] = histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers")
+	}
+	for i, r := range rs {
+		relaytest.Eventually(t, 15*time.Second, r.ID+" listed its peers "+why, func() bool {
+			return histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers") >= counts[i]+2
+		})
+	}
 }
 
 // dirUp is r's switchboard_directory_up.
@@ -205,15 +209,26 @@ func TestOutageCostsNothingPerRequest(t *testing.T) {
 	}
 }
 
-// TestOutageAfterFlushAll is the reproduction of a compound fault: Redis loses its data (FLUSHALL), the replicas
-// list their peers again, then Redis stops. The replicas must still know each other: a listing without the
-// replica itself is not trusted, a replica that sees its advertisement gone advertises again at once, and a peer
-// missing from a listing is kept.
+// TestOutageAfterFlushAll is the reproduction of a compound fault: Redis loses its data (FLUSHALL) just after A
+// advertised itself, B and C list their peers before A advertises again, then Redis stops. The replicas must still
+// know each other: a listing without the replica itself is not trusted, a replica that sees its advertisement gone
+// advertises again at once, and a peer missing from a listing is kept. (Before, B and C replaced their peer lists
+// by listings without A and answered 503 for A's hosts for the whole outage.)
 func TestOutageAfterFlushAll(t *testing.T) {
 	tr := startTrio(t, redistest.StartServer(t))
+	advertised := histogramCount(t, tr.a.Relay, "switchboard_directory_op_seconds", "advertise")
+	relaytest.Eventually(t, 10*time.Second, "A advertised itself", func() bool {
+		return histogramCount(t, tr.a.Relay, "switchboard_directory_op_seconds", "advertise") > advertised
+	})
 	flushAll(t, tr.rs.Addr)
-	for _, r := range tr.all() {
-		waitListed(t, r, "after FLUSHALL")
+	listed := map[*relaytest.Replica]uint64{}
+	for _, r := range []*relaytest.Replica{tr.b, tr.c} {
+		listed[r] = histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers")
+	}
+	for r, n := range listed {
+		relaytest.Eventually(t, 10*time.Second, r.ID+" listed its peers after FLUSHALL", func() bool {
+			return histogramCount(t, r.Relay, "switchboard_directory_op_seconds", "list_peers") > n
+		})
 	}
 	tr.rs.Stop()
 	waitDirUp(t, false, tr.a, tr.b, tr.c)
