@@ -341,3 +341,60 @@ func TestOutageReplicaCutFromPeers(t *testing.T) {
 	})
 	tr.mustServe(t, "after the partition", tr.all(), "h1", "h2", "hc")
 }
+
+// BenchmarkClusterMissOutage measures what a request through a replica that does not hold the host costs, with
+// the directory answering and with Redis stopped (the figure in BENCHMARKS.md): B forwards to A, found by a
+// directory lookup or, while Redis is down, by asking the peers. Besides ns/op it reports the median (p50-µs).
+func BenchmarkClusterMissOutage(b *testing.B) {
+	rs := redistest.StartServer(b)
+	prefix := fmt.Sprintf("ob%d:", clusterSeq.Add(1))
+	a := relaytest.StartRedisReplica(b, []string{rs.Addr}, prefix, "A", nil)
+	rb := relaytest.StartRedisReplica(b, []string{rs.Addr}, prefix, "B", nil)
+	relaytest.StartHost(b, a.URL, "h", textHandler("h"), nil)
+	tok := relaytest.ClientToken(b, "c", "h")
+	client := newClient(b)
+	via := rb
+	get := func() error {
+		req, _ := http.NewRequest("GET", via.URL+"/hosts/h/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "h" {
+			return fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return nil
+	}
+	// B must know A as a peer before Redis stops: wait for a listing that began after both advertised.
+	n := histogramCount(b, rb.Relay, "switchboard_directory_op_seconds", "list_peers")
+	relaytest.Eventually(b, 15*time.Second, "B listed its peers", func() bool {
+		return histogramCount(b, rb.Relay, "switchboard_directory_op_seconds", "list_peers") >= n+2 && get() == nil
+	})
+	run := func(b *testing.B) {
+		var took []time.Duration
+		for b.Loop() {
+			start := time.Now()
+			if err := get(); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(took[len(took)*9/10].Microseconds()), "p90-µs")
+		b.ReportMetric(float64(took[len(took)-1].Microseconds()), "max-µs")
+	}
+	phase := func(name string) {
+		via = a
+		b.Run(name+"/via_owner", run) // the baseline: served where the tunnel is
+		via = rb
+		b.Run(name+"/via_other", run)
+	}
+	phase("directory_up")
+	rs.Stop()
+	relaytest.Eventually(b, 15*time.Second, "h via B with Redis stopped", func() bool { return get() == nil })
+	phase("directory_down")
+}
