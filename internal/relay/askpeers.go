@@ -35,11 +35,14 @@ const (
 	askMissTTL  = 250 * time.Millisecond
 )
 
-// Bounds of the ask-peers machinery: rounds in flight at once over all hosts (each asks up to maxAsked peers), and
-// hosts whose answers are cached.
+// Bounds of the ask-peers machinery: rounds in flight at once over all hosts (each asks up to maxAsked peers),
+// hosts whose answers are cached, and the rate of rounds for hosts the directory says are connected nowhere (a
+// client whose token reaches many host ids must not turn each request for an unknown one into a fan-out to every
+// peer; while the directory is down, only maxAskRounds bounds them).
 const (
 	maxAskRounds  = 32
 	maxAskAnswers = 4096
+	missAskRate   = 50 // rounds per second, burst as many
 )
 
 // peerForget is how long a peer that advertised itself stays in this replica's list after listings stopped naming
@@ -169,7 +172,7 @@ func (a *peerAsker) remember(hostID string, ans askAnswer, now time.Time) {
 // (singleflight.Group.Do); round must bound itself and must not end with the leader's request, as the others wait
 // for its answer. find returns the answer and the result to count: found, not_found, cached, busy (no round slot
 // free) or "" (joined another caller's round).
-func (a *peerAsker) find(hostID string, round func() askAnswer) (askAnswer, string) {
+func (a *peerAsker) find(hostID string, round func() (askAnswer, error)) (askAnswer, string) {
 	if ans, ok := a.cached(hostID, time.Now()); ok {
 		return ans, askCached
 	}
@@ -185,7 +188,10 @@ func (a *peerAsker) find(hostID string, round func() askAnswer) (askAnswer, stri
 			return askAnswer{}, errAskBusy
 		}
 		defer func() { <-a.rounds }()
-		ans := round()
+		ans, err := round()
+		if err != nil {
+			return askAnswer{}, err
+		}
 		now := time.Now()
 		if ans.found {
 			ans.until = now.Add(askFoundTTL)
@@ -208,17 +214,24 @@ func (a *peerAsker) find(hostID string, round func() askAnswer) (askAnswer, stri
 	}
 }
 
-// errAskBusy: every round slot is taken (maxAskRounds); the host is not looked for this time.
+// errAskBusy: every round slot is taken (maxAskRounds), or rounds for unknown hosts are over missAskRate; the host
+// is not looked for this time.
 var errAskBusy = errors.New("too many ask-peers rounds in flight")
 
-// askPeers finds which peer holds hostID's tunnel, from the cache or by asking every known peer at once.
+// askPeers finds which peer holds hostID's tunnel, from the cache or by asking every known peer at once. unknown
+// says the directory answered that the host is connected nowhere: such rounds are rate-limited (missAskRate).
 // A round runs under the Server's lifetime, not the request's: other requests may be waiting for its answer.
-func (s *Server) askPeers(hostID string) (replica string, base *url.URL, ok bool) {
+func (s *Server) askPeers(hostID string, unknown bool) (replica string, base *url.URL, ok bool) {
 	p := s.knownPeers.Load()
 	if p == nil || len(p.urls) == 0 || len(s.cfg.ClusterSecret) == 0 {
 		return "", nil, false
 	}
-	ans, result := s.asks.find(hostID, func() askAnswer { return s.askRound(s.ctx, p, hostID) })
+	ans, result := s.asks.find(hostID, func() (askAnswer, error) {
+		if unknown && !s.missAsks.Allow() {
+			return askAnswer{}, errAskBusy
+		}
+		return s.askRound(s.ctx, p, hostID), nil
+	})
 	if result != "" {
 		s.cluster.asks.WithLabelValues(result).Inc()
 	}

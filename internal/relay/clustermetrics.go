@@ -69,7 +69,8 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		Namespace: "switchboard", Name: "ask_peers_total",
 		Help: "Requests routed by asking the peers which holds the host (the directory was down or did not know the " +
 			"host): rounds of questions that found the host (found) or not (not_found), answers reused from the " +
-			"per-host cache (cached), rounds not started because too many were in flight (busy). Requests that " +
+			"per-host cache (cached), rounds not started because too many were in flight or, for hosts the directory " +
+			"does not know, too many were asked for this second (busy). Requests that " +
 			"joined a round in flight for the same host are not counted.",
 	}, []string{"result"})
 	for _, r := range []string{askFound, askNotFound, askCached, askBusy} {

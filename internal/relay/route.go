@@ -110,6 +110,7 @@ func (s *Server) viewRoute(ctx context.Context, id string, mayWait bool) routeVi
 // askView completes v with the peers' answer for id.
 func (s *Server) askView(v routeView, id string) routeView {
 	v.asked = true
-	v.holder, v.holderURL, _ = s.askPeers(id)
+	unknown := !v.dirDown && !v.lookupErr && v.owner == "" // the directory answered: connected nowhere
+	v.holder, v.holderURL, _ = s.askPeers(id, unknown)
 	return v
 }

@@ -93,11 +93,11 @@ func TestPeerAskerSingleFlight(t *testing.T) {
 		a := newPeerAsker()
 		var rounds atomic.Int32
 		release := make(chan struct{})
-		round := func(found bool) func() askAnswer {
-			return func() askAnswer {
+		round := func(found bool) func() (askAnswer, error) {
+			return func() (askAnswer, error) {
 				rounds.Add(1)
 				<-release
-				return askAnswer{replica: "A", base: &url.URL{Scheme: "http", Host: "a:1"}, found: found}
+				return askAnswer{replica: "A", base: &url.URL{Scheme: "http", Host: "a:1"}, found: found}, nil
 			}
 		}
 		const n = 100
@@ -141,7 +141,7 @@ func TestPeerAskerSingleFlight(t *testing.T) {
 		for i := range maxAskRounds {
 			started.Add(1)
 			wg.Go(func() {
-				a.find(fmt.Sprint("busy", i), func() askAnswer { started.Done(); <-block; return askAnswer{} })
+				a.find(fmt.Sprint("busy", i), func() (askAnswer, error) { started.Done(); <-block; return askAnswer{}, nil })
 			})
 		}
 		started.Wait()
@@ -150,6 +150,14 @@ func TestPeerAskerSingleFlight(t *testing.T) {
 		}
 		close(block)
 		wg.Wait()
+
+		// A round that refuses to start (rate-limited) is busy, and its refusal is not cached.
+		if _, res := a.find("limited", func() (askAnswer, error) { return askAnswer{}, errAskBusy }); res != askBusy {
+			t.Fatalf("refused round: %q, want busy", res)
+		}
+		if _, res := a.find("limited", round(true)); res != askFound {
+			t.Fatalf("round after a refused one: %q, want found", res)
+		}
 	})
 }
 
@@ -157,7 +165,7 @@ func TestPeerAskerSingleFlight(t *testing.T) {
 func TestPeerAskerCacheBounded(t *testing.T) {
 	a := newPeerAsker()
 	for i := range 3 * maxAskAnswers {
-		a.find(fmt.Sprint("h", i), func() askAnswer { return askAnswer{} })
+		a.find(fmt.Sprint("h", i), func() (askAnswer, error) { return askAnswer{}, nil })
 	}
 	a.mu.Lock()
 	n := len(a.answers)

@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
@@ -180,6 +181,7 @@ type Server struct {
 	evictions     evictions               // has its own lock
 	knownPeers    atomic.Pointer[peerSet] // other replicas; replaced whole by refreshPeers (askpeers.go)
 	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
+	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
 	health        dirHealth               // is the directory known down (dirhealth.go)
 	hopNonces     hopNonces               // has its own lock
 	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
@@ -343,6 +345,7 @@ func New(cfg Config) (*Server, error) {
 		hopNonces:  hopNonces{max: cfg.HopNonceCache},
 		cors:       cors,
 		asks:       newPeerAsker(),
+		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
 	}
 	s.health.gauge = s.cluster.dirUp
 	s.health.log = s.log.Warn
