@@ -206,3 +206,38 @@ func TestDirHealthObserve(t *testing.T) {
 		t.Fatal("setDown does not report changes")
 	}
 }
+
+// FuzzMergePeers: whatever the directory lists (it is shared by every replica, and whoever can write to Redis
+// can write there), the peer list holds only other replicas at absolute http(s) URLs, and a listing without this
+// replica at its URL changes nothing.
+func FuzzMergePeers(f *testing.F) {
+	f.Add("A", "http://a:1", "B", "http://b:1", true)
+	f.Add("B", "http://elsewhere:1", "C", "ftp://c", false)
+	f.Add("", "", "X", "http://[::1", true)
+	f.Fuzz(func(t *testing.T, id1, url1, id2, url2 string, withSelf bool) {
+		const self, selfURL = "B", "http://b:1"
+		prev, _ := mergePeers(nil, map[string]string{"P": "http://p:1", self: selfURL}, self, selfURL, time.Unix(0, 0))
+		listed := map[string]string{id1: url1, id2: url2}
+		if withSelf {
+			listed[self] = selfURL
+		}
+		next, trusted := mergePeers(prev, listed, self, selfURL, time.Unix(1, 0))
+		if trusted != (listed[self] == selfURL) {
+			t.Fatalf("trusted=%v for a listing naming this replica at %q", trusted, listed[self])
+		}
+		if !trusted && next != prev {
+			t.Fatal("an untrusted listing changed the peer list")
+		}
+		if _, ok := next.urls[self]; ok {
+			t.Fatal("this replica is in its own peer list")
+		}
+		if next.urls["P"] == nil {
+			t.Fatal("a peer listed a second ago was dropped")
+		}
+		for id, u := range next.urls {
+			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				t.Fatalf("peer %q at %q", id, u)
+			}
+		}
+	})
+}
