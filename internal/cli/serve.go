@@ -185,18 +185,18 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if replica == "" {
 		replica = defaultReplicaID()
 	}
-	tlsCfg, acmeHTTP, err := c.publicTLS(log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector())
+	tlsCfg, acmeHTTP, err := c.publicTLS(log, reg)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	proxyNets, _ := c.proxyNets() // checked by Validate
-	cl, err := c.openCluster(ctx, replica, log)
+	cl, err := c.openCluster(ctx, replica, log, reg)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		version.NewCollector())
 	rcfg := relay.Config{
 		Verifier:            verifier,
 		Replica:             replica,
