@@ -311,7 +311,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	wg.Go(func() { serveUntilClosed(main, ln, log) })
 	if mln != nil {
-		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
+		ms := servers[1] // not servers[1] inside the goroutine: servers grows below while it starts
+		wg.Go(func() { serveUntilClosed(ms, mln, log) })
 	}
 	if aln != nil {
 		as := servers[len(servers)-1]
