@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchboard-relay/switchboard/agent"
@@ -28,6 +30,8 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/cli"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
+	"github.com/switchboard-relay/switchboard/internal/tcpstream"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // The monitoring files operators load: a Grafana dashboard, Prometheus alert rules and their promtool unit tests.
@@ -437,9 +441,10 @@ var notExported = map[string]bool{"up": true}
 
 // TestQueriedMetricsExported: every metric the dashboard and the alerts query is one a real relay exports. The
 // relay is `switchboard serve` run in-process as operators run it, with every feature that adds metrics turned on
-// (a Redis directory, TLS on the main and internal listeners, webhooks), after a host registered, a client
-// exchange went through it, a request for an offline host, an unsigned request on the internal listener and the
-// host's disconnection.
+// (a Redis directory, TLS on the main and internal listeners, webhooks), after it did what relays do: a host
+// registered, an HTTP exchange and a raw TCP stream went through it, a request for an offline host was held and
+// answered, an unsigned request on the internal listener and tunnel upgrades with a bad token were refused, the
+// host disconnected, and Redis went away.
 func TestQueriedMetricsExported(t *testing.T) {
 	queries := allQueries(t)
 	r := startServe(t)
@@ -498,6 +503,7 @@ type servedRelay struct {
 	addr, metricsAddr, internalURL string
 	pki                            relaytest.InternalPKI
 	hooks                          *atomic.Int64 // webhook requests received
+	redis                          *redistest.Server
 }
 
 // logBuffer collects the relay's log lines; safe for concurrent use.
@@ -547,7 +553,7 @@ func startServe(t *testing.T) *servedRelay {
 		"--internal-tls-cert", filepath.Join(dir, "tls.crt"), "--internal-tls-key", filepath.Join(dir, "tls.key"),
 		"--internal-ca", filepath.Join(dir, "ca.pem"),
 		"--webhook-url", receiver.URL + "/hook", "--webhook-secret", testWebhookSecret,
-		"--miss-wait", "200ms", "--drain-timeout", "5s", "--flap-window", "0",
+		"--miss-wait", "200ms", "--drain-timeout", "5s", "--flap-window", "0", "--auth-fail-burst", "1", "--drain-jitter", "1ms",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &logBuffer{}
@@ -584,7 +590,8 @@ func startServe(t *testing.T) *servedRelay {
 		}
 		return false
 	})
-	return &servedRelay{addr: start.Addr, metricsAddr: start.MetricsAddr, internalURL: start.InternalURL, pki: pki, hooks: &hooks}
+	return &servedRelay{addr: start.Addr, metricsAddr: start.MetricsAddr, internalURL: start.InternalURL, pki: pki,
+		hooks: &hooks, redis: redis}
 }
 
 // waitUntil polls cond every 20 ms; it gives up after a minute, a bound for a hung relay, not a measure of speed.
@@ -610,16 +617,24 @@ func (r *servedRelay) traffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Host h1 serves HTTP and publishes a TCP service, echo.
+	echo := relaytest.StartTCPServer(t, func(c *net.TCPConn) { _, _ = io.Copy(c, c) })
+	services := map[string]string{"echo": echo}
+	hostHandler, err := agent.NewTCPHandler(services, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "hello from h1")
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := agent.Listen(context.Background(), agent.Config{
 		Relays: []string{"https://" + r.addr}, HostID: "h1", Token: hostToken, TLSConfig: clientTLS,
+		Labels:     map[string]string{tunnel.TCPLabel: agent.TCPLabelValue(services)},
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "hello from h1")
-	})}
+	upstream := &http.Server{Handler: hostHandler}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = upstream.Serve(ln) }()
 	hostClosed := false
@@ -629,6 +644,7 @@ func (r *servedRelay) traffic(t *testing.T) {
 			_ = upstream.Close()
 			_ = ln.Close()
 			<-served
+			hostHandler.Wait()
 		}
 	}
 	t.Cleanup(closeHost)
@@ -640,7 +656,7 @@ func (r *servedRelay) traffic(t *testing.T) {
 
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: clientTLS}}
 	defer hc.CloseIdleConnections()
-	clientToken, err := auth.MintClient([]byte(testSecret), "monitoring-test", []string{"h1", "offline"}, time.Hour)
+	clientToken, err := auth.MintClient([]byte(testSecret), "monitoring-test", []string{"h1", "offline*"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -680,12 +696,44 @@ func (r *servedRelay) traffic(t *testing.T) {
 		t.Fatalf("unsigned request on the internal listener: %d, want a refusal", resp.StatusCode)
 	}
 
+	// A raw TCP stream: bytes to the host's echo service and back.
+	tcpToken, err := auth.MintClientServices([]byte(testSecret), "monitoring-test", []string{"h1"}, []string{"echo"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := tcpstream.Dial(ctx, "https://"+r.addr, "h1", "echo", tcpToken, tcpstream.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("tcp stream: %v", err)
+	}
+	if err := ws.Write(ctx, websocket.MessageBinary, []byte("ping")); err != nil {
+		t.Fatalf("tcp stream: %v", err)
+	}
+	if _, b, err := ws.Read(ctx); err != nil || string(b) != "ping" {
+		t.Fatalf("tcp stream echo: %q, %v", b, err)
+	}
+	_ = ws.Close(websocket.StatusNormalClosure, "")
+
+	// Failed tunnel upgrades beyond --auth-fail-burst: refused by the per-IP limit.
+	for range 2 {
+		req, _ := http.NewRequest("GET", "https://"+r.addr+"/v1/tunnel", nil)
+		req.Header.Set("Authorization", "Bearer not-a-token")
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+
 	waitUntil(t, "a webhook delivery", func() bool { return r.hooks.Load() > 0 })
 	closeHost()
 	waitUntil(t, "the tunnel to close", func() bool {
 		_, m := r.scrape(t)
 		return strings.Contains(m, "\nswitchboard_tunnels 0\n")
 	})
+
+	// Redis goes away: a lookup fails, and the relay answers anyway.
+	r.redis.Stop()
+	if code := get("https://" + r.addr + "/hosts/offline-while-redis-is-down/"); code != 503 {
+		t.Fatalf("GET a host while Redis is down: %d, want 503", code)
+	}
 }
 
 // scrape GETs /metrics from the metrics listener.
