@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,6 +451,21 @@ func TestQueriedMetricsExported(t *testing.T) {
 	queries := allQueries(t)
 	r := startServe(t)
 	r.traffic(t)
+
+	// Both listeners' certificate expiries are there, with the certificate's NotAfter.
+	block, _ := pem.Decode(r.pki.CertPEM)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, text := r.scrape(t)
+	for _, l := range []string{"main", "internal"} {
+		want := fmt.Sprintf("switchboard_tls_cert_expiry_timestamp_seconds{listener=%q} %s", l,
+			strconv.FormatFloat(float64(leaf.NotAfter.Unix()), 'g', -1, 64))
+		if !strings.Contains(text, "\n"+want+"\n") {
+			t.Errorf("scrape has no line %q", want)
+		}
+	}
 
 	families := r.families(t)
 	var missing []string
