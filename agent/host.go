@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -126,18 +125,7 @@ func UpstreamHandlerWith(upstream *url.URL, opts UpstreamOptions) http.Handler {
 // publicLocation turns loc, an upstream's Location, to the public origin of out (the request sent upstream, whose
 // X-Forwarded-Proto and -Host the relay set) when it names the upstream's own origin; otherwise it returns loc.
 func publicLocation(loc string, upstream *url.URL, out *http.Request) string {
-	u, err := url.Parse(loc)
-	if err != nil || !u.IsAbs() || u.User != nil || !strings.EqualFold(u.Scheme, upstream.Scheme) ||
-		!strings.EqualFold(u.Host, upstream.Host) {
-		return loc
-	}
-	host := out.Header.Get("X-Forwarded-Host")
-	proto := out.Header.Get("X-Forwarded-Proto")
-	if host == "" || (proto != "http" && proto != "https") {
-		return loc
-	}
-	u.Scheme, u.Host = proto, host
-	return u.String()
+	return publicLocationFor(loc, upstream, out.Header.Get("X-Forwarded-Host"), out.Header.Get("X-Forwarded-Proto"))
 }
 
 // Host keeps a tunnel and serves upstream (an http:// or https:// URL) through it until ctx ends, when it returns
@@ -148,12 +136,19 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 	if opts.Logger == nil && cfg.Logger != nil {
 		opts.Logger = cfg.Logger.With("host_id", cfg.HostID)
 	}
-	var handler http.Handler
+	var (
+		bridge  *Bridge
+		handler http.Handler // what an http.Server serves: the TCP services (and the streams the bridge hands over)
+	)
 	if upstream != "" || len(opts.TCP) == 0 {
 		u, err := url.Parse(upstream)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("agent: upstream %q must be an http:// or https:// URL", upstream)
 		}
+		if bridge, err = NewBridge(u, opts); err != nil {
+			return err
+		}
+		defer bridge.Close()
 		handler = UpstreamHandlerWith(u, opts)
 	}
 	var tcp *TCPHandler
@@ -173,18 +168,32 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: time.Minute,
-		ErrorLog:          nil,
+	// Streams of HTTP exchanges go through the bridge; a stream whose first request opens a TCP service goes to an
+	// http.Server with the TCP handler (which passes any later plain request to the reverse proxy).
+	var srv *http.Server
+	var handoff *handoffListener
+	if tcp != nil {
+		srv = &http.Server{Handler: handler, ReadHeaderTimeout: time.Minute}
+	}
+	if bridge != nil && tcp != nil {
+		handoff = newHandoffListener(ln.Addr())
+		bridge.fallback = handoff.push
 	}
 	var wg sync.WaitGroup
 	var serveErr error
 	served := make(chan struct{})
 	wg.Go(func() {
 		defer close(served)
-		serveErr = srv.Serve(ln)
+		switch {
+		case bridge == nil:
+			serveErr = srv.Serve(ln)
+		default:
+			serveErr = bridge.Serve(ln)
+		}
 	})
+	if handoff != nil {
+		wg.Go(func() { _ = srv.Serve(handoff) })
+	}
 	select {
 	case <-ctx.Done():
 	case <-served: // the listener stopped by itself
@@ -192,16 +201,61 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = ln.Close()
-	_ = srv.Shutdown(shutdownCtx)
+	if handoff != nil {
+		_ = handoff.Close()
+	}
+	if srv != nil {
+		_ = srv.Shutdown(shutdownCtx)
+	}
 	wg.Wait()
+	if bridge != nil {
+		_ = bridge.Close() // the closed tunnel ended their streams
+	}
 	if tcp != nil {
-		tcp.Wait() // the closed tunnel ended their streams
+		tcp.Wait()
 	}
 	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
 		return nil
 	}
 	return serveErr
 }
+
+// handoffListener is a net.Listener fed by the bridge with streams it hands over.
+type handoffListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	closer sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c to Accept, or closes it once the listener is closed.
+func (l *handoffListener) push(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.closer.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
 
 // copyBuffers lend large buffers to the reverse proxy: each write becomes one multiplexer frame, so big buffers
 // mean fewer frames and goroutine hand-offs per byte on bulk transfers.

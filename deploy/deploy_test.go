@@ -1,5 +1,6 @@
 // Package deploy holds no code: its test checks the files operators deploy with (Dockerfile, scripts/release.sh,
-// deploy/compose, deploy/fly, deploy/systemd) as far as this machine can without a container runtime or Fly.
+// deploy/compose, deploy/fly, deploy/systemd) as far as this machine can without a container runtime or Fly, and the
+// monitoring files (deploy/grafana, deploy/prometheus) with promtool and a real relay (monitoring_test.go).
 // deploy/haproxy is exercised for real by internal/cli's TestHAProxyInFront; deploy/kubernetes has its own module.
 package deploy
 

@@ -94,6 +94,12 @@ func (r *Reloader) Current() *tls.Certificate {
 	return r.cert
 }
 
+// NotAfter is the expiry of the certificate in use, after looking at the files as Current does: a renewal shows
+// here (in the expiry metric) without waiting for a handshake.
+func (r *Reloader) NotAfter() time.Time {
+	return r.Current().Leaf.NotAfter
+}
+
 func (r *Reloader) stat() ([2]fileStamp, error) {
 	var st [2]fileStamp
 	for i, p := range []string{r.certPath, r.keyPath} {

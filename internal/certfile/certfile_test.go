@@ -18,13 +18,19 @@ import (
 // selfSigned returns PEM certificate and key for a self-signed certificate with common name cn.
 func selfSigned(t *testing.T, cn string) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return selfSignedUntil(t, cn, time.Now().Add(time.Hour))
+}
+
+// selfSignedUntil is selfSigned expiring at notAfter.
+func selfSignedUntil(t *testing.T, cn string, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -108,6 +114,44 @@ func TestReload(t *testing.T) {
 	if cn := served(t, r); cn != "second.example" {
 		t.Fatalf("certificate file gone: served %q", cn)
 	}
+}
+
+// TestNotAfter: the expiry reported is the loaded certificate's, and a renewal shows in it without a handshake.
+func TestNotAfter(t *testing.T) {
+	dir := t.TempDir()
+	cp, kp := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	t0 := time.Now().Add(-time.Hour)
+	c1, k1 := selfSigned(t, "first.example")
+	write(t, cp, c1, t0)
+	write(t, kp, k1, t0)
+	r, err := New(cp, kp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.every = 0
+	if got, want := r.NotAfter(), leafOf(t, c1).NotAfter; !got.Equal(want) {
+		t.Fatalf("NotAfter %v, want %v", got, want)
+	}
+	c2, k2 := selfSignedUntil(t, "second.example", time.Now().Add(90*24*time.Hour))
+	write(t, cp, c2, t0.Add(time.Minute))
+	write(t, kp, k2, t0.Add(time.Minute))
+	if got, want := r.NotAfter(), leafOf(t, c2).NotAfter; !got.Equal(want) {
+		t.Fatalf("after renewal: NotAfter %v, want %v", got, want)
+	}
+}
+
+// leafOf parses a PEM certificate.
+func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // TestReloadSymlinkSwap: cert-manager and kubelet publish a renewed Secret by pointing a symlink at a new directory;

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchboard-relay/switchboard/internal/certfile"
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/listen"
@@ -33,7 +35,8 @@ type cluster struct {
 
 // openCluster builds the directory named by --directory and, for Redis, the internal listener. It returns nil
 // with the memory directory and no internal listener.
-func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Logger) (*cluster, error) {
+// The internal certificate's expiry is exported on reg.
+func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Logger, reg prometheus.Registerer) (*cluster, error) {
 	cl := &cluster{}
 	if c.Directory == "" || c.Directory == "memory" {
 		if c.InternalListen != "" || c.InternalTLSCert != "" || c.InternalCA != "" {
@@ -55,7 +58,7 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		return nil, errors.New("a shared directory needs --internal-listen: peers forward requests for this replica's hosts there")
 	}
 	cl.url = c.AdvertiseInternal
-	serverTLS, peerTLS, err := c.internalTLS(log)
+	serverTLS, peerTLS, err := c.internalTLS(log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +109,7 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 // and the TLS of connections to https:// peers (nil without a certificate or a CA). Connections between replicas
 // are HTTP/1.1 (no NextProtos): a forwarded WebSocket is an HTTP/1.1 upgrade. The certificate is reloaded when its
 // files change, as the main listener's is.
-func (c *ServeCmd) internalTLS(log *slog.Logger) (server, peer *tls.Config, err error) {
+func (c *ServeCmd) internalTLS(log *slog.Logger, reg prometheus.Registerer) (server, peer *tls.Config, err error) {
 	if (c.InternalTLSCert == "") != (c.InternalTLSKey == "") {
 		return nil, nil, errors.New("--internal-tls-cert and --internal-tls-key go together")
 	}
@@ -129,6 +132,7 @@ func (c *ServeCmd) internalTLS(log *slog.Logger) (server, peer *tls.Config, err 
 	if err != nil {
 		return nil, nil, fmt.Errorf("--internal-tls-cert/--internal-tls-key: %w", err)
 	}
+	reg.MustRegister(certExpiry("internal", cert))
 	server = &tls.Config{GetCertificate: cert.GetCertificate, MinVersion: tls.VersionTLS12}
 	if pool != nil {
 		server.ClientCAs = pool

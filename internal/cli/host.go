@@ -6,7 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/agent"
+	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/version"
 )
@@ -36,6 +40,8 @@ type HostCmd struct {
 	HostHeader                 string            `name:"host-header" help:"Host sent upstream: 'upstream' (the upstream URL's), 'preserve' (the client's, the public name) or a fixed name. X-Forwarded-Host always carries the client's." default:"upstream" env:"SWITCHBOARD_HOST_HEADER"`
 	UpstreamCA                 string            `name:"upstream-ca" help:"PEM CA bundle that verifies an https:// upstream's certificate (instead of the system roots)." env:"SWITCHBOARD_UPSTREAM_CA"`
 	UpstreamInsecureSkipVerify bool              `name:"upstream-insecure-skip-verify" help:"Do not verify an https:// upstream's certificate (a self-signed local service only)." env:"SWITCHBOARD_UPSTREAM_INSECURE_SKIP_VERIFY"`
+	Pprof                      string            `name:"pprof" placeholder:"ADDR" help:"Serve Go's profiler (/debug/pprof/) on ADDR, a loopback address such as 127.0.0.1:6061 (or fd:N). Off by default." env:"SWITCHBOARD_HOST_PPROF"`
+	PprofAllowRemote           bool              `name:"pprof-allow-remote" help:"Let --pprof listen on an address that is not loopback (profiles show what the agent is doing to anyone who can reach it)." env:"SWITCHBOARD_HOST_PPROF_ALLOW_REMOTE"`
 }
 
 // Validate rejects flag values the relay would refuse at every attempt, so the agent exits 2 at once instead of
@@ -62,7 +68,49 @@ func (c *HostCmd) Validate() error {
 	if err := agent.CheckTCPServices(c.TCP); err != nil {
 		return fmt.Errorf("--tcp: %w", err)
 	}
-	return nil
+	return checkPprofAddr(c.Pprof, c.PprofAllowRemote)
+}
+
+// checkPprofAddr accepts an empty address (off), fd:N, or host:port whose host is a loopback address or
+// "localhost"; any other host only with allowRemote.
+func checkPprofAddr(addr string, allowRemote bool) error {
+	if addr == "" || strings.HasPrefix(addr, "fd:") {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof %q: want host:port, e.g. 127.0.0.1:6061: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" || allowRemote {
+		return nil
+	}
+	return fmt.Errorf("--pprof %q is not a loopback address: profiles and goroutine dumps would be open to the "+
+		"network; use 127.0.0.1:PORT, or add --pprof-allow-remote", addr)
+}
+
+// servePprof serves the profiler on addr until ctx ends; the returned function stops it and waits. pprof's
+// cmdline handler is left out: the command line may carry the host token.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := listen.Open(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
 }
 
 // checkHostHeader accepts upstream, preserve, or a host[:port] to send as Host.
@@ -142,6 +190,16 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 		return &exitError{code: 2, err: err}
 	}
 	opts := agent.UpstreamOptions{Fixed: fixed, HostHeader: c.HostHeader, TLS: tlsCfg, TCP: c.TCP}
+	if c.Pprof != "" {
+		if err := checkPprofAddr(c.Pprof, c.PprofAllowRemote); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		stop, err := servePprof(c.Pprof, g.logger())
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		defer stop()
+	}
 	if err := agent.Host(ctx, cfg, c.Upstream, opts); err != nil {
 		return &exitError{code: 2, err: err}
 	}

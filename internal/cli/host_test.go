@@ -224,3 +224,37 @@ func TestBrowserFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestHostPprof: `host --pprof` serves the agent's profiles (not its command line, which holds the token) on the
+// socket given, and refuses an address that is not loopback unless --pprof-allow-remote says so.
+func TestHostPprof(t *testing.T) {
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "up") })
+	_, addr, _ := startRelay(t, withSecret)
+	s := listenSockets(t, 1)
+	hostTok := mint(t, "host", "--id", "h1")
+	startFiles(t, nil, s.files, "host", "--relay", "http://"+addr, "--id", "h1", "--token", hostTok, "--upstream", up,
+		"--pprof", "fd:3")
+	s.release()
+	waitStatus(t, "http://"+addr+"/hosts/h1/", mint(t, "client", "--hosts", "h1"), 200)
+	waitStatus(t, "http://"+s.addrs[0]+"/debug/pprof/", "", 200)
+	if code, body := get("http://"+s.addrs[0]+"/debug/pprof/goroutine?debug=1", ""); code != 200 ||
+		!strings.Contains(body, "agent.(*Bridge)") {
+		t.Fatalf("goroutine profile: %d, bridge not in it:\n%.2000s", code, body)
+	}
+	if code, body := get("http://"+s.addrs[0]+"/debug/pprof/cmdline", ""); code == 200 || strings.Contains(body, hostTok) {
+		t.Fatalf("/debug/pprof/cmdline: %d %q, want no command line", code, body)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--pprof", "0.0.0.0:6061"}, 2},
+		{[]string{"--pprof", ":6061"}, 2},
+		{[]string{"--pprof", "nonsense"}, 2},
+	} {
+		r := run(t, nil, append([]string{"host", "--relay", "http://" + addr, "--id", "h2", "--token", "x", "--upstream", up}, tc.args...)...)
+		if r.code != tc.code || !strings.Contains(r.stderr, "--pprof") {
+			t.Fatalf("host %v: exit %d, want %d and a message naming --pprof: %s", tc.args, r.code, tc.code, r.stderr)
+		}
+	}
+}

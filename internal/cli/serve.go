@@ -185,18 +185,18 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if replica == "" {
 		replica = defaultReplicaID()
 	}
-	tlsCfg, acmeHTTP, err := c.publicTLS(log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		version.NewCollector())
+	tlsCfg, acmeHTTP, err := c.publicTLS(log, reg)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	proxyNets, _ := c.proxyNets() // checked by Validate
-	cl, err := c.openCluster(ctx, replica, log)
+	cl, err := c.openCluster(ctx, replica, log, reg)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		version.NewCollector())
 	rcfg := relay.Config{
 		Verifier:            verifier,
 		Replica:             replica,
@@ -311,7 +311,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	wg.Go(func() { serveUntilClosed(main, ln, log) })
 	if mln != nil {
-		wg.Go(func() { serveUntilClosed(servers[1], mln, log) })
+		ms := servers[1] // not servers[1] inside the goroutine: servers grows below while it starts
+		wg.Go(func() { serveUntilClosed(ms, mln, log) })
 	}
 	if aln != nil {
 		as := servers[len(servers)-1]

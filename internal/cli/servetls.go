@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
@@ -81,7 +82,8 @@ func (c *ServeCmd) proxyNets() ([]netip.Prefix, error) {
 // Only HTTP/1.1 is offered (ALPN "http/1.1"): tunnels and WebSockets are HTTP/1.1 upgrades, which HTTP/2 does not
 // carry. With both a certificate file and ACME domains, a handshake for an ACME domain (or an ACME TLS-ALPN-01
 // challenge) gets the ACME certificate and every other name the file's, e.g. a wildcard for --hosts-domain.
-func (c *ServeCmd) publicTLS(log *slog.Logger) (*tls.Config, http.Handler, error) {
+// The file's certificate expiry is exported on reg (certExpiry).
+func (c *ServeCmd) publicTLS(log *slog.Logger, reg prometheus.Registerer) (*tls.Config, http.Handler, error) {
 	if c.TLSCert == "" && len(c.ACMEDomain) == 0 {
 		return nil, nil, nil
 	}
@@ -92,6 +94,7 @@ func (c *ServeCmd) publicTLS(log *slog.Logger) (*tls.Config, http.Handler, error
 		if file, err = certfile.New(c.TLSCert, c.TLSKey, log); err != nil {
 			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
+		reg.MustRegister(certExpiry("main", file))
 		cfg.GetCertificate = file.GetCertificate
 	}
 	if len(c.ACMEDomain) == 0 {
@@ -115,6 +118,17 @@ func (c *ServeCmd) publicTLS(log *slog.Logger) (*tls.Config, http.Handler, error
 		return file.GetCertificate(hello)
 	}
 	return cfg, m.HTTPHandler(nil), nil
+}
+
+// certExpiry exports the expiry of a listener's certificate file as switchboard_tls_cert_expiry_timestamp_seconds
+// {listener}: main (--tls-cert) or internal (--internal-tls-cert). ACME certificates are not in it: autocert renews
+// them itself, 30 days ahead, and logs when it cannot.
+func certExpiry(listener string, r *certfile.Reloader) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "switchboard", Name: "tls_cert_expiry_timestamp_seconds",
+		Help:        "Expiry (NotAfter, Unix seconds) of the certificate a listener serves from its files: main (--tls-cert) or internal (--internal-tls-cert).",
+		ConstLabels: prometheus.Labels{"listener": listener},
+	}, func() float64 { return float64(r.NotAfter().Unix()) })
 }
 
 // clientTLSListener wraps ln with TLS when cfg is set.

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +96,16 @@ func TestServeTLS(t *testing.T) {
 	if h := <-seen; h.Get("X-Forwarded-Proto") != "https" {
 		t.Fatalf("host saw X-Forwarded-Proto %q", h.Get("X-Forwarded-Proto"))
 	}
+	// The certificate's expiry is exported for alerting (deploy/prometheus/alerts.yml).
+	block, _ := pem.Decode(pki.CertPEM)
+	first, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m := get("http://"+s.addrs[1]+"/metrics", "")
+	if got, ok := gaugeValue(m, `switchboard_tls_cert_expiry_timestamp_seconds{listener="main"}`); !ok || got != float64(first.NotAfter.Unix()) {
+		t.Fatalf("certificate expiry metric %v (found %v), want %d:\n%s", got, ok, first.NotAfter.Unix(), m)
+	}
 
 	// Renewal: new files, same paths (written to the side and renamed in, as certbot's deploy hooks do).
 	leaf := func() []byte {
@@ -119,6 +130,17 @@ func TestServeTLS(t *testing.T) {
 	}
 	nextBlock, _ := pem.Decode(next.CertPEM)
 	waitFor(t, "the renewed certificate", func() bool { return bytes.Equal(leaf(), nextBlock.Bytes) })
+}
+
+// gaugeValue finds the sample named series (name and labels exactly as exposed) in Prometheus text.
+func gaugeValue(text, series string) (float64, bool) {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // proxyV2 is a PROXY v2 header for a TCP4 client, with PP2_TYPE_SSL saying the client used TLS when tls is set.

@@ -2,14 +2,20 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
-// This file holds the fallback for an unreachable directory: a replica asks its peers which of them holds a host.
+// This file holds the fallback for a directory that cannot say where a host is: a replica asks its peers which of
+// them holds the host's tunnel. Answers are cached briefly per host and rounds are single-flighted per host, so
+// any number of requests waiting for one host cost one round of questions at a time.
 
 // hasPath is the internal endpoint that answers whether a host's tunnel is here: GET /internal/v1/has?host=ID →
 // 204 if it is, 404 if not.
@@ -21,47 +27,233 @@ const askTimeout = 500 * time.Millisecond
 // maxAsked bounds how many peers one round asks.
 const maxAsked = 64
 
-// refreshPeers keeps the last list of advertised replicas, for asking them while the directory is unreachable.
+// How long a round's answer is reused for its host: a peer that holds it (found), or none (not found). A host
+// that moves between replicas during an outage is misrouted for at most askFoundTTL; a host that connects is
+// found at most askMissTTL late (a held request asks again every missPoll).
+const (
+	askFoundTTL = time.Second
+	askMissTTL  = 250 * time.Millisecond
+)
+
+// Bounds of the ask-peers machinery: rounds in flight at once over all hosts (each asks up to maxAsked peers),
+// hosts whose answers are cached, and the rate of rounds for hosts the directory says are connected nowhere (a
+// client whose token reaches many host ids must not turn each request for an unknown one into a fan-out to every
+// peer; while the directory is down, only maxAskRounds bounds them).
+const (
+	maxAskRounds  = 32
+	maxAskAnswers = 4096
+	missAskRate   = 50 // rounds per second, burst as many
+)
+
+// peerForget is how long a peer that advertised itself stays in this replica's list after listings stopped naming
+// it. The directory's list never drops a replica by itself (docs/scaling.md), so a listing without a peer this
+// replica knew means the directory lost data: the peer is kept until it advertises again, or for peerForget.
+const peerForget = time.Minute
+
+// Results of switchboard_ask_peers_total.
+const (
+	askFound    = "found"
+	askNotFound = "not_found"
+	askCached   = "cached"
+	askBusy     = "busy"
+)
+
+// peerSet is this replica's list of peers. It is replaced whole (copy on write) by refreshPeers and read by
+// askPeers.
+type peerSet struct {
+	urls map[string]*url.URL  // replica id → internal URL, other replicas only
+	seen map[string]time.Time // replica id → when a listing last named it
+}
+
+// mergePeers returns the peer list after a listing of advertised replicas (listed: replica id → internal URL).
+// self and selfURL are this replica's id and its advertised URL ("" if it advertises none). A listing that does
+// not name this replica at its URL is not trusted: the directory lost data since this replica advertised (or it
+// has not advertised yet), so the previous list is kept and trusted is false. Otherwise every listed peer is taken
+// at its listed URL, and a known peer the listing lacks is kept until peerForget after a listing last named it.
+func mergePeers(prev *peerSet, listed map[string]string, self, selfURL string, now time.Time) (next *peerSet, trusted bool) {
+	if prev == nil {
+		prev = &peerSet{}
+	}
+	if selfURL != "" && listed[self] != selfURL {
+		return prev, false
+	}
+	next = &peerSet{urls: make(map[string]*url.URL, len(listed)), seen: make(map[string]time.Time, len(listed))}
+	for id, raw := range listed {
+		if id == self {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			continue
+		}
+		if old, ok := prev.urls[id]; ok && old.String() == raw {
+			u = old // keep the pointer: the lean forward pools connections by address, not by pointer, but why allocate
+		}
+		next.urls[id] = u
+		next.seen[id] = now
+	}
+	for id, u := range prev.urls {
+		if _, ok := next.urls[id]; ok {
+			continue
+		}
+		if seen := prev.seen[id]; now.Sub(seen) < peerForget {
+			next.urls[id] = u
+			next.seen[id] = seen
+		}
+	}
+	return next, true
+}
+
+// refreshPeers lists the advertised replicas and merges them into the peer list (mergePeers). A listing without
+// this replica means the directory lost data: this replica advertises itself again at once.
 func (s *Server) refreshPeers(ctx context.Context) {
 	m, err := s.dir.listPeers(ctx)
 	if err != nil || m == nil {
 		return // keep the last list
 	}
-	peers := make(map[string]*url.URL, len(m))
-	for id, raw := range m {
-		if id == s.cfg.Replica {
-			continue
+	next, trusted := mergePeers(s.knownPeers.Load(), m, s.cfg.Replica, s.cfg.InternalURL, time.Now())
+	if !trusted {
+		if s.advertisedOnce.Load() {
+			s.log.Warn("the directory's peer list lacks this replica (redis restarted empty or was flushed); " +
+				"keeping the last list and advertising again")
+			s.advertise(ctx)
 		}
-		if u, err := url.Parse(raw); err == nil && u.Host != "" {
-			peers[id] = u
-		}
+		return
 	}
-	s.knownPeers.Store(&peers)
+	s.knownPeers.Store(next)
 }
 
-// askPeers asks every known peer at once whether it holds hostID's tunnel and returns the first that does.
-func (s *Server) askPeers(ctx context.Context, hostID string) (replica string, base *url.URL, ok bool) {
+// askAnswer is one round's answer for a host: the peer that holds it, if found.
+type askAnswer struct {
+	replica string
+	base    *url.URL
+	found   bool
+	until   time.Time // reused until then
+}
+
+// peerAsker caches answers per host and single-flights rounds per host. Its methods are safe for concurrent use.
+type peerAsker struct {
+	flights singleflight.Group
+	rounds  chan struct{} // a slot per round in flight (maxAskRounds)
+
+	mu      sync.Mutex
+	answers map[string]askAnswer // host id → last answer; at most maxAskAnswers
+}
+
+func newPeerAsker() *peerAsker {
+	return &peerAsker{rounds: make(chan struct{}, maxAskRounds), answers: make(map[string]askAnswer)}
+}
+
+// cached returns hostID's answer if it is still fresh.
+func (a *peerAsker) cached(hostID string, now time.Time) (askAnswer, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ans, ok := a.answers[hostID]
+	if !ok || !now.Before(ans.until) {
+		return askAnswer{}, false
+	}
+	return ans, true
+}
+
+// remember caches ans for hostID, making room if the cache is full.
+func (a *peerAsker) remember(hostID string, ans askAnswer, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.answers[hostID]; !ok && len(a.answers) >= maxAskAnswers {
+		maps.DeleteFunc(a.answers, func(_ string, v askAnswer) bool { return !now.Before(v.until) })
+		if len(a.answers) >= maxAskAnswers {
+			clear(a.answers) // every answer is fresh: a flood of distinct hosts; they are cheap to ask again
+		}
+	}
+	a.answers[hostID] = ans
+}
+
+// find answers from the cache, or joins or leads a round for hostID. The leader runs round in its goroutine
+// (singleflight.Group.Do); round must bound itself and must not end with the leader's request, as the others wait
+// for its answer. find returns the answer and the result to count: found, not_found, cached, busy (no round slot
+// free) or "" (joined another caller's round).
+func (a *peerAsker) find(hostID string, round func() (askAnswer, error)) (askAnswer, string) {
+	if ans, ok := a.cached(hostID, time.Now()); ok {
+		return ans, askCached
+	}
+	led := false // set by the fn, which runs only in the leader's goroutine
+	v, err, _ := a.flights.Do(hostID, func() (any, error) {
+		led = true
+		if ans, ok := a.cached(hostID, time.Now()); ok { // a round that ended just now
+			return ans, nil
+		}
+		select {
+		case a.rounds <- struct{}{}:
+		default:
+			return askAnswer{}, errAskBusy
+		}
+		defer func() { <-a.rounds }()
+		ans, err := round()
+		if err != nil {
+			return askAnswer{}, err
+		}
+		now := time.Now()
+		if ans.found {
+			ans.until = now.Add(askFoundTTL)
+		} else {
+			ans.until = now.Add(askMissTTL)
+		}
+		a.remember(hostID, ans, now)
+		return ans, nil
+	})
+	ans, _ := v.(askAnswer)
+	switch {
+	case !led:
+		return ans, ""
+	case err != nil:
+		return askAnswer{}, askBusy
+	case ans.found:
+		return ans, askFound
+	default:
+		return ans, askNotFound
+	}
+}
+
+// errAskBusy: every round slot is taken (maxAskRounds), or rounds for unknown hosts are over missAskRate; the host
+// is not looked for this time.
+var errAskBusy = errors.New("too many ask-peers rounds in flight")
+
+// askPeers finds which peer holds hostID's tunnel, from the cache or by asking every known peer at once. unknown
+// says the directory answered that the host is connected nowhere: such rounds are rate-limited (missAskRate).
+// A round runs under the Server's lifetime, not the request's: other requests may be waiting for its answer.
+func (s *Server) askPeers(hostID string, unknown bool) (replica string, base *url.URL, ok bool) {
 	p := s.knownPeers.Load()
-	if p == nil || len(*p) == 0 || len(s.cfg.ClusterSecret) == 0 {
+	if p == nil || len(p.urls) == 0 || len(s.cfg.ClusterSecret) == 0 {
 		return "", nil, false
 	}
+	ans, result := s.asks.find(hostID, func() (askAnswer, error) {
+		if unknown && !s.missAsks.Allow() {
+			return askAnswer{}, errAskBusy
+		}
+		return s.askRound(s.ctx, p, hostID), nil
+	})
+	if result != "" {
+		s.cluster.asks.WithLabelValues(result).Inc()
+	}
+	return ans.replica, ans.base, ans.found
+}
+
+// askRound asks up to maxAsked peers of p at once whether they hold hostID's tunnel and returns the first that
+// does.
+func (s *Server) askRound(ctx context.Context, p *peerSet, hostID string) askAnswer {
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	type answer struct {
-		replica string
-		base    *url.URL
-	}
-	found := make(chan answer, 1)
+	found := make(chan askAnswer, 1)
 	var wg sync.WaitGroup
 	n := 0
-	for id, u := range *p {
+	for id, u := range p.urls {
 		if n++; n > maxAsked {
 			break
 		}
 		wg.Go(func() {
 			if s.peerHas(ctx, u, hostID) {
 				select {
-				case found <- answer{id, u}:
+				case found <- askAnswer{replica: id, base: u, found: true}:
 					cancel() // the others can stop
 				default:
 				}
@@ -71,10 +263,9 @@ func (s *Server) askPeers(ctx context.Context, hostID string) (replica string, b
 	wg.Wait()
 	select {
 	case a := <-found:
-		s.cluster.forwards.WithLabelValues(fwdAskedPeers).Inc()
-		return a.replica, a.base, true
+		return a
 	default:
-		return "", nil, false
+		return askAnswer{}
 	}
 }
 

@@ -731,7 +731,7 @@ func TestClusterRedisDownAsksPeers(t *testing.T) {
 }
 
 // histogramCount returns the sample count of histogram name's series with label op.
-func histogramCount(t *testing.T, r *relaytest.Relay, name, op string) uint64 {
+func histogramCount(t testing.TB, r *relaytest.Relay, name, op string) uint64 {
 	t.Helper()
 	mfs, err := r.Registry.Gather()
 	if err != nil {

@@ -9,6 +9,8 @@ type clusterMetrics struct {
 	forwards   *prometheus.CounterVec   // outcome
 	missWaits  *prometheus.CounterVec   // outcome
 	drainMoves prometheus.Counter
+	dirUp      prometheus.Gauge       // the directory's health state (dirhealth.go)
+	asks       *prometheus.CounterVec // result (askFound, …)
 
 	hopRejections *prometheus.CounterVec // reason (hopReason)
 }
@@ -34,7 +36,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	m := &clusterMetrics{
 		dirSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "switchboard", Name: "directory_op_seconds",
-			Help:    "Latency of directory operations by op (claim, release, lookup, records, advertise, peer_url, reassert, list_peers).",
+			Help:    "Latency of directory operations by op (claim, release, lookup, records, advertise, peer_url, reassert, list_peers, probe).",
 			Buckets: []float64{.00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op"}),
 		dirErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -56,12 +58,30 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Tunnels of a draining replica whose host opened its new tunnel on another replica before the old one closed.",
 		}),
 	}
+	m.dirUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "switchboard", Name: "directory_up",
+		Help: "1 while the directory answers, 0 while it is known down (a call found it unreachable or the health " +
+			"probe failed; a probe that succeeds sets it back to 1). While 0, requests for hosts without a tunnel " +
+			"here are routed by asking the peers, without waiting for the directory.",
+	})
+	m.dirUp.Set(1)
+	m.asks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "switchboard", Name: "ask_peers_total",
+		Help: "Requests routed by asking the peers which holds the host (the directory was down or did not know the " +
+			"host): rounds of questions that found the host (found) or not (not_found), answers reused from the " +
+			"per-host cache (cached), rounds not started because too many were in flight or, for hosts the directory " +
+			"does not know, too many were asked for this second (busy). Requests that " +
+			"joined a round in flight for the same host are not counted.",
+	}, []string{"result"})
+	for _, r := range []string{askFound, askNotFound, askCached, askBusy} {
+		m.asks.WithLabelValues(r)
+	}
 	m.hopRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "switchboard", Name: "hop_rejections_total",
 		Help: "Requests on the internal listener refused, by reason (no_secret, malformed, expired, bad_signature, " +
 			"replayed, nonce_cache_full).",
 	}, []string{"reason"})
-	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves, m.hopRejections)
+	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves, m.hopRejections, m.dirUp, m.asks)
 	return m
 }
 

@@ -20,47 +20,51 @@ const (
 	opPeerURL   = "peer_url"
 	opReassert  = "reassert"
 	opListPeers = "list_peers"
+	opProbe     = "probe" // the health probe (dirhealth.go)
 )
 
-// timedDirectory measures every call the relay makes to its directory. ErrNotFound is an answer, not an error.
+// timedDirectory measures every call the relay makes to its directory, and feeds the directory's health state
+// (dirhealth.go) with each call that found it unreachable. ErrNotFound is an answer, not an error.
 type timedDirectory struct {
 	directory.Directory
 	seconds *prometheus.HistogramVec // op
 	errors  *prometheus.CounterVec   // op
+	health  *dirHealth
 }
 
-func (d *timedDirectory) observe(op string, start time.Time, err error) {
+func (d *timedDirectory) observe(ctx context.Context, op string, start time.Time, err error) {
 	d.seconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, directory.ErrNotFound) {
 		d.errors.WithLabelValues(op).Inc()
 	}
+	d.health.observe(ctx, err)
 }
 
 func (d *timedDirectory) Claim(ctx context.Context, hostID, replica string, meta directory.Metadata) (directory.Entry, error) {
 	start := time.Now()
 	e, err := d.Directory.Claim(ctx, hostID, replica, meta)
-	d.observe(opClaim, start, err)
+	d.observe(ctx, opClaim, start, err)
 	return e, err
 }
 
 func (d *timedDirectory) Release(ctx context.Context, hostID string, epoch uint64) (bool, error) {
 	start := time.Now()
 	ok, err := d.Directory.Release(ctx, hostID, epoch)
-	d.observe(opRelease, start, err)
+	d.observe(ctx, opRelease, start, err)
 	return ok, err
 }
 
 func (d *timedDirectory) Lookup(ctx context.Context, hostID string) (directory.Entry, error) {
 	start := time.Now()
 	e, err := d.Directory.Lookup(ctx, hostID)
-	d.observe(opLookup, start, err)
+	d.observe(ctx, opLookup, start, err)
 	return e, err
 }
 
 func (d *timedDirectory) Records(ctx context.Context, hostIDs []string) ([]directory.Record, error) {
 	start := time.Now()
 	r, err := d.Directory.Records(ctx, hostIDs)
-	d.observe(opRecords, start, err)
+	d.observe(ctx, opRecords, start, err)
 	return r, err
 }
 
@@ -74,7 +78,7 @@ func (d *timedDirectory) claimReplacing(ctx context.Context, hostID, replica str
 	}
 	start := time.Now()
 	e, prev, err = r.ClaimReplacing(ctx, hostID, replica, meta)
-	d.observe(opClaim, start, err)
+	d.observe(ctx, opClaim, start, err)
 	return e, prev, err
 }
 
@@ -88,7 +92,7 @@ func (d *timedDirectory) claimPrior(ctx context.Context, hostID, replica string,
 	}
 	start := time.Now()
 	e, p, err = pd.ClaimPrior(ctx, hostID, replica, meta)
-	d.observe(opClaim, start, err)
+	d.observe(ctx, opClaim, start, err)
 	return e, p, err == nil, err
 }
 
@@ -106,7 +110,7 @@ func (d *timedDirectory) advertise(ctx context.Context, replica, url string) err
 	}
 	start := time.Now()
 	err := p.Advertise(ctx, replica, url)
-	d.observe(opAdvertise, start, err)
+	d.observe(ctx, opAdvertise, start, err)
 	return err
 }
 
@@ -118,7 +122,7 @@ func (d *timedDirectory) peerURL(ctx context.Context, replica string) (string, e
 	}
 	start := time.Now()
 	u, err := p.PeerURL(ctx, replica)
-	d.observe(opPeerURL, start, err)
+	d.observe(ctx, opPeerURL, start, err)
 	return u, err
 }
 
@@ -130,7 +134,7 @@ func (d *timedDirectory) listPeers(ctx context.Context) (map[string]string, erro
 	}
 	start := time.Now()
 	m, err := l.ListPeers(ctx)
-	d.observe(opListPeers, start, err)
+	d.observe(ctx, opListPeers, start, err)
 	return m, err
 }
 
@@ -147,7 +151,7 @@ func (d *timedDirectory) reassert(ctx context.Context, entries []directory.Entry
 	}
 	start := time.Now()
 	written, err := r.ReassertEach(ctx, entries)
-	d.observe(opReassert, start, err)
+	d.observe(ctx, opReassert, start, err)
 	return written, err
 }
 

@@ -30,13 +30,6 @@ const (
 // missPoll is how often a request held on a miss looks for its host again.
 const missPoll = 25 * time.Millisecond
 
-// While the directory is unreachable, a held request asks the peers at once, then again after a wait that grows
-// from askFirst to askLimit, jittered (backoff), so that the requests held for a host do not ask in step.
-const (
-	askFirst = 250 * time.Millisecond
-	askLimit = 2 * time.Second
-)
-
 // forwardKey carries a forwarded exchange in its request's context.
 type forwardKey struct{}
 
@@ -51,13 +44,12 @@ type forwardEx struct {
 	passedOn bool
 }
 
-// routeMiss serves a request for a host with no tunnel here: forward it to the replica that holds the tunnel (or
-// ask Fly to replay it there), else hold it up to MissWait for the host to connect anywhere, then answer 503.
+// routeMiss serves a request for a host with no tunnel serving here, as resolveRoute (route.go) decides: forward
+// it to the replica that holds the tunnel (or ask Fly to replay it there), else hold it up to MissWait for the
+// host to connect anywhere, then answer 503.
 func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, kind, subject string) {
 	id := tg.id
 	var deadline time.Time
-	var nextAsk time.Time // when peers may be asked again
-	askWait := backoff{first: askFirst, limit: askLimit}
 	var tick *time.Ticker // set when a hold-on-miss wait begins
 	defer func() {
 		if tick != nil {
@@ -69,51 +61,40 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 			s.countMissWait(tick, missAppeared)
 			return
 		}
-		e, err := s.dir.Lookup(r.Context(), id)
-		switch {
-		case err == nil && e.Replica != s.cfg.Replica:
-			if peer, err := s.peer(r.Context(), e.Replica); err == nil {
-				s.countMissWait(tick, missAppeared)
-				s.routeRemote(w, r, e.Replica, peer, kind, subject)
-				return
+		mayWait := s.cfg.MissWait > 0 && (tick == nil || time.Now().Before(deadline))
+		v := s.viewRoute(r.Context(), id, mayWait)
+		d := resolveRoute(v)
+		if d.kind == routeAsk {
+			v = s.askView(v, id)
+			d = resolveRoute(v)
+		}
+		switch d.kind {
+		case routeRemote:
+			if v.asked {
+				s.cluster.forwards.WithLabelValues(fwdAskedPeers).Inc()
 			}
-		case err == nil:
-			// Named here without a tunnel here serving: a tunnel retiring because its host moved (the eviction
-			// notice outran the directory's cache invalidation), being registered right now, or stale.
-			if old := s.lookup(id); old != nil && old.retiring.Load() {
-				if replica, ok := s.evictions.newOwner(id, old.epoch); ok {
-					if peer, err := s.peer(r.Context(), replica); err == nil {
-						s.countMissWait(tick, missAppeared)
-						s.routeRemote(w, r, replica, peer, kind, subject)
-						return
-					}
-				}
-			}
+			s.countMissWait(tick, missAppeared)
+			s.routeRemote(w, r, d.replica, d.peer, kind, subject)
+			return
+		case routeClaimed:
 			// A tunnel between its claim and its registration here is waited for, whatever MissWait says.
 			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, false) {
 				s.countMissWait(tick, missAppeared)
 				return
 			}
-		case !errors.Is(err, directory.ErrNotFound) && !time.Now().Before(nextAsk):
-			// The directory is unreachable: ask the peers it listed last.
-			replica, peer, ok := s.askPeers(r.Context(), id)
-			nextAsk = time.Now().Add(askWait.next())
-			if ok {
-				s.countMissWait(tick, missAppeared)
-				s.routeRemote(w, r, replica, peer, kind, subject)
+			if !mayWait {
+				s.countMissWait(tick, missTimedOut)
+				s.answerOffline(w, kind)
 				return
 			}
+		case routeOffline:
+			s.countMissWait(tick, missTimedOut)
+			s.answerOffline(w, kind)
+			return
 		}
 		if tick == nil {
-			if s.cfg.MissWait <= 0 {
-				break
-			}
 			deadline = time.Now().Add(s.cfg.MissWait)
 			tick = time.NewTicker(missPoll)
-		}
-		if !time.Now().Before(deadline) {
-			s.countMissWait(tick, missTimedOut)
-			break
 		}
 		select {
 		case <-r.Context().Done():
@@ -123,6 +104,10 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 		case <-tick.C:
 		}
 	}
+}
+
+// answerOffline answers 503 host_offline.
+func (s *Server) answerOffline(w http.ResponseWriter, kind string) {
 	s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
 	writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
 }
@@ -425,16 +410,8 @@ func (s *Server) clusterLoop(ctx context.Context) {
 	defer t.Stop()
 	var advertised, listed time.Time
 	for {
-		if s.cfg.InternalURL != "" && time.Since(advertised) >= advertiseEvery {
-			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := s.dir.advertise(actx, s.cfg.Replica, s.cfg.InternalURL); err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("advertising the internal url failed", "err", err)
-				}
-			} else {
-				advertised = time.Now()
-			}
-			cancel()
+		if s.cfg.InternalURL != "" && time.Since(advertised) >= advertiseEvery && s.advertise(ctx) {
+			advertised = time.Now()
 		}
 		if time.Since(listed) >= advertiseEvery {
 			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -251,7 +251,7 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 // because the host moved to another replica after the peer looked it up. It cannot loop: the new owner never
 // forwards a forwarded exchange, and a draining replica accepts no tunnel, so the directory cannot name it again.
 func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject string) bool {
-	if old := s.lookup(id); old == nil || !old.retiring.Load() {
+	if old := s.lookup(id); old == nil || !old.retiring.Load() || s.health.isDown() {
 		return false
 	}
 	e, err := s.dir.Lookup(r.Context(), id)
@@ -273,8 +273,11 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject stri
 
 // awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with
 // a claim younger than registerWindow, for at most registerWindow. Otherwise it repairs a stale entry naming this
-// replica and returns nil at once.
+// replica and returns nil at once. A directory known down is not read (dirhealth.go): it returns at once.
 func (s *Server) awaitLocal(ctx context.Context, hostID string) *tunnelConn {
+	if s.health.isDown() {
+		return s.serving(hostID)
+	}
 	ctx, cancel := context.WithTimeout(ctx, registerWindow)
 	defer cancel()
 	tick := time.NewTicker(missPoll)

@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
@@ -175,11 +176,16 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerConns     peerPool                            // keep-alive connections of the lean forward (leanforward.go)
-	peerURLs      peerURLs                            // has its own lock
-	evictions     evictions                           // has its own lock
-	knownPeers    atomic.Pointer[map[string]*url.URL] // replica → internal URL, other replicas only; see refreshPeers
-	hopNonces     hopNonces                           // has its own lock
+	peerConns     peerPool                // keep-alive connections of the lean forward (leanforward.go)
+	peerURLs      peerURLs                // has its own lock
+	evictions     evictions               // has its own lock
+	knownPeers    atomic.Pointer[peerSet] // other replicas; replaced whole by refreshPeers (askpeers.go)
+	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
+	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
+	health        dirHealth               // is the directory known down (dirhealth.go)
+	hopNonces     hopNonces               // has its own lock
+	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
+	advertisedOnce atomic.Bool
 
 	// ctx is the servers's lifetime: cancelled by Close. Tunnels live under it, not under a request context.
 	ctx    context.Context
@@ -340,13 +346,17 @@ func New(cfg Config) (*Server, error) {
 		evm:        newEventMetrics(cfg.Registerer),
 		hopNonces:  hopNonces{max: cfg.HopNonceCache},
 		cors:       cors,
+		asks:       newPeerAsker(),
+		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
 	}
+	s.health.gauge = s.cluster.dirUp
+	s.health.log = s.log.Warn
 	dir := cfg.Directory
 	if dir == nil {
 		dir = directory.NewMemory()
 		s.ownDir = true
 	}
-	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors}
+	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors, health: &s.health}
 	registerCacheMetrics(cfg.Registerer, dir)
 	registerHopMetrics(cfg.Registerer, s)
 	if n, ok := dir.(reapedNotifier); ok {
@@ -408,8 +418,9 @@ func (s *Server) MetricsHandler() http.Handler {
 
 // Run runs the relay's background upkeep until ctx ends or the Server closes: tunnel liveness pings (without Run,
 // dead tunnels are found only by the agents' own pings and TCP), rate-limiter sweeping, advertising InternalURL,
-// writing behind entries accepted while the directory was unreachable, and the directory's own Run loop if it has
-// one (directory.Redis: the replica lease and re-assertion after data loss).
+// writing behind entries accepted while the directory was unreachable, probing the directory's health
+// (dirhealth.go), and the directory's own Run loop if it has one (directory.Redis: the replica lease and
+// re-assertion after data loss).
 //
 // Close waits for Run and everything it started; Run called after Close returns at once.
 func (s *Server) Run(ctx context.Context) error {
@@ -428,6 +439,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.hub.Run(ctx) })
 	if r, ok := s.dir.Directory.(reaper); ok {
 		wg.Go(func() { s.reapLoop(ctx, r) })
+	}
+	if p, ok := s.dir.Directory.(prober); ok {
+		wg.Go(func() { s.healthLoop(ctx, p) })
 	}
 	if r, ok := s.dir.Directory.(runner); ok {
 		wg.Go(func() {

@@ -137,8 +137,30 @@ func StartUpstreamHost(t testing.TB, relayURL, id string, handler http.Handler, 
 	up := httptest.NewServer(handler)
 	t.Cleanup(up.Close)
 	u, _ := url.Parse(up.URL)
-	StartHost(t, relayURL, id, agent.UpstreamHandler(u, fixed), nil)
+	StartBridge(t, relayURL, id, u, agent.UpstreamOptions{Fixed: fixed})
 	return up
+}
+
+// StartBridge exposes upstream as host id through a tunnel to relayURL with the agent's byte bridge (what
+// `switchboard host` runs).
+func StartBridge(t testing.TB, relayURL, id string, upstream *url.URL, opts agent.UpstreamOptions) *agent.Listener {
+	t.Helper()
+	ln := StartListener(t, relayURL, id, nil)
+	if opts.Logger == nil {
+		opts.Logger = Logger(t).With("side", "bridge")
+	}
+	b, err := agent.NewBridge(upstream, opts)
+	if err != nil {
+		t.Fatalf("agent.NewBridge: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = b.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		_ = b.Close()
+	})
+	return ln
 }
 
 // Do sends method to url with a bearer token (if not empty) and returns the response.
