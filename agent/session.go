@@ -328,6 +328,11 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 	}
 	ctrl, err := mux.OpenStream()
 	if err != nil {
+		// A relay that refuses the host closes at once: the close may end the session while the stream opens.
+		if re := refusal(relay, rec.err(), tunnel.Control{}, false); re != nil {
+			_ = mux.Close()
+			return nil, re
+		}
 		fail(tunnel.CloseInternal, "control stream failed")
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}

@@ -245,7 +245,11 @@ func (s *Server) tunnelView(t *tunnelConn) TunnelView {
 
 // ClusterTunnels returns one page of the tunnels of every replica that q selects.
 func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
-	all := s.localTunnels(q)
+	// Each replica gives its first q.Limit+1 after q.After: the first q.Limit of them all are the cluster's, and
+	// one more says whether a next page exists.
+	lq := q
+	lq.Limit++
+	all := s.localTunnels(lq)
 	page := TunnelPage{Unreachable: []ReplicaView{}}
 	if q.Replica == "" || q.Replica != s.cfg.Replica {
 		for _, a := range s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil) {
@@ -259,13 +263,12 @@ func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
 				page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
 				continue
 			}
-			all = append(all, got.Tunnels[:min(len(got.Tunnels), q.Limit)]...)
+			all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
 		}
 	}
 	slices.SortFunc(all, func(a, b TunnelView) int {
 		return strings.Compare(tunnelKey(a.HostID, a.Replica), tunnelKey(b.HostID, b.Replica))
 	})
-	// Each replica sent its first q.Limit after q.After, so the first q.Limit of them all are the cluster's.
 	if len(all) > q.Limit {
 		all = all[:q.Limit]
 		last := all[len(all)-1]
