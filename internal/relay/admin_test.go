@@ -234,7 +234,9 @@ func TestAdminSingleNode(t *testing.T) {
 		}
 	}
 	// A /v1/hosts cursor is no tunnel cursor.
-	var hosts struct{ NextCursor string `json:"next_cursor"` }
+	var hosts struct {
+		NextCursor string `json:"next_cursor"`
+	}
 	adminJSON(t, "GET", r.URL+"/v1/hosts?limit=1", relaytest.ClientToken(t, "c", "*"), "", &hosts)
 	if code, _ := adminCall(t, "GET", r.URL+"/v1/admin/tunnels?cursor="+hosts.NextCursor, admin, ""); code != 400 {
 		t.Fatalf("a /v1/hosts cursor on the tunnel list: %d, want 400", code)
