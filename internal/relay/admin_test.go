@@ -600,3 +600,54 @@ func TestAdminCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminBanAgent: an agent kicked with a ban logs the refusal, waits RefusedBackoff between attempts while the
+// ban lasts, and is back once it ends.
+func TestAdminBanAgent(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	ln := relaytest.StartHost(t, r.URL, "h", text("hi"), func(c *agent.Config) { c.RefusedBackoff = 200 * time.Millisecond })
+	var kick struct {
+		BannedUntil *time.Time `json:"banned_until"`
+	}
+	adminJSON(t, "POST", r.URL+"/v1/admin/hosts/h/kick", relaytest.AdminToken(t, "ops"), `{"ban":"1500ms"}`, &kick)
+	var re *agent.RefusedError
+	waitUntil(t, "the agent to be refused", func() bool { return errors.As(ln.Err(), &re) })
+	if re.Code != tunnel.CloseKicked || !strings.Contains(re.Reason, "banned") {
+		t.Fatalf("refusal %+v", re)
+	}
+	refusedAt := registrations(t, r, "refused")
+	waitUntil(t, "the host to be back after the ban", func() bool {
+		code, _ := getText(t, r.URL+"/hosts/h/", relaytest.ClientToken(t, "c", "h"))
+		return code == http.StatusOK
+	})
+	if time.Now().Before(*kick.BannedUntil) {
+		t.Fatal("the host registered before its ban ended")
+	}
+	// 1.5 s of ban at one attempt per 200 ms at most: no more than 1.5/0.2 + 1 refusals.
+	if n := registrations(t, r, "refused"); n > 9 || n < refusedAt {
+		t.Fatalf("%v refused registrations during the ban, want at most 9", n)
+	}
+}
+
+// TestAdminRevokeEndsEventStream: a presence event stream of a revoked subject is cut.
+func TestAdminRevokeEndsEventStream(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", r.URL+"/v1/presence/events", nil)
+	req.Header.Set("Authorization", "Bearer "+relaytest.ClientToken(t, "watcher", "*"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("events: %d", resp.StatusCode)
+	}
+	var rev struct{ Closed int }
+	adminJSON(t, "POST", r.URL+"/v1/admin/revoke", relaytest.AdminToken(t, "ops"), `{"sub":"watcher","for":"1h"}`, &rev)
+	if rev.Closed != 1 {
+		t.Fatalf("revocation closed %d, want the one stream", rev.Closed)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil && t.Context().Err() != nil {
+		t.Fatalf("stream read: %v", err)
+	}
+}
