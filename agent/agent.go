@@ -5,7 +5,9 @@
 //
 // Errors. Listen fails only for a bad Config. Failures to reach the relay are transient: the listener retries them
 // with backoff and Listener.Err shows the latest (a *DialError). A token the relay refuses is ErrAuth; with a static
-// Config.Token it is permanent, and Accept (hence http.Serve) returns it.
+// Config.Token it is permanent, and Accept (hence http.Serve) returns it. A relay that refuses to register the host
+// (an operator banned it, or the agent is older than the relay's minimum version) says so with a close code:
+// Listener.Err shows a *RefusedError, and the listener tries again only after Config.RefusedBackoff.
 //
 //	ln, err := agent.Listen(ctx, agent.Config{Relays: []string{relayURL}, HostID: "org:laptop", Token: tok})
 //	if err != nil {

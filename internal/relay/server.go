@@ -1,6 +1,10 @@
 // Package relay is the Switchboard relay as a library: relay.Server accepts host tunnels on /v1/tunnel and carries
 // client exchanges to them on /hosts/{id}/... It does not listen on its own; main owns listeners and http.Server.
 //
+// The admin API (/v1/admin/, admin.go) is for admin tokens only: Server.AuthorizeAdmin and Server.RequireAdmin are
+// the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
+// it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
+//
 // Lock order: Server.mu, then tunnel.mu.
 package relay
 
