@@ -377,16 +377,12 @@ func (c *AdminRevokeCmd) Run(ctx context.Context, g *Globals) error {
 	})
 }
 
-// roundAge shows a duration as an age: whole seconds, minutes or hours.
+// roundAge shows a duration as an age: to the second under an hour, to the minute past it.
 func roundAge(d time.Duration) string {
-	switch {
-	case d < time.Minute:
+	if d < time.Hour {
 		return d.Round(time.Second).String()
-	case d < time.Hour:
-		return d.Round(time.Second).String()
-	default:
-		return d.Round(time.Minute).String()
 	}
+	return d.Round(time.Minute).String()
 }
 
 // byteSize shows a byte count in KiB, MiB or GiB.
