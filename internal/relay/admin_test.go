@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,20 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
+
+// refusedCode opens the control stream of a tunnel the relay is expected to refuse, checks that no "ready" comes,
+// and returns the close code. The relay closes as soon as it has the control stream, so opening it may itself fail
+// with the session's end: that is the refusal too.
+func (rt *rawTunnel) refusedCode(t *testing.T) websocket.StatusCode {
+	t.Helper()
+	if c, err := rt.sess.OpenStream(); err == nil {
+		rt.ctrl, rt.ctrlR = c, bufio.NewReader(c)
+		if m := rt.readControl(t); m.Type != "" {
+			t.Fatalf("refused tunnel got control message %+v", m)
+		}
+	}
+	return rt.closeCode(t)
+}
 
 // adminCall sends an admin request with token and returns the status and body.
 func adminCall(t *testing.T, method, url, token, body string) (int, []byte) {
@@ -274,11 +289,7 @@ func TestAdminKickBanAndRevokeSingleNode(t *testing.T) {
 		t.Fatalf("ban answer %+v", kick)
 	}
 	refused := dialRawTunnel(t, r.URL, "h", hostTok, false)
-	refused.openControl(t)
-	if c := refused.readControl(t); c.Type != "" {
-		t.Fatalf("banned host got control message %+v", c)
-	}
-	if code := refused.closeCode(t); code != tunnel.CloseKicked {
+	if code := refused.refusedCode(t); code != tunnel.CloseKicked {
 		t.Fatalf("banned registration closed with %d, want 4410", code)
 	}
 	// The ban ends on its own.
@@ -343,8 +354,7 @@ func TestMinAgentVersion(t *testing.T) {
 	}
 	if code := (func() websocket.StatusCode {
 		rt := dialRawTunnel(t, r.URL, "nover", relaytest.HostToken(t, "nover"), false)
-		rt.openControl(t)
-		return rt.closeCode(t)
+		return rt.refusedCode(t)
 	})(); code != tunnel.CloseAgentTooOld {
 		t.Fatalf("agent without a version closed with %d, want 4426", code)
 	}
@@ -538,8 +548,7 @@ func TestAdminCluster(t *testing.T) {
 		t.Fatalf("kicked tunnel closed with %d, want 4410", code)
 	}
 	refused := dialRawTunnel(t, c.URL, "on-b", hostTok, false)
-	refused.openControl(t)
-	if code := refused.closeCode(t); code != tunnel.CloseKicked {
+	if code := refused.refusedCode(t); code != tunnel.CloseKicked {
 		t.Fatalf("banned host on another replica: close %d, want 4410", code)
 	}
 	waitUntil(t, "the ban to expire", func() bool { return time.Now().After(*kick.BannedUntil) })
