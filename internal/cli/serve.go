@@ -44,7 +44,7 @@ type ServeCmd struct {
 	JWKSAdminClaim  string `name:"jwks-admin-claim" help:"NAME=VALUE: a JWKS token whose claim NAME is VALUE (or an array holding it) is an admin token; empty: no JWKS token is." env:"SWITCHBOARD_JWKS_ADMIN_CLAIM"`
 	MinAgentVersion string `name:"min-agent-version" help:"Refuse tunnels of agents older than this version (MAJOR.MINOR.PATCH), or of unknown version, with close code 4426." env:"SWITCHBOARD_MIN_AGENT_VERSION"`
 
-	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
+	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., redis-sentinel://[user:pass@]SENTINEL:PORT,SENTINEL:PORT/DB?master=NAME[&sentinel_password=...] (rediss-sentinel:// for TLS), or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
 	InternalListen    string        `help:"Address of the internal listener peers forward requests to, or fd:N (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
 	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address if it names one; https:// with --internal-tls-cert)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`

@@ -33,8 +33,7 @@ type revocations struct {
 	mu      sync.RWMutex
 	jti     map[string]time.Time
 	sub     map[string]time.Time
-	any     atomic.Bool // the maps are not empty: the common case, nothing revoked, takes no lock
-	metrics *adminMetrics
+	any atomic.Bool // the maps are not empty: the common case, nothing revoked, takes no lock
 }
 
 // revoked reports whether claims are of a revoked token: by its jti, or by its subject.
