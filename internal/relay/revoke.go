@@ -30,9 +30,9 @@ const revokePoll = 2 * time.Second
 
 // revocations is this replica's copy of the revocation list. Guarded by mu.
 type revocations struct {
-	mu      sync.RWMutex
-	jti     map[string]time.Time
-	sub     map[string]time.Time
+	mu  sync.RWMutex
+	jti map[string]time.Time
+	sub map[string]time.Time
 	any atomic.Bool // the maps are not empty: the common case, nothing revoked, takes no lock
 }
 
