@@ -190,6 +190,7 @@ type Server struct {
 	draining  atomic.Bool
 	closed    atomic.Bool
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
+	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
 
 	// Guarded by mu.
 	mu        sync.Mutex
