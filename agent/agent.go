@@ -64,6 +64,9 @@ type Config struct {
 	// ReplacedBackoff is how long to wait after the relay closed the tunnel because another agent registered the
 	// same id, so two duplicate agents do not flap. Zero means 60 s.
 	ReplacedBackoff time.Duration
+	// RefusedBackoff is how long to wait after the relay refused to register the host with a close code: 4410 (an
+	// operator banned the host) or 4426 (this agent is older than the relay's minimum version). Zero means 60 s.
+	RefusedBackoff time.Duration
 	// ConnectTimeout bounds one connection attempt. Zero means 20 s.
 	ConnectTimeout time.Duration
 	// PingInterval is the keepalive cadence; the relay is considered dead after three missed. Zero means 10 s.
@@ -116,6 +119,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReplacedBackoff <= 0 {
 		c.ReplacedBackoff = 60 * time.Second
+	}
+	if c.RefusedBackoff <= 0 {
+		c.RefusedBackoff = 60 * time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 20 * time.Second

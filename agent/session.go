@@ -29,8 +29,9 @@ type session struct {
 	ctrlR *bufio.Scanner // control messages; the first one ("ready") is read by dial
 	rec   *readErrConn
 
-	ctrlDone  chan struct{} // closed when controlLoop returns
-	closeCode atomic.Int32  // the code of a "close" control message (raw transport)
+	ctrlDone  chan struct{}          // closed when controlLoop returns
+	closeCode atomic.Int32           // the code of a "close" control message (raw transport)
+	closeMsg  atomic.Pointer[string] // its reason
 	epoch     uint64
 	relay     string
 	since     time.Time
@@ -72,6 +73,35 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// RefusedError is a tunnel the relay upgraded and then closed before registering it, with a close code that says
+// why: tunnel.CloseKicked (the host is banned; Reason says until when) or tunnel.CloseAgentTooOld. The listener
+// retries it after Config.RefusedBackoff.
+type RefusedError struct {
+	Relay  string
+	Code   websocket.StatusCode
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("relay refused the tunnel with close code %d: %s", int(e.Code), e.Reason)
+}
+
+// refusal reads a close code that refuses registration from what ended a tunnel before "ready", or nil.
+func refusal(relay string, err error, m tunnel.Control, isControl bool) *RefusedError {
+	code, reason := websocket.CloseStatus(err), ""
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		reason = ce.Reason
+	}
+	if isControl && m.Type == tunnel.ControlClose {
+		code, reason = websocket.StatusCode(m.Code), m.Reason
+	}
+	if code != tunnel.CloseKicked && code != tunnel.CloseAgentTooOld {
+		return nil
+	}
+	return &RefusedError{Relay: relay, Code: code, Reason: tunnel.CleanText(reason, 256)}
+}
+
 // Is makes errors.Is(err, ErrAuth) true for a refused token.
 func (e *DialError) Is(target error) bool {
 	return target == ErrAuth && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden)
@@ -108,6 +138,19 @@ func (l *Listener) run() {
 					return
 				}
 				l.setLastErr(err)
+				var re *RefusedError
+				if errors.As(err, &re) {
+					// Only time (a ban's end) or an upgrade helps: no fast retries, whatever the attempt count.
+					wait = l.cfg.RefusedBackoff
+					relayIx++
+					msg := "relay refused this host: banned by an operator"
+					if re.Code == tunnel.CloseAgentTooOld {
+						msg = "relay refused this agent: its version is older than the relay's minimum; upgrade the agent"
+					}
+					l.log.Error(msg, "relay", relay, "code", int(re.Code), "reason", re.Reason,
+						"retry_in", wait.Round(time.Millisecond).String())
+					continue
+				}
 				attempt++
 				wait = l.backoff(attempt)
 				relayIx++
@@ -178,6 +221,11 @@ func (l *Listener) run() {
 			wait = l.cfg.MaxBackoff
 			l.log.Error("host token expired and there is no token command to get a fresh one; the relay will refuse it",
 				"retry_in", wait.Round(time.Millisecond).String())
+			current = nil
+		case ev.code == tunnel.CloseKicked:
+			attempt = 1
+			wait = l.backoff(attempt)
+			l.log.Warn("tunnel kicked by an operator", "reason", closeReason(ev), "retry_in", wait.Round(time.Millisecond).String())
 			current = nil
 		case ev.code == tunnel.CloseReplaced:
 			l.log.Warn("tunnel replaced by another agent with the same host id", "retry_in", l.cfg.ReplacedBackoff.String())
@@ -289,10 +337,18 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 	_ = ctrl.SetReadDeadline(time.Now().Add(l.cfg.ConnectTimeout))
 	if !sc.Scan() {
 		_ = mux.Close()
-		return nil, fmt.Errorf("wait for the relay's ready message: %w", errOr(sc.Err(), rec.err()))
+		err := errOr(sc.Err(), rec.err())
+		if re := refusal(relay, rec.err(), tunnel.Control{}, false); re != nil {
+			return nil, re
+		}
+		return nil, fmt.Errorf("wait for the relay's ready message: %w", err)
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
 	m, err := tunnel.ParseControl(sc.Bytes())
+	if re := refusal(relay, nil, m, err == nil); re != nil {
+		_ = mux.Close()
+		return nil, re
+	}
 	if err != nil || m.Type != tunnel.ControlReady {
 		fail(tunnel.CloseProtocol, "expected a ready message")
 		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
@@ -379,6 +435,8 @@ func (l *Listener) controlLoop(s *session) {
 			l.notify(sessionEvent{s: s, drain: true, delay: delay})
 		case tunnel.ControlClose:
 			// Raw transport: the relay's close code, just before it closes. Close our side at once.
+			reason := tunnel.CleanText(c.Reason, 256)
+			s.closeMsg.Store(&reason)
 			s.closeCode.Store(int32(c.Code))
 			_ = s.mux.Close()
 		}
@@ -484,4 +542,16 @@ func (c *readErrConn) err() error {
 		return errors.New("session closed")
 	}
 	return c.first
+}
+
+// closeReason returns the reason the relay gave with its close code, if any.
+func closeReason(ev sessionEvent) string {
+	var ce websocket.CloseError
+	if errors.As(ev.err, &ce) {
+		return ce.Reason
+	}
+	if m := ev.s.closeMsg.Load(); m != nil {
+		return *m
+	}
+	return ""
 }

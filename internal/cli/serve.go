@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,8 @@ type ServeCmd struct {
 	JWKSHostIDClaim string `name:"jwks-host-id-claim" help:"Claim naming the host id a JWKS token may register." default:"host_id" env:"SWITCHBOARD_JWKS_HOST_ID_CLAIM"`
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
 	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens (required with --jwks-url)." env:"SWITCHBOARD_JWKS_AUDIENCE"`
+	JWKSAdminClaim  string `name:"jwks-admin-claim" help:"NAME=VALUE: a JWKS token whose claim NAME is VALUE (or an array holding it) is an admin token; empty: no JWKS token is." env:"SWITCHBOARD_JWKS_ADMIN_CLAIM"`
+	MinAgentVersion string `name:"min-agent-version" help:"Refuse tunnels of agents older than this version (MAJOR.MINOR.PATCH), or of unknown version, with close code 4426." env:"SWITCHBOARD_MIN_AGENT_VERSION"`
 
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
@@ -127,6 +130,19 @@ func (c *ServeCmd) Validate() error {
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
+		}
+	}
+	if c.JWKSAdminClaim != "" {
+		if k, v, ok := strings.Cut(c.JWKSAdminClaim, "="); !ok || k == "" || v == "" {
+			return fmt.Errorf("--jwks-admin-claim %q: want NAME=VALUE, such as role=switchboard-admin", c.JWKSAdminClaim)
+		}
+		if c.JWKSURL == "" {
+			return errors.New("--jwks-admin-claim needs --jwks-url")
+		}
+	}
+	if c.MinAgentVersion != "" {
+		if err := relay.CheckAgentVersion(c.MinAgentVersion); err != nil {
+			return fmt.Errorf("--min-agent-version: %w", err)
 		}
 	}
 	if c.Lease < time.Second {
@@ -221,6 +237,15 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		StallTimeout:           c.StallTimeout,
 		StreamWindow:           uint32(c.StreamWindow),
 		MaxExchanges:           c.MaxExchanges,
+		MinAgentVersion:        c.MinAgentVersion,
+	}
+	// An admin's drain request (POST /v1/admin/replicas/{id}/drain) starts what SIGTERM starts.
+	drainReq := make(chan bool, 1)
+	rcfg.OnDrainRequest = func(exit bool) {
+		select {
+		case drainReq <- exit:
+		default:
+		}
 	}
 	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
 	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst
@@ -325,9 +350,15 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		"directory", redactDirectory(c.Directory), "internal_url", cl.url, "route_mode", c.RouteMode, "auth", c.Auth,
 		"tls", tlsMode(c), "proxy_protocol", c.ProxyProtocol)
 
-	<-ctx.Done()
-	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
-		"drain_delay", c.DrainDelay.String())
+	exit := true
+	select {
+	case <-ctx.Done():
+		log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
+			"drain_delay", c.DrainDelay.String())
+	case exit = <-drainReq:
+		log.Info("admin asked for a drain: draining", "exit_after", exit, "drain_timeout", c.DrainTimeout.String(),
+			"drain_delay", c.DrainDelay.String())
+	}
 	if c.DrainDelay > 0 {
 		// Lame duck: /readyz says 503 while everything still works, until the load balancer has stopped sending
 		// new connections here; agents told to move then reconnect elsewhere.
@@ -338,6 +369,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	defer cancel()
 	if err := srv.Drain(drainCtx); err != nil {
 		log.Warn("drain ended with exchanges in flight", "err", err)
+	}
+	if !exit {
+		// Drained, and still up: /readyz says 503, tunnels are refused, the API and metrics answer. A signal stops it.
+		log.Info("drained on an admin's request; staying up until a shutdown signal")
+		<-ctx.Done()
 	}
 	shutdownCtx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
@@ -402,6 +438,7 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 		secret = generateSecret(g.stderr, log)
 	}
 	vs := []auth.Verifier{auth.NewHS256([]byte(secret))}
+	adminClaim, adminValue, _ := strings.Cut(c.JWKSAdminClaim, "=") // checked by Validate
 	if c.JWKSURL != "" {
 		j, err := auth.NewJWKS(auth.JWKSConfig{
 			URL:         c.JWKSURL,
@@ -410,6 +447,8 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 			HostIDClaim: c.JWKSHostIDClaim,
 			Issuer:      c.JWKSIssuer,
 			Audience:    c.JWKSAudience,
+			AdminClaim:  adminClaim,
+			AdminValue:  adminValue,
 			Logger:      log,
 		})
 		if err != nil {

@@ -40,7 +40,11 @@ func (s *Server) pingLoop(ctx context.Context) {
 			}
 			wg.Go(func() {
 				defer tc.pinging.Store(false)
-				if _, err := tc.sess.Ping(); err != nil && !tc.sess.IsClosed() {
+				rtt, err := tc.sess.Ping()
+				if err == nil {
+					tc.rtt.Store(int64(rtt))
+				}
+				if err != nil && !tc.sess.IsClosed() {
 					tc.log.Info("tunnel ping unanswered: closing", "err", err)
 					tc.abort("ping_timeout")
 				}

@@ -37,6 +37,7 @@ const (
 	regFull         = "full"
 	regDraining     = "draining"
 	regFailed       = "failed"
+	regRefused      = "refused" // banned host or agent older than --min-agent-version (admin.go)
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {

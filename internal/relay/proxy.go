@@ -94,6 +94,11 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	defer s.exchanges.Add(-1)
+	if longLived(r) { // a revocation of its token ends it (revoke.go)
+		ctx, done := s.live.track(r.Context(), claims)
+		defer done()
+		r = r.WithContext(ctx)
+	}
 	if t := s.serving(tg.id); t != nil && s.serveLocal(w, r, t, kind, tg, claims.Subject, false) {
 		return
 	}

@@ -148,6 +148,16 @@ type Config struct {
 	// until some expire. Size it above 30 × the forwarded requests per second this replica receives. Zero means
 	// 1,000,000 (about 70 MB when full).
 	HopNonceCache int
+
+	// Operations (the admin API, admin.go).
+
+	// MinAgentVersion, if not empty, refuses tunnels of agents whose version (MAJOR.MINOR.PATCH) is older, or
+	// unknown, with close code 4426. See CheckAgentVersion.
+	MinAgentVersion string
+	// OnDrainRequest is called when an admin asks this replica to drain (POST /v1/admin/replicas/{id}/drain), at
+	// most once: the process should then do what it does on SIGTERM, and exit afterwards only if exit is true. If
+	// nil, the Server drains by itself (with a 30 s limit) and stays up.
+	OnDrainRequest func(exit bool)
 }
 
 // Server is the relay. It is an http.Handler.
@@ -166,6 +176,13 @@ type Server struct {
 	cors    corsPolicy
 	evm     *eventMetrics
 	seal    *sealer // list cursors and event ids (seal.go)
+	started time.Time
+	admin   *adminMetrics
+	revoked *revocations // this replica's copy of the revocation list (revoke.go); its own lock
+	live    liveUses     // long-lived client exchanges, for revocation; its own lock
+	// minAgent is Config.MinAgentVersion parsed; nil if none.
+	minAgent   *agentVersion
+	drainAsked atomic.Bool // an admin asked for a drain (requestDrain)
 
 	// Per-IP limits of tunnel upgrades; immutable after New (each has its own lock).
 	limiter   *ipLimiter // upgrades with a valid token
@@ -219,7 +236,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("relay: Config.Verifier is required (auth.AllowAll() disables auth)")
 	}
 	// Clients send the same token on every request: check each one's signature once a minute, not every time.
-	cfg.Verifier = auth.Cached(cfg.Verifier, 0)
+	// Revocations are checked on every use, after the cache.
+	revoked := &revocations{}
+	cfg.Verifier = revokingVerifier{inner: auth.Cached(cfg.Verifier, 0), list: revoked}
+	var minAgent *agentVersion
+	if cfg.MinAgentVersion != "" {
+		v, err := parseAgentVersion(cfg.MinAgentVersion)
+		if err != nil {
+			return nil, fmt.Errorf("relay: Config.MinAgentVersion: %w", err)
+		}
+		minAgent = &v
+	}
 	if cfg.Replica == "" {
 		cfg.Replica = "local"
 	}
@@ -322,6 +349,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	s := &Server{
+		started:    time.Now(),
+		revoked:    revoked,
+		minAgent:   minAgent,
+		admin:      newAdminMetrics(cfg.Registerer),
 		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
@@ -362,6 +393,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.routeAdmin()
 	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
@@ -421,6 +453,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.hub.Run(ctx) })
 	if r, ok := s.dir.Directory.(reaper); ok {
 		wg.Go(func() { s.reapLoop(ctx, r) })
+	}
+	if a, ok := s.dir.Directory.(directory.Admin); ok {
+		wg.Go(func() { s.revokeLoop(ctx, a) })
 	}
 	if r, ok := s.dir.Directory.(runner); ok {
 		wg.Go(func() {

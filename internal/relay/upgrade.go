@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/wsframe"
 )
 
@@ -109,6 +110,10 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		return "client_gone", http.StatusSwitchingProtocols
 	}
 
+	// A revocation of the client's token ends the exchange: the host's side is cut, and the client's closes with
+	// 4401 below.
+	cut := context.AfterFunc(r.Context(), func() { _ = st.Close() })
+	defer cut()
 	toHost := wsframe.NewFollower(newStallWriter(st, st.SetWriteDeadline, s.cfg.StallTimeout,
 		s.bounds.cuts.WithLabelValues(cutStalledHost)), true)
 	toClient := wsframe.NewFollower(newStallWriter(conn, conn.SetWriteDeadline, s.cfg.StallTimeout,
@@ -128,7 +133,11 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		defer close(downDone)
 		s.pump(toClient, br, "to_client", ex.kind)
 		if !toClient.SawClose() && toClient.AtBoundary() {
-			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
+			code, reason := uint16(1011), "host went away"
+			if revokedExchange(r.Context()) {
+				code, reason = uint16(tunnel.CloseTokenExpired), "token revoked"
+			}
+			_, _ = conn.Write(wsframe.CloseFrame(code, reason, false))
 		}
 		if tc, ok := conn.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or one wrapped by connlimit
 			_ = tc.CloseWrite()

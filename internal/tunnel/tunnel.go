@@ -46,8 +46,12 @@ const (
 	// CloseReplaced: a newer tunnel registered the same host id; this one is superseded. The agent that gets it
 	// reconnects with backoff only if it has no other tunnel up (a duplicate agent must not flap forever).
 	CloseReplaced websocket.StatusCode = 4409
-	// CloseKicked: an operator removed the host.
+	// CloseKicked: an operator removed the host (POST /v1/admin/hosts/{id}/kick), or refused its registration
+	// because the host is banned; the reason says which, and until when. The agent waits before it reconnects.
 	CloseKicked websocket.StatusCode = 4410
+	// CloseAgentTooOld: the agent's version is older than the relay's --min-agent-version; the reason names both.
+	// The agent waits long before it tries again: only an upgrade helps.
+	CloseAgentTooOld websocket.StatusCode = 4426
 )
 
 // Control is one message on the control stream, relay → agent, as one JSON object per line.
