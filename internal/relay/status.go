@@ -150,9 +150,9 @@ func (s *Server) startStatusSession(w http.ResponseWriter, r *http.Request) bool
 	}
 	c := &http.Cookie{Name: statusCookie, Value: tok, Path: "/status", HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		Secure: s.clientProto(r) == "https"}
-	if !claims.Expires.IsZero() {
-		c.Expires = claims.Expires
-		c.MaxAge = max(1, int(time.Until(claims.Expires).Seconds()))
+	if !claims.ExpiresAt.IsZero() {
+		c.Expires = claims.ExpiresAt
+		c.MaxAge = max(1, int(time.Until(claims.ExpiresAt).Seconds()))
 	}
 	s.logAdmin(r, claims, actStatus)
 	h := w.Header()

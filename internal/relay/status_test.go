@@ -183,7 +183,13 @@ func TestStatusStreamEndsWithToken(t *testing.T) {
 	if err != nil || !strings.Contains(string(buf[:n]), "event: snapshot") {
 		t.Fatalf("first read: %q %v", buf[:n], err)
 	}
-	rv := relaytest.Do(t, "POST", r.URL+"/v1/admin/revoke?sub=ops&until="+time.Now().Add(time.Hour).UTC().Format(time.RFC3339), other)
+	req, _ := http.NewRequest("POST", r.URL+"/v1/admin/revoke", strings.NewReader(`{"sub":"ops","for":"1h"}`))
+	req.Header.Set("Authorization", "Bearer "+other)
+	req.Header.Set("Content-Type", "application/json")
+	rv, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rv.Body.Close()
 	if rv.StatusCode != 200 {
 		t.Fatalf("revoke: %d", rv.StatusCode)
@@ -199,30 +205,30 @@ func TestBrowserStatusPage(t *testing.T) {
 	startBrowser(t)
 	c := startStatusCluster(t)
 	tab := newTab(t)
-	ctx, cancel := context.WithTimeout(tab, browserWait)
-	defer cancel()
-
-	var loc string
-	if err := chromedp.Run(ctx,
-		chromedp.Navigate(c.b.URL+"/status?access_token="+c.admin),
-		chromedp.WaitVisible("#replicas tbody tr"),
-		chromedp.Location(&loc),
-	); err != nil {
-		t.Fatal(err)
+	navigate(t, tab, c.b.URL+"/status?access_token="+c.admin)
+	if loc := location(t, tab); strings.Contains(loc.RawQuery, "access_token") || loc.Path != "/status" {
+		t.Fatalf("page address %s: want /status without the token", loc)
 	}
-	if strings.Contains(loc, "access_token") || !strings.HasSuffix(loc, "/status") {
-		t.Fatalf("page address %q: want /status without the token", loc)
-	}
-	text := func(sel string) string {
-		var s string
-		if err := chromedp.Run(ctx, chromedp.Text(sel, &s, chromedp.ByQuery)); err != nil {
-			t.Fatalf("read %s: %v", sel, err)
+	text := func(sel string) string { return strings.TrimSpace(textOf(t, tab, sel)) }
+	eval := func(expr string, out any) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(tab, browserWait)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
 		}
-		return strings.TrimSpace(s)
+		if err := json.Unmarshal(v, out); err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
 	}
 	waitText := func(sel, want string) {
 		t.Helper()
-		if err := chromedp.Run(ctx, chromedp.Poll(fmt.Sprintf(`document.querySelector(%q) && document.querySelector(%q).textContent.trim() === %q`, sel, sel, want), nil)); err != nil {
+		ctx, cancel := context.WithTimeout(tab, browserWait)
+		defer cancel()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(
+			`(document.querySelector(%q)?.textContent.trim() === %q) || null`, sel, want),
+			chromedp.WithPollingTimeout(browserWait))); err != nil {
 			t.Fatalf("%s never read %q (it reads %q): %v", sel, want, text(sel), err)
 		}
 	}
@@ -243,10 +249,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	waitText("#exchanges-total", strconv.FormatInt(total, 10))
 	for _, r := range api {
 		var cells []string
-		if err := chromedp.Run(ctx, chromedp.Evaluate(fmt.Sprintf(
-			`Array.from(document.querySelectorAll('#replicas tr[data-replica=%q] td')).map(td => td.textContent.trim())`, r.ID), &cells)); err != nil {
-			t.Fatal(err)
-		}
+		eval(fmt.Sprintf(`Array.from(document.querySelectorAll('#replicas tr[data-replica=%q] td')).map(td => td.textContent.trim())`, r.ID), &cells)
 		if len(cells) != 8 || cells[0] != r.ID || cells[1] != "serving" || cells[4] != strconv.Itoa(r.Tunnels) || cells[6] != strconv.FormatInt(r.ExchangesTotal, 10) {
 			t.Errorf("replica row %s = %q, API says tunnels %d exchanges %d", r.ID, cells, r.Tunnels, r.ExchangesTotal)
 		}
@@ -261,10 +264,7 @@ func TestBrowserStatusPage(t *testing.T) {
 		t.Fatalf("API errors %v, want host_offline 3 and forbidden 1", wantErrors)
 	}
 	var rows [][]string
-	if err := chromedp.Run(ctx, chromedp.Evaluate(
-		`Array.from(document.querySelectorAll('#errors tbody tr[data-code]')).map(tr => Array.from(tr.cells).map(td => td.textContent.trim()))`, &rows)); err != nil {
-		t.Fatal(err)
-	}
+	eval(`Array.from(document.querySelectorAll('#errors tbody tr[data-code]')).map(tr => Array.from(tr.cells).map(td => td.textContent.trim()))`, &rows)
 	gotErrors := map[string]int64{}
 	for _, row := range rows {
 		n, _ := strconv.ParseInt(row[1], 10, 64)
@@ -274,10 +274,7 @@ func TestBrowserStatusPage(t *testing.T) {
 		t.Errorf("errors on the page %v, API %v", gotErrors, wantErrors)
 	}
 	var events []string
-	if err := chromedp.Run(ctx, chromedp.Evaluate(
-		`Array.from(document.querySelectorAll('#events tbody tr')).map(tr => tr.cells[1].textContent + " " + tr.cells[2].textContent)`, &events)); err != nil {
-		t.Fatal(err)
-	}
+	eval(`Array.from(document.querySelectorAll('#events tbody tr')).map(tr => tr.cells[1].textContent + " " + tr.cells[2].textContent)`, &events)
 	for _, want := range []string{"online st-1", "online st-2", "online st-3"} {
 		if !slices.Contains(events, want) {
 			t.Errorf("events on the page %q lack %q", events, want)
@@ -288,10 +285,20 @@ func TestBrowserStatusPage(t *testing.T) {
 	relaytest.StartHost(t, c.a.URL, "st-4", http.NotFoundHandler(), nil)
 	waitText("#hosts-online", "4")
 	waitText("#events tbody tr:first-child td:nth-child(3)", "st-4")
-	if v := text("#rate"); v == "–" {
-		t.Errorf("exchanges/s still unknown after several snapshots")
+	// Exchanges made while the page watches show as a rate above zero in a later snapshot.
+	client := relaytest.ClientToken(t, "u", "st-*")
+	for range 20 {
+		resp := relaytest.Do(t, "GET", c.a.URL+"/hosts/st-1/", client)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
-	screenshot(t, ctx, "status")
+	ctx, cancel := context.WithTimeout(tab, browserWait)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`parseFloat(document.getElementById("rate").textContent) > 0 || null`,
+		chromedp.WithPollingTimeout(browserWait))); err != nil {
+		t.Fatalf("exchanges/s never rose above 0 (it reads %q): %v", text("#rate"), err)
+	}
+	screenshot(t, tab, "status")
 }
 
 // TestStatusPageSelfContained: the page loads nothing from elsewhere and runs no inline script (its CSP would
