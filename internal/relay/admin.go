@@ -35,6 +35,7 @@ const (
 	actKick     = "kick"
 	actDrain    = "drain"
 	actRevoke   = "revoke"
+	actStatus   = "status" // a browser traded an admin token for a status page session (status.go)
 )
 
 // Error codes of the admin API.
@@ -50,9 +51,9 @@ type adminMetrics struct {
 func newAdminMetrics(reg prometheus.Registerer) *adminMetrics {
 	m := &adminMetrics{actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "switchboard", Name: "admin_actions_total",
-		Help: "Calls of the admin API that passed the admin check, by action (replicas, tunnels, kick, drain, revoke).",
+		Help: "Calls of the admin API that passed the admin check, by action (replicas, tunnels, kick, drain, revoke; status: a status page session started).",
 	}, []string{"action"})}
-	for _, a := range []string{actReplicas, actTunnels, actKick, actDrain, actRevoke} {
+	for _, a := range []string{actReplicas, actTunnels, actKick, actDrain, actRevoke, actStatus} {
 		m.actions.WithLabelValues(a)
 	}
 	reg.MustRegister(m.actions)
@@ -119,6 +120,10 @@ type ReplicaView struct {
 	Draining    bool       `json:"draining"`
 	Tunnels     int        `json:"tunnels"`
 	Exchanges   int64      `json:"exchanges_in_flight"`
+	// ExchangesTotal counts the client exchanges the replica ended since it started, and Errors those of them that
+	// failed, by error code (every outcome but ok and session).
+	ExchangesTotal int64            `json:"exchanges_total"`
+	Errors         map[string]int64 `json:"errors,omitempty"`
 	// LeaseAgeSeconds is the time since the replica last refreshed its directory lease; null without a lease
 	// (the memory directory).
 	LeaseAgeSeconds *float64 `json:"lease_age_seconds"`
@@ -129,6 +134,7 @@ func (s *Server) selfView() ReplicaView {
 	started := s.started.UTC()
 	v := ReplicaView{ID: s.cfg.Replica, InternalURL: s.cfg.InternalURL, Reachable: true, Version: version.String(),
 		Started: &started, Draining: s.draining.Load(), Exchanges: s.exchanges.Load()}
+	v.ExchangesTotal, v.Errors = s.tally.read()
 	s.mu.Lock()
 	v.Tunnels = len(s.tunnels)
 	s.mu.Unlock()

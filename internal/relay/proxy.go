@@ -76,7 +76,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	if cred == credQuery && navigation(r) && s.startSession(w, r, tg, token, claims.ExpiresAt) {
-		s.countExchange("http", "session", http.StatusSeeOther)
+		s.countExchange("http", outcomeSession, http.StatusSeeOther)
 		return
 	}
 	if cred == credCookie && stateChanging(r) && !s.originAllowedForSession(r) {
@@ -166,6 +166,7 @@ type exchange struct {
 
 func (s *Server) countExchange(kind, outcome string, status int) {
 	s.metrics.exchanges.WithLabelValues(kind, outcome, statusClass(status)).Inc()
+	s.tally.note(outcome)
 }
 
 // newReverseProxy builds the relay's reverse proxy; the tunnel of each request travels in its context.

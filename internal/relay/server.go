@@ -217,6 +217,9 @@ type Server struct {
 	draining  atomic.Bool
 	closed    atomic.Bool
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
+	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
+
+	statusStreams atomic.Int64 // open GET /status/events streams, under maxStatusStreams
 
 	// Guarded by mu.
 	mu        sync.Mutex
@@ -407,6 +410,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.routeAdmin()
+	s.routeStatus()
 	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
