@@ -114,6 +114,7 @@ func UpstreamHandlerWith(upstream *url.URL, opts UpstreamOptions) http.Handler {
 			}
 			log.Warn("upstream failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(tunnel.HeaderUpstreamError, tunnel.UpstreamUnreachable)
 			w.WriteHeader(http.StatusBadGateway)
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{
 				"code":    "upstream_unreachable",

@@ -253,6 +253,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: err}
 		}
 		ln = pln
+	} else if err := proxyproto.RegisterUnused(reg); err != nil {
+		_ = ln.Close()
+		_ = srv.Close()
+		cl.abort()
+		return &exitError{code: 2, err: err}
 	}
 	ln = c.limitConns(ln, reg, log)
 	ln = clientTLSListener(ln, tlsCfg)

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // hostsPrefix starts every proxied path: /hosts/{id}/{path...}.
@@ -140,7 +141,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}
 	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 	if rec.outcome == "" {
-		rec.outcome = "ok"
+		rec.outcome = outcomeOK
 	}
 	s.countExchange(kind, rec.outcome, rec.status)
 	return true
@@ -379,6 +380,9 @@ func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
 		r.s.metrics.latency.WithLabelValues("http").Observe(time.Since(r.start).Seconds())
+		if code >= 500 && r.outcome == "" && r.ResponseWriter.Header().Get(tunnel.HeaderUpstreamError) != "" {
+			r.outcome = outcomeUpstreamUnreachable
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }

@@ -324,7 +324,7 @@ func New(cfg Config) (*Server, error) {
 		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
-		metrics:    newMetrics(cfg.Registerer),
+		metrics:    newMetrics(cfg.Registerer, cfg.IdleTimeout),
 		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
