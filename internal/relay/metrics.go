@@ -110,7 +110,7 @@ func latencyBuckets(idle time.Duration) []float64 {
 	return append(b, top)
 }
 
-func newMetrics(reg prometheus.Registerer, idle time.Duration) *metrics {
+func newMetrics(reg prometheus.Registerer, idle time.Duration, al *AccessLog) *metrics {
 	m := &metrics{
 		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "switchboard", Name: "tunnels",
@@ -168,6 +168,24 @@ func newMetrics(reg prometheus.Registerer, idle time.Duration) *metrics {
 	}, []string{"direction"})
 	reg.MustRegister(m.tcpBytes)
 	m.initSeries()
+	lines := func(f func(*AccessLog) uint64) func() float64 {
+		return func() float64 {
+			if al == nil {
+				return 0
+			}
+			return float64(f(al))
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "access_log_lines_total",
+			Help: "Lines written to the access log (0 without --access-log).",
+		}, lines((*AccessLog).Written)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "access_log_dropped_total",
+			Help: "Access log lines dropped because the write buffer was full (a slow disk) or a write failed.",
+		}, lines((*AccessLog).Dropped)),
+	)
 	return m
 }
 

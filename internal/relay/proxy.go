@@ -44,6 +44,18 @@ func splitHostPath(escaped string) (id, rest string, err error) {
 // handleProxy carries one client exchange to tg's host: authenticate, find the tunnel, check limits, then proxy.
 // valid is false when the request names no valid host id.
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, valid bool) {
+	if s.cfg.AccessLog != nil {
+		var e *accessEntry
+		w, r, e = s.startAccess(w, r, tg)
+		defer s.endAccess(e)
+		s.handleExchange(w, r, tg, valid, e)
+		return
+	}
+	s.handleExchange(w, r, tg, valid, nil)
+}
+
+// handleExchange is handleProxy after the access log entry (e, nil if the access log is off) began.
+func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request, tg target, valid bool, e *accessEntry) {
 	if !valid {
 		if tg.prefix == "" && s.isHostModeRequest(r) {
 			s.countExchange("http", "not_found", http.StatusNotFound)
@@ -71,6 +83,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
 		return
 	}
+	if e != nil {
+		e.subject = claims.Subject
+	}
 	if !claims.MayReach(tg.id) {
 		s.countExchange("http", "forbidden", http.StatusForbidden)
 		writeError(w, http.StatusForbidden, codeForbidden, "this token may not reach that host")
@@ -87,6 +102,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	kind, ok := s.checkTCP(w, r, tg, claims, cred) // tcp.go
+	if e != nil {
+		e.kind = kind
+	}
 	if !ok {
 		return
 	}
@@ -124,6 +142,9 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		return true
 	}
 	defer t.releaseCaller(caller)
+	if !hop {
+		s.setAccessRoute(w, routeLocal, kind)
+	}
 	s.metrics.activeStreams.Inc()
 	defer func() {
 		t.active.Add(-1)
@@ -396,6 +417,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
@@ -409,6 +431,7 @@ func (r *recorder) FlushError() error {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	return err
 }
