@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/switchboard-relay/switchboard/agent"
+	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
 )
@@ -242,5 +243,93 @@ func TestAccessLog(t *testing.T) {
 	if v := seriesValue(t, env.relay, "switchboard_exchanges_total",
 		map[string]string{"kind": "http", "outcome": "upstream_unreachable", "class": "5xx"}); v != 1 {
 		t.Errorf("exchanges_total{outcome=upstream_unreachable} = %v, want 1", v)
+	}
+}
+
+// TestAccessLogSample: one in N successful exchanges is logged, with sample N; every failed one is, with sample 1.
+func TestAccessLogSample(t *testing.T) {
+	al, path := startAccessLog(t, relay.AccessLogConfig{Sample: 3})
+	env := startProxy(t, listenerHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		func(c *relay.Config) { c.AccessLog = al }, nil)
+	c := newClient(t)
+	for range 9 {
+		readAll(t, env.do(t, c, "GET", "/ok", nil))
+	}
+	for range 2 {
+		readAll(t, relaytest.Do(t, "GET", env.relay.URL+"/hosts/org:offline/x", env.token))
+	}
+	_, lines := readAccessLog(t, al, path, 5)
+	ok, failed := 0, 0
+	for _, l := range lines {
+		switch {
+		case l.Status == 200 && l.Sample == 3:
+			ok++
+		case l.Status >= 400 && l.Sample == 1:
+			failed++
+		default:
+			t.Errorf("line %+v", l)
+		}
+	}
+	if ok != 3 || failed != 2 {
+		t.Fatalf("%d successful and %d failed lines, want 3 and 2: %+v", ok, failed, lines)
+	}
+}
+
+// TestAccessLogRoutes: the replica a client reached logs a forwarded exchange as forwarded and a fly-replay answer
+// as replayed; the owner, which the peer reached, logs neither.
+func TestAccessLogRoutes(t *testing.T) {
+	for _, mode := range []string{relay.RouteForward, relay.RouteFlyReplay} {
+		t.Run(mode, func(t *testing.T) {
+			alA, pathA := startAccessLog(t, relay.AccessLogConfig{})
+			alB, pathB := startAccessLog(t, relay.AccessLogConfig{})
+			dir := directory.NewMemory()
+			a := relaytest.StartRelayOn(t, dir, func(c *relay.Config) { c.AccessLog = alA; c.RouteMode = mode })
+			b := relaytest.StartRelayOn(t, dir, func(c *relay.Config) { c.AccessLog = alB; c.RouteMode = mode })
+			relaytest.StartHost(t, b.URL, "org:m", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = w.Write([]byte("from b"))
+			}), nil)
+			resp := relaytest.Do(t, "GET", a.URL+"/hosts/org:m/x", relaytest.ClientToken(t, "alice", "org:*"))
+			readAll(t, resp)
+			_, lines := readAccessLog(t, alA, pathA, 1)
+			want := accessLine{Route: "forwarded", Status: 200, BytesOut: 6}
+			if mode == relay.RouteFlyReplay {
+				want = accessLine{Route: "replayed", Status: 409, Error: "wrong_replica"}
+			}
+			if len(lines) != 1 || lines[0].Route != want.Route || lines[0].Status != want.Status || lines[0].Error != want.Error ||
+				(want.BytesOut != 0 && lines[0].BytesOut != want.BytesOut) {
+				t.Fatalf("entry replica's lines %+v, want %+v", lines, want)
+			}
+			if err := alB.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(pathB); len(b) != 0 {
+				t.Fatalf("the owner logged the peer's request: %s", b)
+			}
+		})
+	}
+}
+
+// TestAccessLogReopen: after the file is renamed (logrotate) and Reopen is called, lines go to a new file by the
+// configured name; the renamed file keeps the earlier lines.
+func TestAccessLogReopen(t *testing.T) {
+	al, path := startAccessLog(t, relay.AccessLogConfig{})
+	env := startProxy(t, listenerHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		func(c *relay.Config) { c.AccessLog = al }, nil)
+	c := newClient(t)
+	readAll(t, env.do(t, c, "GET", "/before", nil))
+	relaytest.Eventually(t, 30*time.Second, "first line", func() bool { return al.Written() == 1 })
+	rotated := path + ".1"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	al.Reopen()
+	readAll(t, env.do(t, c, "GET", "/after", nil))
+	_, lines := readAccessLog(t, al, path, 2)
+	if len(lines) != 1 || !strings.HasSuffix(lines[0].Path, "/after") {
+		t.Fatalf("new file: %+v", lines)
+	}
+	old, err := os.ReadFile(rotated)
+	if err != nil || !bytes.Contains(old, []byte("/before")) || bytes.Contains(old, []byte("/after")) {
+		t.Fatalf("rotated file %q %v", old, err)
 	}
 }
