@@ -41,6 +41,11 @@ type UpstreamOptions struct {
 	Logger *slog.Logger
 	// TCP are the named TCP services Host publishes (name → host:port; see TCPHandler and tcp.go). If nil, none.
 	TCP map[string]string
+	// Wrap, if set, wraps the handler that serves Host's streams (for example to count exchanges; the agent's own
+	// 502s carry tunnel.HeaderUpstreamError). If nil, the handler serves as is.
+	Wrap func(http.Handler) http.Handler
+	// Listening, if set, is called with Host's listener once it is created (for example to export its Stats).
+	Listening func(*Listener)
 }
 
 // UpstreamHandler returns the handler that serves tunnel streams from upstream: a reverse proxy that keeps the
@@ -170,9 +175,15 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 		}
 		cfg.Labels[tunnel.TCPLabel] = TCPLabelValue(opts.TCP)
 	}
+	if opts.Wrap != nil {
+		handler = opts.Wrap(handler)
+	}
 	ln, err := Listen(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if opts.Listening != nil {
+		opts.Listening(ln)
 	}
 	srv := &http.Server{
 		Handler:           handler,

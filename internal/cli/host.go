@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/agent"
+	"github.com/switchboard-relay/switchboard/internal/listen"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/version"
 )
@@ -36,6 +37,7 @@ type HostCmd struct {
 	HostHeader                 string            `name:"host-header" help:"Host sent upstream: 'upstream' (the upstream URL's), 'preserve' (the client's, the public name) or a fixed name. X-Forwarded-Host always carries the client's." default:"upstream" env:"SWITCHBOARD_HOST_HEADER"`
 	UpstreamCA                 string            `name:"upstream-ca" help:"PEM CA bundle that verifies an https:// upstream's certificate (instead of the system roots)." env:"SWITCHBOARD_UPSTREAM_CA"`
 	UpstreamInsecureSkipVerify bool              `name:"upstream-insecure-skip-verify" help:"Do not verify an https:// upstream's certificate (a self-signed local service only)." env:"SWITCHBOARD_UPSTREAM_INSECURE_SKIP_VERIFY"`
+	MetricsListen              string            `name:"metrics-listen" help:"Address (or fd:N) serving the agent's /metrics and /healthz (200 while the tunnel is up, else 503); empty disables it. Keep it private." env:"SWITCHBOARD_AGENT_METRICS_LISTEN"`
 }
 
 // Validate rejects flag values the relay would refuse at every attempt, so the agent exits 2 at once instead of
@@ -142,6 +144,19 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 		return &exitError{code: 2, err: err}
 	}
 	opts := agent.UpstreamOptions{Fixed: fixed, HostHeader: c.HostHeader, TLS: tlsCfg, TCP: c.TCP}
+	if c.MetricsListen != "" {
+		ln, err := listen.Open(c.MetricsListen)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
+		}
+		m := newHostMetrics()
+		cfg.MeasureRTT = true
+		opts.Wrap = m.wrap
+		opts.Listening = m.ln.Store
+		stop := serveHostMetrics(m, ln, cfg.Logger)
+		defer stop()
+		cfg.Logger.Info("agent metrics listening", "metrics_addr", ln.Addr().String())
+	}
 	if err := agent.Host(ctx, cfg, c.Upstream, opts); err != nil {
 		return &exitError{code: 2, err: err}
 	}
