@@ -241,9 +241,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		defer al.Close() // after the relay closed: its last lines are flushed
 		rcfg.AccessLog = al
-		stopReopen := reopenOnHangup(al)
-		defer stopReopen()
 	}
+	stopHangup := onHangup(rcfg.AccessLog)
+	defer stopHangup()
 	srv, err := relay.New(rcfg)
 	if err != nil {
 		cl.abort()
@@ -376,9 +376,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
-// reopenOnHangup makes SIGHUP reopen the access log (logrotate's postrotate, or copytruncate-free rotation); the
-// returned func stops it.
-func reopenOnHangup(al *relay.AccessLog) (stop func()) {
+// onHangup makes SIGHUP reopen the access log, if there is one (logrotate's postrotate), and never stop the relay
+// (its default action would end the process without a drain); the returned func stops listening for it.
+func onHangup(al *relay.AccessLog) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -387,7 +387,9 @@ func reopenOnHangup(al *relay.AccessLog) (stop func()) {
 		for {
 			select {
 			case <-ch:
-				al.Reopen()
+				if al != nil {
+					al.Reopen()
+				}
 			case <-done:
 				return
 			}
