@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
@@ -87,24 +88,35 @@ func (s *Server) endAccess(e *accessEntry) {
 		}
 		sample = al.sample
 	}
+	if b := e.line(s.cfg.Replica, status, sample); b != nil {
+		al.append(b)
+	}
+}
+
+// line encodes e as one JSON line ending in '\n' (nil if it cannot be encoded). JSON escapes every control
+// character and replaces invalid UTF-8, so a client's path or a token's subject cannot break a line in two.
+func (e *accessEntry) line(replica string, status int, sample uint64) []byte {
 	b, err := json.Marshal(accessLine{
-		Time: e.start.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Replica: s.cfg.Replica, HostID: e.hostID,
+		Time: e.start.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Replica: replica, HostID: e.hostID,
 		Method: e.method, Path: e.path, Kind: e.kind, Route: e.route, Status: status, BytesIn: e.in.Load(),
 		BytesOut: e.out.Load(), Duration: time.Since(e.start).Seconds(), Subject: truncate(e.subject, accessMaxSubject),
 		Error: e.code, Sample: sample,
 	})
 	if err != nil {
-		return
+		return nil
 	}
-	al.append(append(b, '\n'))
+	return append(b, '\n')
 }
 
-// truncate cuts s to at most n bytes.
+// truncate cuts s to at most n bytes, at the start of a UTF-8 sequence.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // accessOf finds the access entry in w's chain of wrappers; nil if the exchange has none (the access log is off,
