@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -331,5 +332,40 @@ func TestAccessLogReopen(t *testing.T) {
 	old, err := os.ReadFile(rotated)
 	if err != nil || !bytes.Contains(old, []byte("/before")) || bytes.Contains(old, []byte("/after")) {
 		t.Fatalf("rotated file %q %v", old, err)
+	}
+}
+
+// BenchmarkSmallGETAccessLog is BenchmarkSmallGET (listener host) with the access log on, writing every line to a
+// file: the cost of the log per exchange.
+func BenchmarkSmallGETAccessLog(b *testing.B) {
+	al, err := relay.NewAccessLog(relay.AccessLogConfig{Path: filepath.Join(b.TempDir(), "access.log")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = al.Close() })
+	e := startProxy(b, listenerHost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("hello"))
+	}), func(c *relay.Config) { c.AccessLog = al }, nil)
+	c := newClient(b)
+	req, err := http.NewRequest("GET", e.base+"/small?x=1", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("got %d", resp.StatusCode)
+		}
+	}
+	b.StopTimer()
+	if al.Dropped() != 0 {
+		b.Logf("%d of %d lines dropped", al.Dropped(), al.Dropped()+al.Written())
 	}
 }
