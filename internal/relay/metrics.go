@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,7 +56,7 @@ const (
 
 // exchangeSeries lists every (outcome, kinds, classes) that switchboard_exchanges_total can count, so that each
 // series exists at 0 from the start: an alert on rate(...{outcome="timeout"}) needs no "or vector(0)". A label
-// combination missing here still counts (the series then appears on first use); TestExchangeSeriesInitialised
+// combination missing here still counts (the series then appears on first use); TestLabelledSeriesExistAtStart
 // checks that the paths it drives stay within this table.
 var exchangeSeries = []struct {
 	outcome string
@@ -215,16 +214,6 @@ func (m *metrics) initSeries() {
 	for _, b := range []string{limitUpgrades, limitAuthFailed} {
 		m.upgradesLimited.WithLabelValues(b)
 	}
-}
-
-// exchangeSeriesKnown reports whether exchangeSeries lists (kind, outcome, class).
-func exchangeSeriesKnown(kind, outcome, class string) bool {
-	for _, e := range exchangeSeries {
-		if e.outcome == outcome && slices.Contains(e.kinds, kind) && slices.Contains(e.classes, class) {
-			return true
-		}
-	}
-	return false
 }
 
 // statusClass maps an HTTP status to its class label.
