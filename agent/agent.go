@@ -27,6 +27,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
@@ -83,6 +84,10 @@ type Config struct {
 	TLSConfig *tls.Config
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
+	// MeasureRTT makes the listener ping the relay on its newest tunnel once per PingInterval (and at once when a
+	// tunnel comes up) and report the round trip in Stats.PingRTT. The relay answers these pings itself; they add
+	// one small frame each way per interval. If false, Stats.PingRTT stays zero.
+	MeasureRTT bool
 }
 
 func (c *Config) validate() error {
@@ -169,6 +174,10 @@ type Listener struct {
 
 	wg        sync.WaitGroup // run loop and every session goroutine
 	closeOnce sync.Once
+
+	connects atomic.Uint64 // tunnels opened, the first one included
+	failures atomic.Uint64 // connection attempts that failed
+	rtt      atomic.Int64  // nanoseconds of the last ping's round trip (MeasureRTT)
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -303,4 +312,24 @@ func (l *Listener) Tunnels() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.sessions)
+}
+
+// Stats is a snapshot of a Listener's tunnel state, for metrics and health checks.
+type Stats struct {
+	// Tunnels is how many tunnels are up: 0 while the listener reconnects, 2 during a drain move or a renewal.
+	Tunnels int
+	// Connects counts the tunnels opened since Listen, the first one included: Connects-1 reconnects, drain moves
+	// and renewals.
+	Connects uint64
+	// FailedAttempts counts connection attempts that failed (relay unreachable, refused, token refused).
+	FailedAttempts uint64
+	// PingRTT is the round trip of the last ping on the newest tunnel; zero before the first, or without
+	// Config.MeasureRTT.
+	PingRTT time.Duration
+}
+
+// Stats returns the listener's current Stats.
+func (l *Listener) Stats() Stats {
+	return Stats{Tunnels: l.Tunnels(), Connects: l.connects.Load(), FailedAttempts: l.failures.Load(),
+		PingRTT: time.Duration(l.rtt.Load())}
 }

@@ -138,6 +138,7 @@ func (l *Listener) run() {
 					return
 				}
 				l.setLastErr(err)
+				l.failures.Add(1)
 				var re *RefusedError
 				if errors.As(err, &re) {
 					// Only time (a ban's end) or an upgrade helps: no fast retries, whatever the attempt count.
@@ -173,6 +174,7 @@ func (l *Listener) run() {
 				if l.ctx.Err() != nil {
 					return
 				}
+				l.failures.Add(1)
 				if l.permanent(err) {
 					l.log.Error("token renewal refused for good; the listener stops", "err", err)
 					l.stop(err)
@@ -398,8 +400,12 @@ func (l *Listener) start(s *session) {
 	}
 	l.sessions[s] = struct{}{}
 	l.mu.Unlock()
+	l.connects.Add(1)
 
 	l.wg.Go(func() { l.acceptLoop(s) })
+	if l.cfg.MeasureRTT {
+		l.wg.Go(func() { l.pingLoop(s) })
+	}
 	l.wg.Go(func() { l.controlLoop(s) })
 	l.wg.Go(func() { l.watch(s) })
 }
@@ -422,6 +428,44 @@ func (l *Listener) acceptLoop(s *session) {
 			return
 		}
 	}
+}
+
+// pingLoop measures the round trip to the relay on s at once and then every PingInterval, until s ends. The
+// newest tunnel's pings win: an older one's are not recorded once a newer one is up.
+func (l *Listener) pingLoop(s *session) {
+	every := l.cfg.PingInterval
+	if every <= 0 {
+		every = tunnel.DefaultPingInterval
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if rtt, err := s.mux.Ping(); err == nil && l.newest(s) {
+			l.rtt.Store(int64(max(rtt, time.Nanosecond)))
+		}
+		select {
+		case <-tick.C:
+		case <-s.mux.CloseChan():
+			return
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// newest reports whether s is the most recently opened tunnel that is up.
+func (l *Listener) newest(s *session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.sessions[s]; !ok {
+		return false
+	}
+	for o := range l.sessions {
+		if o.since.After(s.since) {
+			return false
+		}
+	}
+	return true
 }
 
 // controlLoop reads the relay's control messages.

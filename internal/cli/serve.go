@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +78,8 @@ type ServeCmd struct {
 	HostsDomain         string        `name:"hosts-domain" help:"Serve each host on its own origin, NAME.DOMAIN (a wildcard DNS record *.DOMAIN and certificate); path mode /hosts/{id}/ keeps working. Empty: path mode only." env:"SWITCHBOARD_HOSTS_DOMAIN"`
 	CORSOrigin          []string      `name:"cors-origin" help:"Exact origin (scheme://host[:port]) whose pages may call the relay cross-origin (repeatable, or comma-separated)." env:"SWITCHBOARD_CORS_ORIGIN" sep:","`
 	Pprof               bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
+	AccessLog           string        `name:"access-log" help:"Write one JSON line per client exchange to this file (reopened on SIGHUP, for logrotate), or '-' for stdout; empty disables it." env:"SWITCHBOARD_ACCESS_LOG"`
+	AccessLogSample     int           `name:"access-log-sample" help:"Log one in N successful exchanges (failed ones, status 400 and up or an error code, are always logged); 1 logs every one." default:"1" env:"SWITCHBOARD_ACCESS_LOG_SAMPLE"`
 
 	TLSCert          string   `name:"tls-cert" help:"PEM certificate (chain) of the main listener, which then speaks TLS (HTTP/1.1); reloaded when the file changes." env:"SWITCHBOARD_TLS_CERT"`
 	TLSKey           string   `name:"tls-key" help:"PEM private key of --tls-cert; reloaded with it." env:"SWITCHBOARD_TLS_KEY"`
@@ -164,6 +168,9 @@ func (c *ServeCmd) Validate() error {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
 		}
 	}
+	if c.AccessLogSample < 1 {
+		return fmt.Errorf("--access-log-sample %d must be at least 1 (1 logs every exchange)", c.AccessLogSample)
+	}
 	if c.JWKSURL != "" && c.JWKSAudience == "" {
 		return errors.New("--jwks-url needs --jwks-audience (or SWITCHBOARD_JWKS_AUDIENCE): without it a token the " +
 			"identity provider issued for any other application would be accepted here")
@@ -250,6 +257,18 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
 	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst
 	cl.configure(c, &rcfg)
+	if c.AccessLog != "" {
+		al, err := relay.NewAccessLog(relay.AccessLogConfig{Path: c.AccessLog, Sample: c.AccessLogSample,
+			Logger: log.With("component", "access_log")})
+		if err != nil {
+			cl.abort()
+			return &exitError{code: 2, err: err}
+		}
+		defer al.Close() // after the relay closed: its last lines are flushed
+		rcfg.AccessLog = al
+	}
+	stopHangup := onHangup(rcfg.AccessLog)
+	defer stopHangup()
 	srv, err := relay.New(rcfg)
 	if err != nil {
 		cl.abort()
@@ -278,6 +297,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: err}
 		}
 		ln = pln
+	} else if err := proxyproto.RegisterUnused(reg); err != nil {
+		_ = ln.Close()
+		_ = srv.Close()
+		cl.abort()
+		return &exitError{code: 2, err: err}
 	}
 	ln = c.limitConns(ln, reg, log)
 	ln = clientTLSListener(ln, tlsCfg)
@@ -387,6 +411,32 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	cl.close(log)
 	log.Info("relay stopped")
 	return nil
+}
+
+// onHangup makes SIGHUP reopen the access log, if there is one (logrotate's postrotate), and never stop the relay
+// (its default action would end the process without a drain); the returned func stops listening for it.
+func onHangup(al *relay.AccessLog) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-ch:
+				if al != nil {
+					al.Reopen()
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		wg.Wait()
+	}
 }
 
 // limitConns caps the relay listener's TCP connections per client address and in total (internal/connlimit), after

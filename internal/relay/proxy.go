@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // hostsPrefix starts every proxied path: /hosts/{id}/{path...}.
@@ -43,6 +44,18 @@ func splitHostPath(escaped string) (id, rest string, err error) {
 // handleProxy carries one client exchange to tg's host: authenticate, find the tunnel, check limits, then proxy.
 // valid is false when the request names no valid host id.
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, valid bool) {
+	if s.cfg.AccessLog != nil {
+		var e *accessEntry
+		w, r, e = s.startAccess(w, r, tg)
+		defer s.endAccess(e)
+		s.handleExchange(w, r, tg, valid, e)
+		return
+	}
+	s.handleExchange(w, r, tg, valid, nil)
+}
+
+// handleExchange is handleProxy after the access log entry (e, nil if the access log is off) began.
+func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request, tg target, valid bool, e *accessEntry) {
 	if !valid {
 		if tg.prefix == "" && s.isHostModeRequest(r) {
 			s.countExchange("http", "not_found", http.StatusNotFound)
@@ -70,6 +83,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
 		return
 	}
+	if e != nil {
+		e.subject = claims.Subject
+	}
 	if !claims.MayReach(tg.id) {
 		s.countExchange("http", "forbidden", http.StatusForbidden)
 		writeError(w, http.StatusForbidden, codeForbidden, "this token may not reach that host")
@@ -86,6 +102,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	kind, ok := s.checkTCP(w, r, tg, claims, cred) // tcp.go
+	if e != nil {
+		e.kind = kind
+	}
 	if !ok {
 		return
 	}
@@ -128,6 +147,9 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		return true
 	}
 	defer t.releaseCaller(caller)
+	if !hop {
+		s.setAccessRoute(w, routeLocal, kind)
+	}
 	s.metrics.activeStreams.Inc()
 	defer func() {
 		t.active.Add(-1)
@@ -145,7 +167,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}
 	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 	if rec.outcome == "" {
-		rec.outcome = "ok"
+		rec.outcome = outcomeOK
 	}
 	s.countExchange(kind, rec.outcome, rec.status)
 	return true
@@ -385,6 +407,9 @@ func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
 		r.s.metrics.latency.WithLabelValues("http").Observe(time.Since(r.start).Seconds())
+		if code >= 500 && r.outcome == "" && r.ResponseWriter.Header().Get(tunnel.HeaderUpstreamError) != "" {
+			r.outcome = outcomeUpstreamUnreachable
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -398,6 +423,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
@@ -411,6 +437,7 @@ func (r *recorder) FlushError() error {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	return err
 }

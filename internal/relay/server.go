@@ -107,6 +107,10 @@ type Config struct {
 	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
 	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
 	MaxExchanges int
+	// AccessLog, if set, receives one line per client exchange that reached this replica from a client (not from a
+	// peer: the replica the client reached writes the line). The caller owns it: it closes it after the Server. If
+	// nil, there is no access log.
+	AccessLog *AccessLog
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted
 	// proxy). If false, X-Forwarded-For is the client's address. The scheme is TrustForwardedProto's.
 	TrustForwardedFor bool
@@ -368,7 +372,7 @@ func New(cfg Config) (*Server, error) {
 		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
-		metrics:    newMetrics(cfg.Registerer),
+		metrics:    newMetrics(cfg.Registerer, cfg.IdleTimeout, cfg.AccessLog),
 		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),

@@ -18,11 +18,8 @@ type tally struct {
 	byError map[string]int64
 }
 
-// Outcomes that are no error: the exchange got its answer from the host, or a browser got its session cookie.
-const (
-	outcomeOK      = "ok"
-	outcomeSession = "session"
-)
+// outcomeSession: a browser traded its token for a session cookie (no error, like outcomeOK).
+const outcomeSession = "session"
 
 func (t *tally) note(outcome string) {
 	t.total.Add(1)

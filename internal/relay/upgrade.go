@@ -88,6 +88,9 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		// The refusal's body is an ordinary answer: it may take long but must keep moving.
 		rec := &recorder{ResponseWriter: w, s: s, start: ex.start, status: resp.StatusCode}
 		_, _ = io.Copy(rec, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
+		if resp.StatusCode >= 500 && resp.Header.Get(tunnel.HeaderUpstreamError) != "" {
+			return outcomeUpstreamUnreachable, resp.StatusCode // the agent could not reach the TCP service
+		}
 		return "refused", resp.StatusCode
 	}
 	if !stop() {

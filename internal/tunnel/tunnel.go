@@ -26,6 +26,15 @@ const (
 	HeaderEpoch        = "Switchboard-Epoch" // on the 101 of older relays only; the epoch now comes with "ready"
 )
 
+// HeaderUpstreamError marks an answer the agent made itself because it could not reach its upstream service (an
+// HTTP upstream or a published TCP service): a 502 whose value names the failure, UpstreamUnreachable. The relay
+// counts such an exchange as outcome upstream_unreachable rather than as the host's own answer, and passes the
+// header on to the client. An answer of the service itself never carries it unless the service sets it.
+const HeaderUpstreamError = "Switchboard-Upstream-Error"
+
+// UpstreamUnreachable is the value of HeaderUpstreamError: the agent could not connect to (or lost) its service.
+const UpstreamUnreachable = "unreachable"
+
 // MaxHostIDLen bounds a host id in bytes.
 const MaxHostIDLen = 128
 
