@@ -170,6 +170,26 @@ type bodySender struct {
 	stop   chan struct{} // closed when the exchange no longer wants the body
 	done   chan struct{} // closed when the sender returned
 	err    error         // readable after done
+
+	mu      sync.Mutex
+	reading bool // the sender is in a read of the client's body
+	stopped bool // abort has begun: no more reads
+}
+
+// read reads the client's body unless the exchange stopped wanting it; abort sees whether a read is under way.
+func (b *bodySender) read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return 0, errExpectRefused
+	}
+	b.reading = true
+	b.mu.Unlock()
+	n, err := b.body.Read(p)
+	b.mu.Lock()
+	b.reading = false
+	b.mu.Unlock()
+	return n, err
 }
 
 // run sends the body, then the trailers of a chunked one. A failure closes the stream, which wakes the exchange
@@ -203,9 +223,9 @@ func (b *bodySender) send() error {
 		var n int
 		var err error
 		if b.length < 0 {
-			n, err = b.body.Read(buf[room : len(buf)-2])
+			n, err = b.read(buf[room : len(buf)-2])
 		} else {
-			n, err = b.body.Read(buf[:min(int64(len(buf)), max(b.length-sent, 1))])
+			n, err = b.read(buf[:min(int64(len(buf)), max(b.length-sent, 1))])
 		}
 		if n > 0 {
 			sent += int64(n)
@@ -259,6 +279,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, ex *exchange)
 	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
 	outcome, status := s.exchangeHTTP(rec, r, ex)
 	s.countExchange("http", outcome, status)
+}
+
+// upgradeRequested reports whether r asks for a protocol upgrade (Connection: upgrade and an Upgrade header): it
+// is carried like a WebSocket, its bytes passed both ways after the host's 101 (upgrade.go).
+func upgradeRequested(r *http.Request) bool {
+	return r.Header.Get("Upgrade") != "" && headerHasToken(r.Header, "Connection", "upgrade")
 }
 
 // retryable reports whether r may take a kept stream: sent again on a fresh one if the host had closed it, which
@@ -397,8 +423,7 @@ func (b *bodySender) cont() {
 	}
 }
 
-// abort stops the sender and waits for it. A sender blocked on the client's body is woken by a read deadline in
-// the past on the client's connection, which the server then closes after the answer (its body was not read).
+// abort stops the sender and waits for it.
 func (b *bodySender) abort(rec *recorder) {
 	select {
 	case <-b.stop:
@@ -410,8 +435,16 @@ func (b *bodySender) abort(rec *recorder) {
 		return
 	default:
 	}
-	_ = b.st.Stream.Close()
-	_ = http.NewResponseController(rec.ResponseWriter).SetReadDeadline(time.Unix(1, 0))
+	_ = b.st.Stream.Close() // wakes a write to the host
+	b.mu.Lock()
+	b.stopped = true
+	reading := b.reading
+	b.mu.Unlock()
+	if reading {
+		// Blocked on the client, who sends nothing: a read deadline in the past wakes it, and the server closes the
+		// connection after the answer (its body was not read to its end).
+		_ = http.NewResponseController(rec.ResponseWriter).SetReadDeadline(time.Unix(1, 0))
+	}
 	<-b.done
 }
 

@@ -60,13 +60,34 @@ var hopByHopHeaders = map[string]bool{
 }
 
 // reservedHeader reports whether name, or a name it looks like, is owned by the relay. Hop-by-hop names count.
+// It runs for every header of every exchange, so a name of usual length is folded on the stack (the map lookups
+// and comparisons of a converted byte slice do not copy it).
 func reservedHeader(name string) bool {
-	f := foldHeaderName(name)
-	if reservedHeaders[f] || hopByHopHeaders[f] {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return reservedFolded([]byte(foldHeaderName(name)))
+	}
+	f := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '_':
+			f[i] = '-'
+		case 'A' <= c && c <= 'Z':
+			f[i] = c + ('a' - 'A')
+		default:
+			f[i] = c
+		}
+	}
+	return reservedFolded(f)
+}
+
+// reservedFolded is reservedHeader for a folded name.
+func reservedFolded(f []byte) bool {
+	if reservedHeaders[string(f)] || hopByHopHeaders[string(f)] {
 		return true
 	}
 	for _, p := range reservedPrefixes {
-		if strings.HasPrefix(f, p) {
+		if len(f) >= len(p) && string(f[:len(p)]) == p {
 			return true
 		}
 	}

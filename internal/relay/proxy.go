@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
-
 )
 
 // hostsPrefix starts every proxied path: /hosts/{id}/{path...}.
@@ -124,7 +123,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}()
 
 	ex := &exchange{t: t, path: tg.rest, prefix: tg.prefix, publicHost: r.Host, subject: subject, start: time.Now(), hop: hop}
-	if kind == "websocket" || kind == kindTCP {
+	if kind == "websocket" || kind == kindTCP || upgradeRequested(r) {
 		s.proxyWebSocket(w, r, ex, kind)
 		return true
 	}
