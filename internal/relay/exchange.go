@@ -52,6 +52,13 @@ const max1xx = 5
 type hostStream struct {
 	idleConn
 	pooledAt time.Time
+	closeFn  func() // closeStream, bound once per stream for context.AfterFunc
+}
+
+func newHostStream(st *yamux.Stream, idle time.Duration) *hostStream {
+	hs := &hostStream{idleConn: idleConn{Stream: st, idle: idle}}
+	hs.closeFn = hs.closeStream
+	return hs
 }
 
 // streamPool holds a tunnel's idle streams, most recently used last.
@@ -128,10 +135,12 @@ func closeStreams(ss []*hostStream) {
 
 // exchangeBuffers are an exchange's pooled reader, writer and head scratch space.
 type exchangeBuffers struct {
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	hr  headReader
-	hdr http.Header // the host's head as parsed; its value slices are handed to the client's header
+	rec   recorder  // the client's response writer of the exchange
+	sized sizedBody // the answer's body when sized
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	hr    headReader
+	hdr   http.Header // the host's head as parsed; its value slices are handed to the client's header
 }
 
 var exchangeBufferPool = sync.Pool{New: func() any {
@@ -152,6 +161,7 @@ func putExchangeBuffers(b *exchangeBuffers) {
 		b.hr.buf = nil // a huge head is not kept for the next exchange
 	}
 	clear(b.hdr)
+	b.rec, b.sized = recorder{}, sizedBody{}
 	exchangeBufferPool.Put(b)
 }
 
@@ -276,8 +286,10 @@ func (b *bodySender) send() error {
 
 // serveHTTP carries one plain HTTP exchange to ex's host and reports its outcome and status for the metrics.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, ex *exchange) {
-	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
-	outcome, status := s.exchangeHTTP(rec, r, ex)
+	b := getExchangeBuffers()
+	defer putExchangeBuffers(b)
+	b.rec = recorder{ResponseWriter: w, s: s, start: ex.start}
+	outcome, status := s.exchangeHTTP(&b.rec, r, ex, b)
 	s.countExchange("http", outcome, status)
 }
 
@@ -297,14 +309,12 @@ func retryable(r *http.Request, hasBody bool) bool {
 	return false
 }
 
-func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange) (outcome string, status int) {
+func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *exchangeBuffers) (outcome string, status int) {
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if ex.hop {
 		scrubBrowserCredentials(r.Header) // a peer of another release may have left them
 	}
-	target := requestTarget(ex.path, r.URL)
-	b := getExchangeBuffers()
-	defer putExchangeBuffers(b)
+	tgt := requestTarget(ex.path, r.URL)
 
 	var (
 		hs     *hostStream
@@ -324,13 +334,13 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange) (out
 			if err != nil {
 				return s.exchangeFailed(rec, r, ex, err)
 			}
-			hs = &hostStream{idleConn: idleConn{Stream: st, idle: s.cfg.IdleTimeout}}
+			hs = newHostStream(st, s.cfg.IdleTimeout)
 		}
 		// A client that goes away ends the exchange: the stream's close wakes every read and write on it, and the
 		// host's side sees the end of the request.
-		stop = context.AfterFunc(r.Context(), hs.closeStream)
+		stop = context.AfterFunc(r.Context(), hs.closeFn)
 		b.bw.Reset(hs)
-		s.writeRequestHead(b.bw, r, ex, target, hasBody)
+		s.writeRequestHead(b.bw, r, ex, tgt, hasBody)
 		err := b.bw.Flush()
 		if err == nil {
 			if hasBody {
@@ -551,13 +561,13 @@ func (s *Server) copyAnswer(rec *recorder, r *http.Request, ex *exchange, b *exc
 	case rh.chunked:
 		body = httputil.NewChunkedReader(b.br)
 	case rh.contentLength > 0:
-		body = &sizedBody{r: b.br, left: rh.contentLength}
+		b.sized = sizedBody{r: b.br, left: rh.contentLength}
+		body = &b.sized
 	default:
 		body = b.br // close-delimited: to the stream's end
 	}
-	rc := http.NewResponseController(rec)
 	if b.br.Buffered() == 0 {
-		if rc.Flush() != nil { // the body is not here yet (an SSE stream, a slow answer): the head goes now
+		if rec.FlushError() != nil { // the body is not here yet (an SSE stream, a slow answer): the head goes now
 			return clientFailed(rec)
 		}
 	}
@@ -578,7 +588,7 @@ func (s *Server) copyAnswer(rec *recorder, r *http.Request, ex *exchange, b *exc
 			return hostFailed(rec, r, ex, err)
 		}
 		// Flush when the stream has nothing more for the moment: no timer, and no byte waits for one.
-		if b.br.Buffered() == 0 && rc.Flush() != nil {
+		if b.br.Buffered() == 0 && rec.FlushError() != nil {
 			return clientFailed(rec)
 		}
 	}
@@ -593,7 +603,7 @@ func (s *Server) copyAnswer(rec *recorder, r *http.Request, ex *exchange, b *exc
 	if len(hdr) == 0 {
 		return answerDone
 	}
-	if rc.Flush() != nil { // the client's answer is chunked already: then trailers can follow
+	if rec.FlushError() != nil { // the client's answer is chunked already: then trailers can follow
 		return clientFailed(rec)
 	}
 	for k, vs := range hdr {
@@ -627,13 +637,6 @@ func hostFailed(rec *recorder, r *http.Request, ex *exchange, err error) answerE
 		ex.t.log.Debug("exchange cut", "err", err)
 	}
 	return answerCut
-}
-
-// reservedResponseName reports whether a trailer name is one a host may not send (stripReservedResponse).
-func reservedResponseName(name string) bool {
-	h := http.Header{name: nil}
-	stripReservedResponse(h)
-	return len(h) == 0
 }
 
 // sizedBody reads a body of a known length; a stream that ends before it is an unexpected EOF.
@@ -688,21 +691,35 @@ func (s *Server) exchangeFailed(rec *recorder, r *http.Request, ex *exchange, er
 	}
 }
 
-// requestTarget is the request-target sent to the host: the escaped path to forward and the client's query without
-// an access token.
-func requestTarget(path string, in *url.URL) string {
+// requestTargetParts is the request-target sent to the host: the escaped path to forward and the client's query without an
+// access token. It is written in pieces, with no string built for it.
+type requestTargetParts struct {
+	path     string // escaped
+	query    string // raw, without "?"
+	hasQuery bool   // a "?" follows the path, even with an empty query
+}
+
+func requestTarget(path string, in *url.URL) requestTargetParts {
 	u := url.URL{RawQuery: in.RawQuery, ForceQuery: in.ForceQuery}
 	setPath(&u, path)
 	auth.StripQueryToken(&u)
-	return u.RequestURI()
+	t := requestTargetParts{path: u.EscapedPath(), query: u.RawQuery, hasQuery: u.ForceQuery || u.RawQuery != ""}
+	if t.path == "" {
+		t.path = "/"
+	}
+	return t
 }
 
 // writeRequestHead writes the head of the request to the host: the client's header without hop-by-hop and reserved
 // names (headerpolicy.go), then the relay's own: forwarding headers, the path prefix, the verified subject, framing.
-func (s *Server) writeRequestHead(bw *bufio.Writer, r *http.Request, ex *exchange, target string, hasBody bool) {
+func (s *Server) writeRequestHead(bw *bufio.Writer, r *http.Request, ex *exchange, tgt requestTargetParts, hasBody bool) {
 	_, _ = bw.WriteString(r.Method)
 	_ = bw.WriteByte(' ')
-	_, _ = bw.WriteString(target)
+	_, _ = bw.WriteString(tgt.path)
+	if tgt.hasQuery {
+		_ = bw.WriteByte('?')
+		_, _ = bw.WriteString(tgt.query)
+	}
 	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
 	writeValue(bw, r.Host)
 	_, _ = bw.WriteString("\r\n")
