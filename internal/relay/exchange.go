@@ -183,7 +183,8 @@ type bodySender struct {
 
 	mu      sync.Mutex
 	reading bool // the sender is in a read of the client's body
-	stopped bool // abort has begun: no more reads
+	sending bool // the sender's 100-continue wait is over
+	stopped bool // refuse or abort has begun: no more reads
 }
 
 // read reads the client's body unless the exchange stopped wanting it; abort sees whether a read is under way.
@@ -212,11 +213,16 @@ func (b *bodySender) run() {
 		case <-b.start:
 		case <-t.C:
 		case <-b.stop:
-			t.Stop()
-			b.err = errExpectRefused
-			return
 		}
 		t.Stop()
+	}
+	b.mu.Lock()
+	refused := b.stopped
+	b.sending = !refused
+	b.mu.Unlock()
+	if refused {
+		b.err = errExpectRefused
+		return
 	}
 	if b.err = b.send(); b.err != nil {
 		_ = b.st.Stream.Close()
@@ -433,6 +439,17 @@ func (b *bodySender) cont() {
 	}
 }
 
+// refuse tells a sender still waiting for a 100 not to send: the host answered without asking for the body.
+func (b *bodySender) refuse() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sending {
+		return // its wait timed out: the body is under way, as when no 100 was asked for
+	}
+	b.stopped = true
+	close(b.stop)
+}
+
 // abort stops the sender and waits for it.
 func (b *bodySender) abort(rec *recorder) {
 	select {
@@ -470,7 +487,7 @@ func (s *Server) readFinalHead(rec *recorder, hs *hostStream, b *exchangeBuffers
 		}
 		if rh.status >= 200 {
 			if sender != nil && sender.start != nil {
-				sender.cont() // the host answered without a 100: the sender sees stop first if the answer ends early
+				sender.refuse() // a final answer without a 100: the body is not sent (the stream is not kept)
 			}
 			return rh, nil
 		}
