@@ -345,6 +345,8 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *e
 		// A client that goes away ends the exchange: the stream's close wakes every read and write on it, and the
 		// host's side sees the end of the request.
 		stop = context.AfterFunc(r.Context(), hs.closeFn)
+		b.br.Reset(hs)
+		b.hr.reset(b.br, s.cfg.MaxResponseHeaderBytes) // interim heads and the final one share the allowance
 		b.bw.Reset(hs)
 		s.writeRequestHead(b.bw, r, ex, tgt, hasBody)
 		err := b.bw.Flush()
@@ -352,7 +354,7 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *e
 			if hasBody {
 				sender = s.startBody(r, hs, b)
 			}
-			rh, err = s.readFinalHead(rec, hs, b, sender)
+			rh, err = s.readFinalHead(rec, b, sender)
 		}
 		if err == nil {
 			break
@@ -477,9 +479,7 @@ func (b *bodySender) abort(rec *recorder) {
 
 // readFinalHead reads the host's answer up to its final head, passing interim 103 Early Hints (and a 100 Continue
 // the client asked for) on to the client. The head's header is left in b.hdr.
-func (s *Server) readFinalHead(rec *recorder, hs *hostStream, b *exchangeBuffers, sender *bodySender) (responseHead, error) {
-	b.br.Reset(hs)
-	b.hr.reset(b.br, s.cfg.MaxResponseHeaderBytes)
+func (s *Server) readFinalHead(rec *recorder, b *exchangeBuffers, sender *bodySender) (responseHead, error) {
 	for n := 0; ; n++ {
 		rh, err := b.hr.readResponseHead(b.hdr)
 		if err != nil {
