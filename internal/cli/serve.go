@@ -41,7 +41,7 @@ type ServeCmd struct {
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
 	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens (required with --jwks-url)." env:"SWITCHBOARD_JWKS_AUDIENCE"`
 
-	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
+	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., redis-sentinel://[user:pass@]SENTINEL:PORT,SENTINEL:PORT/DB?master=NAME[&sentinel_password=...] (rediss-sentinel:// for TLS), or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
 	InternalListen    string        `help:"Address of the internal listener peers forward requests to, or fd:N (required with a Redis directory; keep it private)." env:"SWITCHBOARD_INTERNAL_LISTEN"`
 	AdvertiseInternal string        `help:"URL at which peers reach --internal-listen (default: http:// plus that address if it names one; https:// with --internal-tls-cert)." env:"SWITCHBOARD_ADVERTISE_INTERNAL"`

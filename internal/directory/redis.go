@@ -27,7 +27,12 @@ const (
 // RedisConfig configures a Redis directory. Only Addrs and Replica are required.
 type RedisConfig struct {
 	// Addrs is one Redis address (host:port) or a Redis Cluster seed list. The client detects a cluster by itself.
+	// With Sentinel.Master set, Addrs are the Sentinels' addresses instead.
 	Addrs []string
+
+	// Sentinel, if its Master is set, makes the directory ask the Sentinels at Addrs which server is the primary and
+	// follow their failovers. Username, Password and TLS then apply to the data nodes (and TLS to the Sentinels too).
+	Sentinel SentinelConfig
 
 	// DB is the database number. It must be 0 with a cluster.
 	DB int
@@ -90,8 +95,10 @@ type RedisConfig struct {
 // RecordTTL), the next epoch still exceeds every epoch issued before the loss, provided claims of one host are more
 // than the replicas' clock skew apart — a microsecond counter cannot be overtaken by a few claims per second.
 //
-// Self-healing. Run writes back the entries returned by RedisConfig.Owned when it finds its lease gone; Reassert
-// never overwrites a newer epoch nor resurrects a released one.
+// Self-healing. Run writes back the entries returned by RedisConfig.Owned when it finds its lease gone, or finds
+// another Redis server answering than at the previous heartbeat (a Sentinel failover promotes a replica that may
+// lack the last writes the old primary acknowledged, lease intact); Reassert never overwrites a newer epoch nor
+// resurrects a released one.
 //
 // Unreachable Redis. Every method bounds its Redis calls by RedisConfig.Timeout and returns an error wrapping the
 // client's or context's error; nothing blocks longer. Run logs failed heartbeats and keeps trying every Lease/3.
@@ -111,6 +118,10 @@ type Redis struct {
 	onReaped  atomic.Pointer[func(hostIDs []string)]
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	// Owned by Run (set first by NewRedis).
+	runID    string // run_id of the Redis server found by the last heartbeat; "" if not known
+	runIDOff bool   // the server refused INFO: failovers are noticed only when they lose the lease
 
 	// Guarded by recentMu.
 	recentMu  sync.Mutex
@@ -153,6 +164,14 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if strings.ContainsAny(cfg.Prefix, "{}") {
 		return nil, fmt.Errorf("new redis directory: %w: prefix %q contains a brace", ErrInvalid, cfg.Prefix)
 	}
+	if cfg.Sentinel.Master == "" && (cfg.Sentinel.Username != "" || cfg.Sentinel.Password != "") {
+		return nil, fmt.Errorf("new redis directory: %w: sentinel credentials without a sentinel master", ErrInvalid)
+	}
+	if cfg.Sentinel.Master != "" {
+		if err := checkMasterName(cfg.Sentinel.Master); err != nil {
+			return nil, fmt.Errorf("new redis directory: %w", err)
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -168,8 +187,13 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		Dialer:           netDialer(cfg.Timeout),
 		ConnWriteTimeout: max(cfg.Timeout, time.Second),
 		ClientName:       "switchboard-" + cfg.Replica,
+		Sentinel:         sentinelOption(cfg),
 	})
 	if err != nil {
+		if cfg.Sentinel.Master != "" {
+			return nil, fmt.Errorf("new redis directory: primary %q from sentinels %s: %w", cfg.Sentinel.Master,
+				strings.Join(cfg.Addrs, ","), err)
+		}
 		return nil, fmt.Errorf("new redis directory: connect %s: %w", strings.Join(cfg.Addrs, ","), err)
 	}
 	r := &Redis{
@@ -190,6 +214,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if prev != "" {
 		r.log.Info("directory lease taken over from a previous incarnation")
 	}
+	r.serverMoved(ctx)
 	if err := r.register(ctx); err != nil {
 		client.Close()
 		return nil, fmt.Errorf("new redis directory: %w", err)
@@ -231,8 +256,13 @@ func (r *Redis) heartbeat(ctx context.Context, needReassert bool) bool {
 		}
 		return needReassert
 	}
+	moved := r.serverMoved(ctx)
 	switch prev {
 	case r.incarnation:
+		if moved {
+			r.log.Warn("directory now served by another redis server (failover or restart); re-asserting entries it may have lost")
+			needReassert = true
+		}
 	case "":
 		r.log.Warn("directory lease was missing; redis lost data or was unreachable for longer than the lease")
 		needReassert = true
@@ -241,7 +271,7 @@ func (r *Redis) heartbeat(ctx context.Context, needReassert bool) bool {
 			"other_incarnation", prev)
 		needReassert = true
 	}
-	if prev != r.incarnation {
+	if prev != r.incarnation || moved {
 		if err := r.register(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("directory incarnation not registered", "err", err)
 		}

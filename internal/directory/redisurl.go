@@ -10,7 +10,16 @@ import (
 	"time"
 )
 
-const defaultRedisPort = "6379"
+const (
+	defaultRedisPort    = "6379"
+	defaultSentinelPort = "26379"
+)
+
+// Sentinel URL schemes: the addresses are Sentinels, and the query names the monitored primary.
+const (
+	sentinelScheme    = "redis-sentinel"
+	sentinelTLSScheme = "rediss-sentinel"
+)
 
 // ParseRedisURL parses where Redis is into the connection fields of a RedisConfig (Addrs, DB, Username, Password,
 // TLS); the caller sets the rest. It accepts
@@ -19,13 +28,24 @@ const defaultRedisPort = "6379"
 //	rediss://...                                 the same over TLS
 //	host:port,host:port,...                      a Redis Cluster seed list, or one plain host:port
 //	redis://h1:p1,redis://h2:p2                  a seed list of URLs; they must agree on scheme, db and credentials
+//	redis-sentinel://[[user]:password@]s1[:port][,s2[:port]...][/db]?master=NAME[&sentinel_username=U][&sentinel_password=P]
+//	rediss-sentinel://...                        the same over TLS, to the Sentinels and to the data nodes
 //
-// The port defaults to 6379.
+// The port defaults to 6379, and to 26379 for a Sentinel. In a Sentinel URL the user information authenticates to the
+// data nodes (the primary Sentinel names) and sentinel_username/sentinel_password to the Sentinels themselves, which
+// get no AUTH without them.
 func ParseRedisURL(s string) (RedisConfig, error) {
 	var cfg RedisConfig
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return cfg, fmt.Errorf("parse redis url: %w: empty", ErrInvalid)
+	}
+	if scheme, _, ok := strings.Cut(s, "://"); ok && (scheme == sentinelScheme || scheme == sentinelTLSScheme) {
+		cfg, err := parseSentinelURL(s)
+		if err != nil {
+			return RedisConfig{}, fmt.Errorf("parse redis sentinel url: %w", err)
+		}
+		return cfg, nil
 	}
 	first := true
 	var scheme string
@@ -43,7 +63,7 @@ func ParseRedisURL(s string) (RedisConfig, error) {
 			addr, sch, user, pass, db, err = parseOneRedisURL(part)
 		} else {
 			sch = "redis"
-			addr, err = withDefaultPort(part)
+			addr, err = withDefaultPort(part, defaultRedisPort)
 		}
 		if err != nil {
 			return RedisConfig{}, fmt.Errorf("parse redis url: %w", err)
@@ -72,7 +92,8 @@ func parseOneRedisURL(s string) (addr, scheme, user, pass string, db int, err er
 		return "", "", "", "", 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return "", "", "", "", 0, fmt.Errorf("%w: scheme %q, want redis or rediss", ErrInvalid, u.Scheme)
+		return "", "", "", "", 0, fmt.Errorf("%w: scheme %q, want redis, rediss, or alone %s or %s", ErrInvalid,
+			u.Scheme, sentinelScheme, sentinelTLSScheme)
 	}
 	if u.Opaque != "" || u.Host == "" {
 		return "", "", "", "", 0, fmt.Errorf("%w: no host in %q", ErrInvalid, u.Redacted())
@@ -81,25 +102,35 @@ func parseOneRedisURL(s string) (addr, scheme, user, pass string, db int, err er
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
-	if p := strings.TrimPrefix(u.Path, "/"); p != "" {
-		db, err = strconv.Atoi(p)
-		if err != nil || db < 0 {
-			return "", "", "", "", 0, fmt.Errorf("%w: database %q is not a non-negative number", ErrInvalid, p)
-		}
+	if db, err = parseDB(u.Path); err != nil {
+		return "", "", "", "", 0, err
 	}
-	if addr, err = withDefaultPort(u.Host); err != nil {
+	if addr, err = withDefaultPort(u.Host, defaultRedisPort); err != nil {
 		return "", "", "", "", 0, err
 	}
 	return addr, u.Scheme, user, pass, db, nil
 }
 
-// withDefaultPort validates host[:port] and adds the default Redis port if there is none.
-func withDefaultPort(hostport string) (string, error) {
+// parseDB parses a URL's path, "" or "/N", into a database number.
+func parseDB(path string) (int, error) {
+	p := strings.TrimPrefix(path, "/")
+	if p == "" {
+		return 0, nil
+	}
+	db, err := strconv.Atoi(p)
+	if err != nil || db < 0 {
+		return 0, fmt.Errorf("%w: database %q is not a non-negative number", ErrInvalid, p)
+	}
+	return db, nil
+}
+
+// withDefaultPort validates host[:port] and adds defaultPort if there is none.
+func withDefaultPort(hostport, defaultPort string) (string, error) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		// No port: a bare host name or a bracketed IPv6 address.
 		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
-		port = defaultRedisPort
+		port = defaultPort
 	}
 	if host == "" || strings.ContainsAny(host, "[]/?#@ \t\r\n,") {
 		return "", fmt.Errorf("%w: bad host in %q", ErrInvalid, hostport)

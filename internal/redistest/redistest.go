@@ -1,8 +1,9 @@
-// Package redistest starts throwaway redis-server processes for tests: one server, or a small Redis Cluster, on free
-// loopback ports, with persistence off, in a test's temporary directory, stopped when the test ends.
+// Package redistest starts throwaway Redis processes for tests: one server, a small Redis Cluster, or a primary with
+// a replica and three Sentinels (StartSentinelGroup), on free loopback ports, with persistence off, in a test's
+// temporary directory, stopped when the test ends.
 //
-// When redis-server is not installed, the helpers skip the test with a message saying to install it, unless the
-// environment variable CI is set, in which case they fail it: CI must run the Redis tests.
+// When a Redis binary is not installed, the helpers skip the test with a message saying which package to install,
+// unless the environment variable CI is set, in which case they fail it: CI must run the Redis tests.
 package redistest
 
 import (
@@ -41,7 +42,9 @@ type Server struct {
 	bin     string
 	dir     string
 	cluster bool
-	front   *tcpfront.Front // nil for a cluster node, whose address is the node's own
+	front   *tcpfront.Front // nil for a node on its own fixed port (a cluster node, a Sentinel group's member)
+	extra   []string        // more redis-server arguments (a replica's --replicaof)
+	conf    func() string   // if not nil, the process is a Sentinel and this is its configuration file's text
 
 	// Guarded by mu.
 	mu   sync.Mutex
@@ -137,6 +140,9 @@ func (s *Server) startLocked() error {
 // runLocked runs redis-server on s.port and waits until it answers PING there.
 func (s *Server) runLocked() error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	if s.conf != nil {
+		return s.runSentinelLocked(addr)
+	}
 	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
@@ -152,6 +158,12 @@ func (s *Server) runLocked() error {
 		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000")
 	}
+	args = append(args, s.extra...)
+	return s.execLocked(addr, args)
+}
+
+// execLocked runs s.bin with args and waits until it answers PING at addr.
+func (s *Server) execLocked(addr string, args []string) error {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
@@ -167,13 +179,14 @@ func (s *Server) runLocked() error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("redis-server on port %d exited (%v): %s", s.port, p.err, s.logTail())
+			return fmt.Errorf("%s on port %d exited (%v): %s", filepath.Base(s.bin), s.port, p.err, s.logTail())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-p.done
-			return fmt.Errorf("redis-server on port %d not ready after %v: %s", s.port, startTimeout, s.logTail())
+			return fmt.Errorf("%s on port %d not ready after %v: %s", filepath.Base(s.bin), s.port, startTimeout,
+				s.logTail())
 		}
 	}
 }
@@ -269,7 +282,14 @@ func lookRedis(t testing.TB, name string) string {
 	if err == nil {
 		return path
 	}
-	msg := fmt.Sprintf("redistest: %s not found in PATH; install redis-server (for example `apt-get install redis-server`) to run the Redis tests", name)
+	pkg := "redis-server"
+	switch name {
+	case "redis-cli":
+		pkg = "redis-tools"
+	case "redis-sentinel":
+		pkg = "redis-sentinel"
+	}
+	msg := fmt.Sprintf("redistest: %s not found in PATH; install %s (for example `apt-get install %s`) to run the Redis tests", name, pkg, pkg)
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg + " (CI is set, so this is a failure)")
 	}

@@ -41,3 +41,24 @@ func TestStartCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestSentinelGroupFailover(t *testing.T) {
+	g := StartSentinelGroup(t)
+	old := g.Primary()
+	if _, err := g.Do(old, "set", "k", "v"); err != nil {
+		t.Fatalf("set on the primary: %v", err)
+	}
+	if _, err := g.Do(old, "wait", "1", "0"); err != nil {
+		t.Fatalf("wait for the replica: %v", err)
+	}
+	if got := g.KillPrimary(); got != old {
+		t.Fatalf("killed %s, want %s", got, old)
+	}
+	now := g.WaitFailover(old)
+	if now == old || g.Node(now) == nil {
+		t.Fatalf("primary after failover %s (was %s)", now, old)
+	}
+	if v, err := g.Do(now, "get", "k"); err != nil || v != "v" {
+		t.Fatalf("get on the promoted replica = %q, %v; want the replicated value", v, err)
+	}
+}

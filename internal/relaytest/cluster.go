@@ -108,20 +108,26 @@ func startRelayOn(t testing.TB, dir directory.Directory, pki *InternalPKI, mutat
 // The relay runs the directory's upkeep; the directory is closed in t.Cleanup after the relay.
 func StartRedisReplica(t testing.TB, addrs []string, prefix, id string, mutate func(*relay.Config)) *Replica {
 	t.Helper()
+	return StartRedisReplicaWith(t, directory.RedisConfig{Addrs: addrs, Prefix: prefix, Replica: id}, mutate)
+}
+
+// StartRedisReplicaWith is StartRedisReplica for a directory configured by cfg (a Sentinel group, credentials):
+// cfg.Replica is the replica id; the lease (if zero), the logger and Owned are filled in.
+func StartRedisReplicaWith(t testing.TB, cfg directory.RedisConfig, mutate func(*relay.Config)) *Replica {
+	t.Helper()
 	var srv atomic.Pointer[relay.Server]
-	dir, err := directory.NewRedis(context.Background(), directory.RedisConfig{
-		Addrs:   addrs,
-		Replica: id,
-		Prefix:  prefix,
-		Lease:   ReplicaLease,
-		Logger:  Logger(t).With("side", "directory"),
-		Owned: func() []directory.Entry {
-			if s := srv.Load(); s != nil {
-				return s.Owned()
-			}
-			return nil
-		},
-	})
+	id := cfg.Replica
+	if cfg.Lease == 0 {
+		cfg.Lease = ReplicaLease
+	}
+	cfg.Logger = Logger(t).With("side", "directory")
+	cfg.Owned = func() []directory.Entry {
+		if s := srv.Load(); s != nil {
+			return s.Owned()
+		}
+		return nil
+	}
+	dir, err := directory.NewRedis(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("redis directory for %s: %v", id, err)
 	}
