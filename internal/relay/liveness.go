@@ -29,6 +29,7 @@ func (s *Server) pingLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		for _, tc := range s.snapshot() {
+			tc.streams.prune(now)
 			if expiredAt(tc.expiresAt, now) {
 				if tc.expiring.CompareAndSwap(false, true) {
 					wg.Go(func() { s.closeExpired(tc) }) // close waits for the agent's answer

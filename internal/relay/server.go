@@ -179,7 +179,6 @@ type Server struct {
 	metrics *metrics
 	bounds  *boundMetrics
 	mux     *http.ServeMux
-	rp      *httputil.ReverseProxy
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	cors    corsPolicy
@@ -402,7 +401,6 @@ func New(cfg Config) (*Server, error) {
 	if n, ok := dir.(reapedNotifier); ok {
 		n.OnReaped(s.moveReaped)
 	}
-	s.rp = s.newReverseProxy()
 	s.peerTransport = s.newPeerTransport()
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -31,7 +31,6 @@ type tunnelConn struct {
 	closeConn     closeFunc
 	sess          *yamux.Session
 	ctrl          net.Conn
-	transport     *http.Transport
 	meta          directory.Metadata
 	connectedAt   time.Time
 	log           *slog.Logger
@@ -46,6 +45,7 @@ type tunnelConn struct {
 	active   atomic.Int64 // exchanges in flight
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
+	streams  streamPool   // idle streams kept for the next exchange (exchange.go)
 	expiring atomic.Bool  // closeExpired has begun
 
 	callersMu sync.Mutex
@@ -337,7 +337,6 @@ func (s *Server) startTunnel(id string, nc net.Conn, closeConn closeFunc, meta d
 		log:         s.log.With("host_id", id),
 		done:        make(chan struct{}),
 	}
-	t.transport = s.newTransport(t)
 	return t, nil
 }
 
@@ -468,7 +467,7 @@ func (t *tunnelConn) sendControl(c tunnel.Control) {
 func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 	t.closeOnce.Do(func() {
 		t.closeReason = reason
-		t.transport.CloseIdleConnections()
+		t.streams.close()
 		// Send the code before the session goes, so the agent sees it rather than a bare EOF.
 		t.closeConn(t, code, msg)
 		_ = t.sess.Close()
@@ -480,7 +479,7 @@ func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 func (t *tunnelConn) abort(reason string) {
 	t.closeOnce.Do(func() {
 		t.closeReason = reason
-		t.transport.CloseIdleConnections()
+		t.streams.close()
 		_ = t.sess.Close()
 		close(t.done)
 	})
