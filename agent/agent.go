@@ -5,7 +5,9 @@
 //
 // Errors. Listen fails only for a bad Config. Failures to reach the relay are transient: the listener retries them
 // with backoff and Listener.Err shows the latest (a *DialError). A token the relay refuses is ErrAuth; with a static
-// Config.Token it is permanent, and Accept (hence http.Serve) returns it.
+// Config.Token it is permanent, and Accept (hence http.Serve) returns it. A relay that refuses to register the host
+// (an operator banned it, or the agent is older than the relay's minimum version) says so with a close code:
+// Listener.Err shows a *RefusedError, and the listener tries again only after Config.RefusedBackoff.
 //
 //	ln, err := agent.Listen(ctx, agent.Config{Relays: []string{relayURL}, HostID: "org:laptop", Token: tok})
 //	if err != nil {
@@ -25,6 +27,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
@@ -64,6 +67,9 @@ type Config struct {
 	// ReplacedBackoff is how long to wait after the relay closed the tunnel because another agent registered the
 	// same id, so two duplicate agents do not flap. Zero means 60 s.
 	ReplacedBackoff time.Duration
+	// RefusedBackoff is how long to wait after the relay refused to register the host with a close code: 4410 (an
+	// operator banned the host) or 4426 (this agent is older than the relay's minimum version). Zero means 60 s.
+	RefusedBackoff time.Duration
 	// ConnectTimeout bounds one connection attempt. Zero means 20 s.
 	ConnectTimeout time.Duration
 	// PingInterval is the keepalive cadence; the relay is considered dead after three missed. Zero means 10 s.
@@ -78,6 +84,10 @@ type Config struct {
 	TLSConfig *tls.Config
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
+	// MeasureRTT makes the listener ping the relay on its newest tunnel once per PingInterval (and at once when a
+	// tunnel comes up) and report the round trip in Stats.PingRTT. The relay answers these pings itself; they add
+	// one small frame each way per interval. If false, Stats.PingRTT stays zero.
+	MeasureRTT bool
 }
 
 func (c *Config) validate() error {
@@ -116,6 +126,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReplacedBackoff <= 0 {
 		c.ReplacedBackoff = 60 * time.Second
+	}
+	if c.RefusedBackoff <= 0 {
+		c.RefusedBackoff = 60 * time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 20 * time.Second
@@ -161,6 +174,10 @@ type Listener struct {
 
 	wg        sync.WaitGroup // run loop and every session goroutine
 	closeOnce sync.Once
+
+	connects atomic.Uint64 // tunnels opened, the first one included
+	failures atomic.Uint64 // connection attempts that failed
+	rtt      atomic.Int64  // nanoseconds of the last ping's round trip (MeasureRTT)
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -295,4 +312,24 @@ func (l *Listener) Tunnels() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.sessions)
+}
+
+// Stats is a snapshot of a Listener's tunnel state, for metrics and health checks.
+type Stats struct {
+	// Tunnels is how many tunnels are up: 0 while the listener reconnects, 2 during a drain move or a renewal.
+	Tunnels int
+	// Connects counts the tunnels opened since Listen, the first one included: Connects-1 reconnects, drain moves
+	// and renewals.
+	Connects uint64
+	// FailedAttempts counts connection attempts that failed (relay unreachable, refused, token refused).
+	FailedAttempts uint64
+	// PingRTT is the round trip of the last ping on the newest tunnel; zero before the first, or without
+	// Config.MeasureRTT.
+	PingRTT time.Duration
+}
+
+// Stats returns the listener's current Stats.
+func (l *Listener) Stats() Stats {
+	return Stats{Tunnels: l.Tunnels(), Connects: l.connects.Load(), FailedAttempts: l.failures.Load(),
+		PingRTT: time.Duration(l.rtt.Load())}
 }

@@ -149,10 +149,11 @@ func putHead(h *head) {
 
 // bridgeStream is one stream's state. Owned by the ServeConn goroutine, except where noted.
 type bridgeStream struct {
-	b    *Bridge
-	conn net.Conn
-	sr   pushbackReader // what br reads: the stream, after a byte the watcher read
-	br   *bufio.Reader
+	b       *Bridge
+	conn    net.Conn
+	outcome string         // of the exchange in progress, for UpstreamOptions.Exchange
+	sr      pushbackReader // what br reads: the stream, after a byte the watcher read
+	br      *bufio.Reader
 }
 
 // pushbackReader reads a byte read ahead by the watcher before the stream. Reads are never concurrent with the
@@ -225,9 +226,25 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Outcomes of an exchange, as UpstreamOptions.Exchange is told.
+const (
+	outcomeOK          = "ok"
+	outcomeUnreachable = "upstream_unreachable"
+	outcomeClientGone  = "client_gone"
+)
+
 // exchange carries one request and its response; it reports whether the stream may carry another.
-func (s *bridgeStream) exchange(req *head) bool {
+func (s *bridgeStream) exchange(req *head) (more bool) {
 	b := s.b
+	if b.opts.Exchange != nil {
+		kind := "http"
+		if req.upgrade {
+			kind = "websocket"
+		}
+		done := b.opts.Exchange(kind)
+		s.outcome = outcomeOK
+		defer func() { done(s.outcome) }()
+	}
 	out := outBufs.Get().(*[]byte)
 	*out = b.appendRequestHead((*out)[:0], req)
 	defer putOut(out)
@@ -248,6 +265,7 @@ func (s *bridgeStream) exchange(req *head) bool {
 		case res.err != nil && !res.started:
 			uc.close()
 			if res.clientGone {
+				s.outcome = outcomeClientGone
 				return false
 			}
 			return s.upstreamFailed(req, res.err, res.reqDone)
@@ -427,8 +445,9 @@ func (s *bridgeStream) stopBody(w *watcher, bodyDone chan error, res *roundTripR
 // upstreamFailed answers 502 for an exchange the upstream failed before any response byte; it logs once. keep
 // tells whether the request was read whole, so the stream can carry another.
 func (s *bridgeStream) upstreamFailed(req *head, err error, keep bool) bool {
+	s.outcome = outcomeUnreachable
 	s.b.log.Warn("upstream failed", "method", string(req.bytes(req.first[0])), "path", pathOf(req.bytes(req.first[1])), "err", err)
-	return s.answer(http.StatusBadGateway, "upstream_unreachable", "the host agent could not reach its upstream", !keep) && keep
+	return s.answer(http.StatusBadGateway, outcomeUnreachable, "the host agent could not reach its upstream", !keep) && keep
 }
 
 // answer writes a JSON error response (the relay's error shape); it reports whether the write went through.
@@ -436,6 +455,9 @@ func (s *bridgeStream) answer(status int, code, message string, closeConn bool) 
 	body := `{"error":{"code":` + strconv.Quote(code) + `,"message":` + strconv.Quote(message) + "}}\n"
 	h := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nContent-Type: application/json\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
+	if code == outcomeUnreachable { // the relay counts it as its own outcome, not as the service's 502
+		h += tunnel.HeaderUpstreamError + ": " + tunnel.UpstreamUnreachable + "\r\n"
+	}
 	if closeConn {
 		h += "Connection: close\r\n"
 	}

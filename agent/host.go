@@ -40,6 +40,17 @@ type UpstreamOptions struct {
 	Logger *slog.Logger
 	// TCP are the named TCP services Host publishes (name → host:port; see TCPHandler and tcp.go). If nil, none.
 	TCP map[string]string
+	// Wrap, if set, wraps the handler that serves Host's streams that are not bridged: the TCP services (for
+	// example to count exchanges; the agent's own 502s carry tunnel.HeaderUpstreamError). If nil, the handler
+	// serves as is.
+	Wrap func(http.Handler) http.Handler
+	// Exchange, if set, is called as the bridge (NewBridge, Host) starts each exchange, with its kind ("http", or
+	// "websocket" for an upgrade); the function it returns is called when the exchange ends, with its outcome:
+	// "ok" (the upstream answered, whatever its status), "upstream_unreachable" (the agent answered 502 itself) or
+	// "client_gone" (the relay gave up before an answer).
+	Exchange func(kind string) (done func(outcome string))
+	// Listening, if set, is called with Host's listener once it is created (for example to export its Stats).
+	Listening func(*Listener)
 }
 
 // UpstreamHandler returns the handler that serves tunnel streams from upstream: a reverse proxy that keeps the
@@ -113,6 +124,7 @@ func UpstreamHandlerWith(upstream *url.URL, opts UpstreamOptions) http.Handler {
 			}
 			log.Warn("upstream failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(tunnel.HeaderUpstreamError, tunnel.UpstreamUnreachable)
 			w.WriteHeader(http.StatusBadGateway)
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{
 				"code":    "upstream_unreachable",
@@ -164,9 +176,15 @@ func Host(ctx context.Context, cfg Config, upstream string, opts UpstreamOptions
 		}
 		cfg.Labels[tunnel.TCPLabel] = TCPLabelValue(opts.TCP)
 	}
+	if opts.Wrap != nil {
+		handler = opts.Wrap(handler)
+	}
 	ln, err := Listen(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if opts.Listening != nil {
+		opts.Listening(ln)
 	}
 	// Streams of HTTP exchanges go through the bridge; a stream whose first request opens a TCP service goes to an
 	// http.Server with the TCP handler (which passes any later plain request to the reverse proxy).

@@ -29,8 +29,9 @@ type session struct {
 	ctrlR *bufio.Scanner // control messages; the first one ("ready") is read by dial
 	rec   *readErrConn
 
-	ctrlDone  chan struct{} // closed when controlLoop returns
-	closeCode atomic.Int32  // the code of a "close" control message (raw transport)
+	ctrlDone  chan struct{}          // closed when controlLoop returns
+	closeCode atomic.Int32           // the code of a "close" control message (raw transport)
+	closeMsg  atomic.Pointer[string] // its reason
 	epoch     uint64
 	relay     string
 	since     time.Time
@@ -72,6 +73,35 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// RefusedError is a tunnel the relay upgraded and then closed before registering it, with a close code that says
+// why: tunnel.CloseKicked (the host is banned; Reason says until when) or tunnel.CloseAgentTooOld. The listener
+// retries it after Config.RefusedBackoff.
+type RefusedError struct {
+	Relay  string
+	Code   websocket.StatusCode
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("relay refused the tunnel with close code %d: %s", int(e.Code), e.Reason)
+}
+
+// refusal reads a close code that refuses registration from what ended a tunnel before "ready", or nil.
+func refusal(relay string, err error, m tunnel.Control, isControl bool) *RefusedError {
+	code, reason := websocket.CloseStatus(err), ""
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		reason = ce.Reason
+	}
+	if isControl && m.Type == tunnel.ControlClose {
+		code, reason = websocket.StatusCode(m.Code), m.Reason
+	}
+	if code != tunnel.CloseKicked && code != tunnel.CloseAgentTooOld {
+		return nil
+	}
+	return &RefusedError{Relay: relay, Code: code, Reason: tunnel.CleanText(reason, 256)}
+}
+
 // Is makes errors.Is(err, ErrAuth) true for a refused token.
 func (e *DialError) Is(target error) bool {
 	return target == ErrAuth && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden)
@@ -108,6 +138,20 @@ func (l *Listener) run() {
 					return
 				}
 				l.setLastErr(err)
+				l.failures.Add(1)
+				var re *RefusedError
+				if errors.As(err, &re) {
+					// Only time (a ban's end) or an upgrade helps: no fast retries, whatever the attempt count.
+					wait = l.cfg.RefusedBackoff
+					relayIx++
+					msg := "relay refused this host: banned by an operator"
+					if re.Code == tunnel.CloseAgentTooOld {
+						msg = "relay refused this agent: its version is older than the relay's minimum; upgrade the agent"
+					}
+					l.log.Error(msg, "relay", relay, "code", int(re.Code), "reason", re.Reason,
+						"retry_in", wait.Round(time.Millisecond).String())
+					continue
+				}
 				attempt++
 				wait = l.backoff(attempt)
 				relayIx++
@@ -130,6 +174,7 @@ func (l *Listener) run() {
 				if l.ctx.Err() != nil {
 					return
 				}
+				l.failures.Add(1)
 				if l.permanent(err) {
 					l.log.Error("token renewal refused for good; the listener stops", "err", err)
 					l.stop(err)
@@ -178,6 +223,11 @@ func (l *Listener) run() {
 			wait = l.cfg.MaxBackoff
 			l.log.Error("host token expired and there is no token command to get a fresh one; the relay will refuse it",
 				"retry_in", wait.Round(time.Millisecond).String())
+			current = nil
+		case ev.code == tunnel.CloseKicked:
+			attempt = 1
+			wait = l.backoff(attempt)
+			l.log.Warn("tunnel kicked by an operator", "reason", closeReason(ev), "retry_in", wait.Round(time.Millisecond).String())
 			current = nil
 		case ev.code == tunnel.CloseReplaced:
 			l.log.Warn("tunnel replaced by another agent with the same host id", "retry_in", l.cfg.ReplacedBackoff.String())
@@ -280,6 +330,11 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 	}
 	ctrl, err := mux.OpenStream()
 	if err != nil {
+		// A relay that refuses the host closes at once: the close may end the session while the stream opens.
+		if re := refusal(relay, rec.err(), tunnel.Control{}, false); re != nil {
+			_ = mux.Close()
+			return nil, re
+		}
 		fail(tunnel.CloseInternal, "control stream failed")
 		return nil, fmt.Errorf("open control stream: %w", err)
 	}
@@ -289,10 +344,18 @@ func (l *Listener) dialWith(relay, token string) (*session, error) {
 	_ = ctrl.SetReadDeadline(time.Now().Add(l.cfg.ConnectTimeout))
 	if !sc.Scan() {
 		_ = mux.Close()
-		return nil, fmt.Errorf("wait for the relay's ready message: %w", errOr(sc.Err(), rec.err()))
+		err := errOr(sc.Err(), rec.err())
+		if re := refusal(relay, rec.err(), tunnel.Control{}, false); re != nil {
+			return nil, re
+		}
+		return nil, fmt.Errorf("wait for the relay's ready message: %w", err)
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
 	m, err := tunnel.ParseControl(sc.Bytes())
+	if re := refusal(relay, nil, m, err == nil); re != nil {
+		_ = mux.Close()
+		return nil, re
+	}
 	if err != nil || m.Type != tunnel.ControlReady {
 		fail(tunnel.CloseProtocol, "expected a ready message")
 		return nil, fmt.Errorf("relay sent %q before ready", sc.Bytes())
@@ -337,8 +400,12 @@ func (l *Listener) start(s *session) {
 	}
 	l.sessions[s] = struct{}{}
 	l.mu.Unlock()
+	l.connects.Add(1)
 
 	l.wg.Go(func() { l.acceptLoop(s) })
+	if l.cfg.MeasureRTT {
+		l.wg.Go(func() { l.pingLoop(s) })
+	}
 	l.wg.Go(func() { l.controlLoop(s) })
 	l.wg.Go(func() { l.watch(s) })
 }
@@ -363,6 +430,44 @@ func (l *Listener) acceptLoop(s *session) {
 	}
 }
 
+// pingLoop measures the round trip to the relay on s at once and then every PingInterval, until s ends. The
+// newest tunnel's pings win: an older one's are not recorded once a newer one is up.
+func (l *Listener) pingLoop(s *session) {
+	every := l.cfg.PingInterval
+	if every <= 0 {
+		every = tunnel.DefaultPingInterval
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if rtt, err := s.mux.Ping(); err == nil && l.newest(s) {
+			l.rtt.Store(int64(max(rtt, time.Nanosecond)))
+		}
+		select {
+		case <-tick.C:
+		case <-s.mux.CloseChan():
+			return
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+// newest reports whether s is the most recently opened tunnel that is up.
+func (l *Listener) newest(s *session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.sessions[s]; !ok {
+		return false
+	}
+	for o := range l.sessions {
+		if o.since.After(s.since) {
+			return false
+		}
+	}
+	return true
+}
+
 // controlLoop reads the relay's control messages.
 func (l *Listener) controlLoop(s *session) {
 	defer close(s.ctrlDone)
@@ -379,6 +484,8 @@ func (l *Listener) controlLoop(s *session) {
 			l.notify(sessionEvent{s: s, drain: true, delay: delay})
 		case tunnel.ControlClose:
 			// Raw transport: the relay's close code, just before it closes. Close our side at once.
+			reason := tunnel.CleanText(c.Reason, 256)
+			s.closeMsg.Store(&reason)
 			s.closeCode.Store(int32(c.Code))
 			_ = s.mux.Close()
 		}
@@ -484,4 +591,16 @@ func (c *readErrConn) err() error {
 		return errors.New("session closed")
 	}
 	return c.first
+}
+
+// closeReason returns the reason the relay gave with its close code, if any.
+func closeReason(ev sessionEvent) string {
+	var ce websocket.CloseError
+	if errors.As(ev.err, &ce) {
+		return ce.Reason
+	}
+	if m := ev.s.closeMsg.Load(); m != nil {
+		return *m
+	}
+	return ""
 }

@@ -100,6 +100,7 @@ func (h *TCPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	if err != nil {
 		log.Warn("tcp service unreachable", "err", err)
+		w.Header().Set(tunnel.HeaderUpstreamError, tunnel.UpstreamUnreachable)
 		tcpError(w, http.StatusBadGateway, "service_unreachable", "the host agent could not connect to the service")
 		return
 	}

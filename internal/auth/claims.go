@@ -12,15 +12,20 @@ const (
 	KindHost = "host"
 	// KindClient marks a token that lets a caller reach the hosts its "hosts" claim names.
 	KindClient = "client"
+	// KindAdmin marks a token that lets an operator call the admin API (/v1/admin/). It reaches no host and
+	// registers no tunnel.
+	KindAdmin = "admin"
 )
 
 // Claims is the meaning of a verified token. The zero value may reach and register nothing.
 type Claims struct {
 	// Subject is the "sub" claim.
 	Subject string
-	// Kind is KindHost or KindClient for every verified token (see settleKind for tokens without a "kind" claim);
-	// "" only from AllowAll and in the zero value.
+	// Kind is KindHost, KindClient or KindAdmin for every verified token (see settleKind for tokens without a
+	// "kind" claim); "" only from AllowAll and in the zero value.
 	Kind string
+	// ID is the "jti" claim ("" if the token has none): what POST /v1/admin/revoke names one token by.
+	ID string
 	// HostID is the single host id a host token may register (the "host_id" claim); "" for client tokens.
 	HostID string
 	// Hosts lists the host ids a client token may reach (the "hosts" claim): exact ids, "prefix*" patterns, or "*"
@@ -89,11 +94,16 @@ func (c Claims) MayRegister(hostID string) bool {
 	return c.Kind == KindHost && c.HostID == hostID
 }
 
-// settleKind applies the one-kind rule to the claims of an authentic token, so that a token is a host token or a
-// client token, never both:
+// IsAdmin reports whether the bearer may call the admin API: the claims are of KindAdmin. AllowAll's claims are
+// not admin: running without authentication leaves the admin API closed.
+func (c Claims) IsAdmin() bool { return c.Kind == KindAdmin && c.Subject != "" }
+
+// settleKind applies the one-kind rule to the claims of an authentic token, so that a token is a host token, a
+// client token or an admin token, never two of them:
 //
 //   - "kind": "host" needs a host id and no hosts claim;
 //   - "kind": "client" needs a subject and no host id;
+//   - "kind": "admin" needs a subject and carries no host id, hosts or services claim;
 //   - no "kind" (JWKS tokens only): a host id without a hosts claim makes a host token; a hosts claim (even an empty
 //     one) without a host id, or neither, makes a client token, which then needs a subject; a host id and a hosts
 //     claim together are refused, since the token would qualify as both.
@@ -121,7 +131,9 @@ func settleKind(c Claims, hostsPresent bool) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: client token with host id", ErrInvalidToken)
 	case c.Kind == KindHost && c.Services != nil:
 		return Claims{}, fmt.Errorf("%w: host token with services", ErrInvalidToken)
-	case c.Kind != KindHost && c.Kind != KindClient:
+	case c.Kind == KindAdmin && (c.Subject == "" || c.HostID != "" || hostsPresent || c.Services != nil):
+		return Claims{}, fmt.Errorf("%w: admin token needs a sub and no host_id, hosts or services", ErrInvalidToken)
+	case c.Kind != KindHost && c.Kind != KindClient && c.Kind != KindAdmin:
 		return Claims{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidToken, truncate(c.Kind))
 	}
 	return c, nil

@@ -3,16 +3,20 @@
 //
 // # Token kinds and claims
 //
-// Switchboard's own tokens (MintHost, MintClient, verified by NewHS256) are HS256 JWTs with these claims:
+// Switchboard's own tokens (MintHost, MintClient, MintAdmin, verified by NewHS256) are HS256 JWTs with these claims:
 //
-//	claim    | type              | host token          | client token        | meaning
-//	---------+-------------------+---------------------+---------------------+----------------------------------------
-//	sub      | string            | "host:<host id>"    | caller's choice     | who the token speaks for
-//	kind     | string            | "host"              | "client"            | which side of the relay may use it
-//	host_id  | string            | required            | absent              | the one host id this token may register
-//	hosts    | array of strings  | absent              | optional            | host ids the bearer may reach (below)
-//	iat      | NumericDate       | set                 | set                 | issued at
-//	exp      | NumericDate       | required            | required            | expiry; 30 s leeway on verification
+//	claim    | type              | host token          | client token        | admin token    | meaning
+//	---------+-------------------+---------------------+---------------------+----------------+------------------------------
+//	sub      | string            | "host:<host id>"    | caller's choice     | operator's     | who the token speaks for
+//	kind     | string            | "host"              | "client"            | "admin"        | which side of the relay may use it
+//	host_id  | string            | required            | absent              | absent         | the one host id it may register
+//	hosts    | array of strings  | absent              | optional            | absent         | host ids the bearer may reach
+//	jti      | string            | set (random)        | set (random)        | set (random)   | token id, for revocation
+//	iat      | NumericDate       | set                 | set                 | set            | issued at
+//	exp      | NumericDate       | required            | required            | required       | expiry; 30 s leeway
+//
+// An admin token (Claims.IsAdmin) calls the admin API under /v1/admin/ and nothing else: it reaches no host and
+// registers no tunnel, and host and client tokens never pass the admin check.
 //
 // A "hosts" entry is an exact host id ("org1:laptop"), a prefix pattern ending in one "*" ("org1:*" reaches every
 // id starting with "org1:"), or "*" alone (every host). A "*" anywhere but the end is an ordinary character. An
@@ -22,7 +26,9 @@
 // with Ed25519 keys, selected by the "kid" header). Their "kind" claim is optional: without it, a token with a host id
 // and no hosts claim is a host token, and any other a client token; a token with both claims is refused, so no
 // token is ever both kinds (the rule is settleKind's; Claims.Kind is always set). Every client token needs a
-// non-empty "sub". The names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
+// non-empty "sub". A JWKS token is an admin token only through JWKSConfig.AdminClaim and AdminValue (a claim the
+// operator names, such as "role": "switchboard-admin"); its own "kind": "admin" without that claim is refused. The
+// names of the reachable-hosts and host-id claims are configurable (JWKSConfig.HostsClaim, default "hosts";
 // JWKSConfig.HostIDClaim, default "host_id"), and the hosts claim may be a JSON array of strings or one string.
 // JWKSConfig.HostsSuffix turns an issuer's organization ids into patterns (suffix ":*": "org1" reaches "org1:*").
 // RSA keys must have 2048 to 8192 bits; keys without a "kid", with "use" other than "sig", or of other types are

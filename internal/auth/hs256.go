@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -68,6 +70,22 @@ func MintClientServices(secret []byte, subject string, hosts, services []string,
 	})
 }
 
+// MintAdmin returns an HS256 token that lets subject call the admin API for ttl: "kind" is "admin", and it reaches
+// no host and registers nothing.
+func MintAdmin(secret []byte, subject string, ttl time.Duration) (string, error) {
+	if subject == "" {
+		return "", errors.New("mint admin token: empty subject")
+	}
+	return mint(secret, ttl, hsClaims{RegisteredClaims: jwt.RegisteredClaims{Subject: subject}, Kind: KindAdmin})
+}
+
+// newJTI returns a random token id: 16 bytes, hex. Every minted token carries one, so that it can be revoked alone.
+func newJTI() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
 func mint(secret []byte, ttl time.Duration, c hsClaims) (string, error) {
 	if len(secret) == 0 {
 		return "", fmt.Errorf("mint %s token: empty secret", c.Kind)
@@ -78,6 +96,7 @@ func mint(secret []byte, ttl time.Duration, c hsClaims) (string, error) {
 	now := time.Now()
 	c.IssuedAt = jwt.NewNumericDate(now)
 	c.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+	c.ID = newJTI()
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 	if err != nil {
 		return "", fmt.Errorf("mint %s token: %w", c.Kind, err)
@@ -87,7 +106,7 @@ func mint(secret []byte, ttl time.Duration, c hsClaims) (string, error) {
 
 // NewHS256 returns a Verifier for tokens minted by MintHost and MintClient with secret. Only HS256 is accepted
 // (never "none" or an asymmetric algorithm), "exp" is required, "exp", "nbf" and "iat" get Leeway, and "kind" must
-// be "host" (with a "host_id") or "client" (with a "sub"). The secret should be at least MinSecretLen random bytes; an empty
+// be "host" (with a "host_id"), "client" (with a "sub") or "admin" (with a "sub"). The secret should be at least MinSecretLen random bytes; an empty
 // secret rejects every token. The secret is copied.
 func NewHS256(secret []byte) Verifier {
 	return &hs256{
@@ -128,7 +147,7 @@ func (v *hs256) Verify(_ context.Context, token string) (Claims, error) {
 	if c.Kind == "" {
 		return Claims{}, fmt.Errorf("%w: no kind", ErrInvalidToken) // Switchboard's own tokens always say
 	}
-	return settleKind(Claims{Subject: c.Subject, Kind: c.Kind, HostID: c.HostID, Hosts: c.Hosts, Services: c.Services,
+	return settleKind(Claims{Subject: c.Subject, Kind: c.Kind, ID: c.ID, HostID: c.HostID, Hosts: c.Hosts, Services: c.Services,
 		ExpiresAt: c.ExpiresAt.Time},
 		c.Hosts != nil)
 }

@@ -68,6 +68,44 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 	}
 }
 
+func TestMintAdmin(t *testing.T) {
+	v := NewHS256(testSecret)
+	tok, err := MintAdmin(testSecret, "ops", time.Hour)
+	if err != nil {
+		t.Fatalf("MintAdmin: %v", err)
+	}
+	c, err := v.Verify(t.Context(), tok)
+	if err != nil {
+		t.Fatalf("Verify admin token: %v", err)
+	}
+	if c.Kind != KindAdmin || !c.IsAdmin() || c.Subject != "ops" || len(c.ID) != 32 {
+		t.Fatalf("admin claims = %+v", c)
+	}
+	if c.MayReach("x") || c.MayRegister("x") {
+		t.Fatalf("admin token reaches or registers a host: %+v", c)
+	}
+	tok2, _ := MintAdmin(testSecret, "ops", time.Hour)
+	if c2, _ := v.Verify(t.Context(), tok2); c2.ID == c.ID {
+		t.Fatalf("two minted tokens share jti %q", c.ID)
+	}
+	for _, mint := range []func() (string, error){
+		func() (string, error) { return MintHost(testSecret, "h", time.Hour) },
+		func() (string, error) { return MintClient(testSecret, "u", []string{"*"}, time.Hour) },
+	} {
+		tok, _ := mint()
+		c, err := v.Verify(t.Context(), tok)
+		if err != nil || c.IsAdmin() || c.ID == "" {
+			t.Fatalf("claims %+v, err %v: want a non-admin token with a jti", c, err)
+		}
+	}
+	if c, _ := AllowAll().Verify(t.Context(), ""); c.IsAdmin() {
+		t.Fatal("AllowAll's claims pass the admin check")
+	}
+	if _, err := MintAdmin(testSecret, "", time.Hour); err == nil {
+		t.Fatal("MintAdmin with an empty subject succeeded")
+	}
+}
+
 func TestMintErrors(t *testing.T) {
 	tests := []struct {
 		name string

@@ -30,6 +30,11 @@ type JWKSConfig struct {
 	HostsSuffix string
 	// HostIDClaim names the claim holding the one host id a token may register. If empty, "host_id".
 	HostIDClaim string
+	// AdminClaim and AdminValue make admin tokens of the issuer's: a token whose claim AdminClaim is the string
+	// AdminValue, or an array holding it, is of kind "admin" (it needs a "sub", and no host id, hosts or services
+	// claim). If AdminClaim is empty, no JWKS token is an admin token, whatever its "kind" says: an issuer's
+	// "kind" claim alone never grants the admin API.
+	AdminClaim, AdminValue string
 	// Issuer, if not empty, must equal the token's "iss".
 	Issuer string
 	// Audience, if not empty, must be one of the token's "aud" values.
@@ -54,6 +59,8 @@ type JWKS struct {
 	hostsClaim  string
 	hostsSuffix string
 	hostIDClaim string
+	adminClaim  string
+	adminValue  string
 	refresh     time.Duration
 	client      *http.Client
 	log         *slog.Logger
@@ -85,6 +92,8 @@ func NewJWKS(cfg JWKSConfig) (*JWKS, error) {
 		hostsClaim:  cfg.HostsClaim,
 		hostsSuffix: cfg.HostsSuffix,
 		hostIDClaim: cfg.HostIDClaim,
+		adminClaim:  cfg.AdminClaim,
+		adminValue:  cfg.AdminValue,
 		refresh:     cfg.RefreshInterval,
 		client:      cfg.HTTPClient,
 		log:         cfg.Logger,
@@ -96,6 +105,9 @@ func NewJWKS(cfg JWKSConfig) (*JWKS, error) {
 	}
 	if j.hostIDClaim == "" {
 		j.hostIDClaim = "host_id"
+	}
+	if (cfg.AdminClaim == "") != (cfg.AdminValue == "") {
+		return nil, errors.New("jwks admin claim: give both a claim name and a value, or neither")
 	}
 	if j.refresh == 0 {
 		j.refresh = time.Hour
@@ -165,6 +177,17 @@ func (j *JWKS) claims(mc jwt.MapClaims) (Claims, error) {
 	if c.HostID, err = stringClaim(mc, j.hostIDClaim); err != nil {
 		return Claims{}, err
 	}
+	if c.ID, err = stringClaim(mc, "jti"); err != nil {
+		return Claims{}, err
+	}
+	switch admin := j.adminClaim != "" && claimHolds(mc[j.adminClaim], j.adminValue); {
+	case admin && c.Kind != "" && c.Kind != KindAdmin:
+		return Claims{}, fmt.Errorf("%w: token has the admin claim and kind %q", ErrInvalidToken, truncate(c.Kind))
+	case admin:
+		c.Kind = KindAdmin
+	case c.Kind == KindAdmin:
+		return Claims{}, fmt.Errorf("%w: kind \"admin\" without the configured admin claim", ErrInvalidToken)
+	}
 	switch v := mc[j.hostsClaim].(type) {
 	case nil:
 	case string:
@@ -203,6 +226,21 @@ func (j *JWKS) claims(mc jwt.MapClaims) (Claims, error) {
 	c.ExpiresAt = exp.Time
 	_, hostsPresent := mc[j.hostsClaim]
 	return settleKind(c, hostsPresent)
+}
+
+// claimHolds reports whether a claim's value is want, or an array with want among its strings.
+func claimHolds(v any, want string) bool {
+	switch v := v.(type) {
+	case string:
+		return v == want
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok && s == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stringClaim returns claim name as a string, "" when absent.

@@ -227,6 +227,7 @@ func TestJWKSRejects(t *testing.T) {
 }
 
 func TestJWKSClaims(t *testing.T) {
+	adminCfg := JWKSConfig{AdminClaim: "role", AdminValue: "sb-admin"}
 	ed := newEd25519(t, "ed-1")
 	srv := startJWKS(t, ed)
 	tests := []struct {
@@ -269,6 +270,17 @@ func TestJWKSClaims(t *testing.T) {
 		{"host kind without host id", JWKSConfig{}, jwt.MapClaims{"kind": "host", "sub": "u"}, nil, "", "", ErrInvalidToken},
 		{"client kind with host id", JWKSConfig{}, jwt.MapClaims{"kind": "client", "sub": "u", "host_id": "h"}, nil, "", "", ErrInvalidToken},
 		{"client kind without sub", JWKSConfig{}, jwt.MapClaims{"kind": "client", "hosts": []string{"a"}}, nil, "", "", ErrInvalidToken},
+
+		// Admin tokens come only through the configured claim.
+		{"admin claim", adminCfg, jwt.MapClaims{"sub": "ops", "role": "sb-admin"}, nil, "", KindAdmin, nil},
+		{"admin claim in array", adminCfg, jwt.MapClaims{"sub": "ops", "role": []string{"x", "sb-admin"}}, nil, "", KindAdmin, nil},
+		{"admin claim other value", adminCfg, jwt.MapClaims{"sub": "ops", "role": "user"}, nil, "", KindClient, nil},
+		{"admin kind without claim", adminCfg, jwt.MapClaims{"sub": "ops", "kind": "admin"}, nil, "", "", ErrInvalidToken},
+		{"admin kind unconfigured", JWKSConfig{}, jwt.MapClaims{"sub": "ops", "kind": "admin", "role": "sb-admin"}, nil, "", "", ErrInvalidToken},
+		{"admin claim and client kind", adminCfg, jwt.MapClaims{"sub": "ops", "kind": "client", "role": "sb-admin"}, nil, "", "", ErrInvalidToken},
+		{"admin claim with hosts", adminCfg, jwt.MapClaims{"sub": "ops", "role": "sb-admin", "hosts": "*"}, nil, "", "", ErrInvalidToken},
+		{"admin claim with host id", adminCfg, jwt.MapClaims{"sub": "ops", "role": "sb-admin", "host_id": "h"}, nil, "", "", ErrInvalidToken},
+		{"admin claim without sub", adminCfg, jwt.MapClaims{"role": "sb-admin"}, nil, "", "", ErrInvalidToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

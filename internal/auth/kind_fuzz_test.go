@@ -14,10 +14,14 @@ func FuzzJWKSClaims(f *testing.F) {
 		`{"kind":"host","host_id":"h","hosts":"*"}`, `{"kind":"client","host_id":"h","sub":"u"}`,
 		`{"sub":"u","host_id":"org1:m","organizationIds":["org1"]}`, `{"kind":"client","hosts":["*"]}`, `{}`,
 		`{"sub":"","hosts":"*"}`, `{"kind":"","host_id":"*"}`, `{"sub":7}`,
+		`{"sub":"ops","role":"sb-admin"}`, `{"sub":"ops","role":["x","sb-admin"],"hosts":["*"]}`,
+		`{"sub":"ops","kind":"admin"}`, `{"sub":"ops","kind":"client","role":"sb-admin"}`,
+		`{"role":"sb-admin"}`, `{"sub":"ops","role":"sb-admin","host_id":"h"}`, `{"sub":"u","jti":"j1","hosts":"*"}`,
 	} {
 		f.Add([]byte(s))
 	}
-	j, err := NewJWKS(JWKSConfig{URL: "https://id.example/jwks", HostsClaim: "organizationIds", HostsSuffix: ":*"})
+	j, err := NewJWKS(JWKSConfig{URL: "https://id.example/jwks", HostsClaim: "organizationIds", HostsSuffix: ":*",
+		AdminClaim: "role", AdminValue: "sb-admin"})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -32,7 +36,22 @@ func FuzzJWKSClaims(f *testing.F) {
 			return
 		}
 		probes := append([]string{"x", "org1:m", "*", c.HostID}, c.Hosts...)
+		if c.Kind != KindAdmin && c.IsAdmin() {
+			t.Fatalf("%s token passes the admin check: %+v", c.Kind, c)
+		}
 		switch c.Kind {
+		case KindAdmin:
+			if !c.IsAdmin() || c.HostID != "" || c.Hosts != nil || c.Services != nil {
+				t.Fatalf("admin token %+v", c)
+			}
+			if !claimHolds(mc["role"], "sb-admin") {
+				t.Fatalf("admin token without the admin claim: %s", payload)
+			}
+			for _, p := range probes {
+				if c.MayReach(p) || c.MayRegister(p) {
+					t.Fatalf("admin token %+v reaches or registers %q", c, p)
+				}
+			}
 		case KindHost:
 			if c.HostID == "" || c.Hosts != nil {
 				t.Fatalf("host token with host id %q and hosts %q", c.HostID, c.Hosts)

@@ -45,6 +45,7 @@ type CLI struct {
 	Serve   ServeCmd   `cmd:"" help:"Run the relay."`
 	Host    HostCmd    `cmd:"" help:"Keep a tunnel to a relay and serve an upstream through it."`
 	Token   TokenCmd   `cmd:"" help:"Mint HS256 tokens signed with SWITCHBOARD_SECRET."`
+	Admin   AdminCmd   `cmd:"" help:"Operate a running relay cluster through its admin API (needs an admin token)."`
 	Connect ConnectCmd `cmd:"" help:"Bridge stdin/stdout to a host's TCP service (for ssh -o ProxyCommand)."`
 	Forward ForwardCmd `cmd:"" help:"Accept local TCP connections and carry each to a host's TCP service."`
 	Bench   BenchCmd   `cmd:"" help:"Measure the relay against a direct connection."`

@@ -42,6 +42,7 @@ type HostCmd struct {
 	UpstreamInsecureSkipVerify bool              `name:"upstream-insecure-skip-verify" help:"Do not verify an https:// upstream's certificate (a self-signed local service only)." env:"SWITCHBOARD_UPSTREAM_INSECURE_SKIP_VERIFY"`
 	Pprof                      string            `name:"pprof" placeholder:"ADDR" help:"Serve Go's profiler (/debug/pprof/) on ADDR, a loopback address such as 127.0.0.1:6061 (or fd:N). Off by default." env:"SWITCHBOARD_HOST_PPROF"`
 	PprofAllowRemote           bool              `name:"pprof-allow-remote" help:"Let --pprof listen on an address that is not loopback (profiles show what the agent is doing to anyone who can reach it)." env:"SWITCHBOARD_HOST_PPROF_ALLOW_REMOTE"`
+	MetricsListen              string            `name:"metrics-listen" help:"Address (or fd:N) serving the agent's /metrics and /healthz (200 while the tunnel is up, else 503); empty disables it. Keep it private." env:"SWITCHBOARD_AGENT_METRICS_LISTEN"`
 }
 
 // Validate rejects flag values the relay would refuse at every attempt, so the agent exits 2 at once instead of
@@ -199,6 +200,20 @@ func (c *HostCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: err}
 		}
 		defer stop()
+	}
+	if c.MetricsListen != "" {
+		ln, err := listen.Open(c.MetricsListen)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("metrics listen: %w", err)}
+		}
+		m := newHostMetrics()
+		cfg.MeasureRTT = true
+		opts.Wrap = m.wrap
+		opts.Exchange = m.exchange
+		opts.Listening = m.ln.Store
+		stop := serveHostMetrics(m, ln, cfg.Logger)
+		defer stop()
+		cfg.Logger.Info("agent metrics listening", "metrics_addr", ln.Addr().String())
 	}
 	if err := agent.Host(ctx, cfg, c.Upstream, opts); err != nil {
 		return &exitError{code: 2, err: err}

@@ -13,7 +13,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +43,8 @@ type ServeCmd struct {
 	JWKSHostIDClaim string `name:"jwks-host-id-claim" help:"Claim naming the host id a JWKS token may register." default:"host_id" env:"SWITCHBOARD_JWKS_HOST_ID_CLAIM"`
 	JWKSIssuer      string `name:"jwks-issuer" help:"Required 'iss' of JWKS tokens." env:"SWITCHBOARD_JWKS_ISSUER"`
 	JWKSAudience    string `name:"jwks-audience" help:"Required 'aud' of JWKS tokens (required with --jwks-url)." env:"SWITCHBOARD_JWKS_AUDIENCE"`
+	JWKSAdminClaim  string `name:"jwks-admin-claim" help:"NAME=VALUE: a JWKS token whose claim NAME is VALUE (or an array holding it) is an admin token; empty: no JWKS token is." env:"SWITCHBOARD_JWKS_ADMIN_CLAIM"`
+	MinAgentVersion string `name:"min-agent-version" help:"Refuse tunnels of agents older than this version (MAJOR.MINOR.PATCH), or of unknown version, with close code 4426." env:"SWITCHBOARD_MIN_AGENT_VERSION"`
 
 	Directory         string        `help:"Tunnel directory: 'memory' (one node), or Redis shared by replicas: redis://[user:pass@]HOST:PORT/DB, rediss://..., redis-sentinel://[user:pass@]SENTINEL:PORT,SENTINEL:PORT/DB?master=NAME[&sentinel_password=...] (rediss-sentinel:// for TLS), or a HOST:PORT,HOST:PORT Redis Cluster seed list." default:"memory" env:"SWITCHBOARD_DIRECTORY"`
 	ReplicaID         string        `help:"Name of this replica, unique among replicas (default: FLY_MACHINE_ID, else the hostname)." env:"SWITCHBOARD_REPLICA_ID"`
@@ -73,6 +78,8 @@ type ServeCmd struct {
 	HostsDomain         string        `name:"hosts-domain" help:"Serve each host on its own origin, NAME.DOMAIN (a wildcard DNS record *.DOMAIN and certificate); path mode /hosts/{id}/ keeps working. Empty: path mode only." env:"SWITCHBOARD_HOSTS_DOMAIN"`
 	CORSOrigin          []string      `name:"cors-origin" help:"Exact origin (scheme://host[:port]) whose pages may call the relay cross-origin (repeatable, or comma-separated)." env:"SWITCHBOARD_CORS_ORIGIN" sep:","`
 	Pprof               bool          `help:"Serve /debug/pprof/ on the metrics listener." env:"SWITCHBOARD_PPROF"`
+	AccessLog           string        `name:"access-log" help:"Write one JSON line per client exchange to this file (reopened on SIGHUP, for logrotate), or '-' for stdout; empty disables it." env:"SWITCHBOARD_ACCESS_LOG"`
+	AccessLogSample     int           `name:"access-log-sample" help:"Log one in N successful exchanges (failed ones, status 400 and up or an error code, are always logged); 1 logs every one." default:"1" env:"SWITCHBOARD_ACCESS_LOG_SAMPLE"`
 
 	TLSCert          string   `name:"tls-cert" help:"PEM certificate (chain) of the main listener, which then speaks TLS (HTTP/1.1); reloaded when the file changes." env:"SWITCHBOARD_TLS_CERT"`
 	TLSKey           string   `name:"tls-key" help:"PEM private key of --tls-cert; reloaded with it." env:"SWITCHBOARD_TLS_KEY"`
@@ -129,6 +136,19 @@ func (c *ServeCmd) Validate() error {
 			return fmt.Errorf("%s %v must not be negative", d.name, d.v)
 		}
 	}
+	if c.JWKSAdminClaim != "" {
+		if k, v, ok := strings.Cut(c.JWKSAdminClaim, "="); !ok || k == "" || v == "" {
+			return fmt.Errorf("--jwks-admin-claim %q: want NAME=VALUE, such as role=switchboard-admin", c.JWKSAdminClaim)
+		}
+		if c.JWKSURL == "" {
+			return errors.New("--jwks-admin-claim needs --jwks-url")
+		}
+	}
+	if c.MinAgentVersion != "" {
+		if err := relay.CheckAgentVersion(c.MinAgentVersion); err != nil {
+			return fmt.Errorf("--min-agent-version: %w", err)
+		}
+	}
 	if c.Lease < time.Second {
 		return fmt.Errorf("--lease %v: a replica lease must be at least 1s (it is refreshed every third of it)", c.Lease)
 	}
@@ -147,6 +167,9 @@ func (c *ServeCmd) Validate() error {
 		if n.v < 0 {
 			return fmt.Errorf("%s %v must not be negative", n.name, n.v)
 		}
+	}
+	if c.AccessLogSample < 1 {
+		return fmt.Errorf("--access-log-sample %d must be at least 1 (1 logs every exchange)", c.AccessLogSample)
 	}
 	if c.JWKSURL != "" && c.JWKSAudience == "" {
 		return errors.New("--jwks-url needs --jwks-audience (or SWITCHBOARD_JWKS_AUDIENCE): without it a token the " +
@@ -221,10 +244,31 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		StallTimeout:           c.StallTimeout,
 		StreamWindow:           uint32(c.StreamWindow),
 		MaxExchanges:           c.MaxExchanges,
+		MinAgentVersion:        c.MinAgentVersion,
+	}
+	// An admin's drain request (POST /v1/admin/replicas/{id}/drain) starts what SIGTERM starts.
+	drainReq := make(chan bool, 1)
+	rcfg.OnDrainRequest = func(exit bool) {
+		select {
+		case drainReq <- exit:
+		default:
+		}
 	}
 	rcfg.MaxStreamsPerClient = c.MaxStreamsPerClient
 	rcfg.AuthFailRate, rcfg.AuthFailBurst = c.AuthFailRate, c.AuthFailBurst
 	cl.configure(c, &rcfg)
+	if c.AccessLog != "" {
+		al, err := relay.NewAccessLog(relay.AccessLogConfig{Path: c.AccessLog, Sample: c.AccessLogSample,
+			Logger: log.With("component", "access_log")})
+		if err != nil {
+			cl.abort()
+			return &exitError{code: 2, err: err}
+		}
+		defer al.Close() // after the relay closed: its last lines are flushed
+		rcfg.AccessLog = al
+	}
+	stopHangup := onHangup(rcfg.AccessLog)
+	defer stopHangup()
 	srv, err := relay.New(rcfg)
 	if err != nil {
 		cl.abort()
@@ -253,6 +297,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return &exitError{code: 2, err: err}
 		}
 		ln = pln
+	} else if err := proxyproto.RegisterUnused(reg); err != nil {
+		_ = ln.Close()
+		_ = srv.Close()
+		cl.abort()
+		return &exitError{code: 2, err: err}
 	}
 	ln = c.limitConns(ln, reg, log)
 	ln = clientTLSListener(ln, tlsCfg)
@@ -326,9 +375,15 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		"directory", redactDirectory(c.Directory), "internal_url", cl.url, "route_mode", c.RouteMode, "auth", c.Auth,
 		"tls", tlsMode(c), "proxy_protocol", c.ProxyProtocol)
 
-	<-ctx.Done()
-	log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
-		"drain_delay", c.DrainDelay.String())
+	exit := true
+	select {
+	case <-ctx.Done():
+		log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
+			"drain_delay", c.DrainDelay.String())
+	case exit = <-drainReq:
+		log.Info("admin asked for a drain: draining", "exit_after", exit, "drain_timeout", c.DrainTimeout.String(),
+			"drain_delay", c.DrainDelay.String())
+	}
 	if c.DrainDelay > 0 {
 		// Lame duck: /readyz says 503 while everything still works, until the load balancer has stopped sending
 		// new connections here; agents told to move then reconnect elsewhere.
@@ -339,6 +394,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	defer cancel()
 	if err := srv.Drain(drainCtx); err != nil {
 		log.Warn("drain ended with exchanges in flight", "err", err)
+	}
+	if !exit {
+		// Drained, and still up: /readyz says 503, tunnels are refused, the API and metrics answer. A signal stops it.
+		log.Info("drained on an admin's request; staying up until a shutdown signal")
+		<-ctx.Done()
 	}
 	shutdownCtx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
@@ -353,6 +413,32 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	cl.close(log)
 	log.Info("relay stopped")
 	return nil
+}
+
+// onHangup makes SIGHUP reopen the access log, if there is one (logrotate's postrotate), and never stop the relay
+// (its default action would end the process without a drain); the returned func stops listening for it.
+func onHangup(al *relay.AccessLog) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-ch:
+				if al != nil {
+					al.Reopen()
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		wg.Wait()
+	}
 }
 
 // limitConns caps the relay listener's TCP connections per client address and in total (internal/connlimit), after
@@ -405,6 +491,7 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 		secret = generateSecret(g.stderr, log)
 	}
 	vs := []auth.Verifier{auth.NewHS256([]byte(secret))}
+	adminClaim, adminValue, _ := strings.Cut(c.JWKSAdminClaim, "=") // checked by Validate
 	if c.JWKSURL != "" {
 		j, err := auth.NewJWKS(auth.JWKSConfig{
 			URL:         c.JWKSURL,
@@ -413,6 +500,8 @@ func (c *ServeCmd) verifier(g *Globals, log *slog.Logger) (auth.Verifier, error)
 			HostIDClaim: c.JWKSHostIDClaim,
 			Issuer:      c.JWKSIssuer,
 			Audience:    c.JWKSAudience,
+			AdminClaim:  adminClaim,
+			AdminValue:  adminValue,
 			Logger:      log,
 		})
 		if err != nil {

@@ -14,6 +14,38 @@ import (
 type TokenCmd struct {
 	Host   TokenHostCmd   `cmd:"" help:"Mint a host token bound to one host id."`
 	Client TokenClientCmd `cmd:"" help:"Mint a client token for a list of host ids or prefix* patterns."`
+	Admin  TokenAdminCmd  `cmd:"" help:"Mint an admin token for the admin API (switchboard admin); it reaches no host."`
+}
+
+// TokenAdminCmd is `switchboard token admin`.
+type TokenAdminCmd struct {
+	Sub    string        `help:"Subject (who the operator is; logged with every admin action)." default:"admin"`
+	TTL    time.Duration `help:"Lifetime." default:"1h"`
+	Secret string        `help:"Signing secret." env:"SWITCHBOARD_SECRET"`
+}
+
+// Validate checks the subject and lifetime before anything is signed.
+func (c *TokenAdminCmd) Validate() error {
+	if c.Sub == "" {
+		return errNoSub
+	}
+	if err := checkSecret("--secret (SWITCHBOARD_SECRET)", c.Secret); err != nil {
+		return err
+	}
+	return checkTTL(c.TTL)
+}
+
+// Run prints the token.
+func (c *TokenAdminCmd) Run(g *Globals) error {
+	if c.Secret == "" {
+		return errNoSecret
+	}
+	tok, err := auth.MintAdmin([]byte(c.Secret), c.Sub, c.TTL)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, tok)
+	return err
 }
 
 // TokenHostCmd is `switchboard token host`.

@@ -31,7 +31,7 @@ func TestVersionEverywhere(t *testing.T) {
 		t.Fatalf("agent_version %q (%v), want %q: %s", h.Metadata.AgentVersion, err, want, body)
 	}
 	_, m := get("http://"+metrics+"/metrics", "")
-	line := regexp.MustCompile(`(?m)^switchboard_build_info\{go_version="go[^"]+",revision="[0-9a-f]*",version="([^"]*)"\} 1$`).FindStringSubmatch(m)
+	line := regexp.MustCompile(`(?m)^switchboard_build_info\{goversion="go[^"]+",revision="[0-9a-f]*",version="([^"]*)"\} 1$`).FindStringSubmatch(m)
 	if line == nil || line[1] != want {
 		t.Fatalf("switchboard_build_info: %q, want version %q", line, want)
 	}

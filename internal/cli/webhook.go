@@ -36,6 +36,7 @@ func (c *ServeCmd) validateWebhooks() error {
 // and exactly one replica delivers; otherwise in memory, like the log.
 func (c *ServeCmd) openWebhooks(events presence.Log, cl *cluster, replica string, reg prometheus.Registerer, log *slog.Logger) (*webhook.Sender, error) {
 	if len(c.WebhookURL) == 0 {
+		webhook.RegisterUnused(reg)
 		return nil, nil
 	}
 	var b [6]byte

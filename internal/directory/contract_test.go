@@ -14,6 +14,7 @@ import (
 func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	t.Helper()
 	ctx := t.Context
+	runAdminContract(t, newDir)
 
 	t.Run("ClaimGivesIncreasingEpochs", func(t *testing.T) {
 		d := newDir(t)

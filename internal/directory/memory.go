@@ -22,6 +22,9 @@ type Memory struct {
 	peers  map[string]string // replica → internal URL (see Advertise)
 	sorted []string          // ids of hosts, sorted; stale while shorter than hosts (hosts are never removed)
 	closed bool
+
+	adminOnce sync.Once
+	adm       *memAdmin // bans and revocations (admin.go); its own lock
 }
 
 // memHost is everything Memory knows of one host.

@@ -118,6 +118,7 @@ type Redis struct {
 	onReaped  atomic.Pointer[func(hostIDs []string)]
 	closed    atomic.Bool
 	closeOnce sync.Once
+	leaseAt   atomic.Int64 // Unix ms of the last lease refresh (LeaseRefreshed)
 
 	// Owned by Run (set first by NewRedis).
 	runID    string // run_id of the Redis server found by the last heartbeat; "" if not known
@@ -298,11 +299,13 @@ func (r *Redis) refreshLease(ctx context.Context) (string, error) {
 	cmd := r.client.B().Set().Key(r.leaseKey).Value(r.incarnation).Get().PxMilliseconds(r.cfg.Lease.Milliseconds()).Build()
 	prev, err := r.client.Do(ctx, cmd).ToString()
 	if rueidis.IsRedisNil(err) {
+		r.leaseAt.Store(r.now().UnixMilli())
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("refresh lease: %w", err)
 	}
+	r.leaseAt.Store(r.now().UnixMilli())
 	return prev, nil
 }
 

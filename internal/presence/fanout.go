@@ -83,6 +83,19 @@ func (f *Fanout) tail(ctx context.Context, pos string) {
 	}
 }
 
+// Recent returns up to n of the most recent events Run has read (since it started, or since the last gap), newest
+// first. It never reads the underlying log: it is what a status page shows.
+func (f *Fanout) Recent(n int) []Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n = max(0, min(n, len(f.buf)))
+	out := make([]Event, 0, n)
+	for i := len(f.buf) - 1; i >= len(f.buf)-n; i-- {
+		out = append(out, f.buf[i])
+	}
+	return out
+}
+
 // reset empties the buffer and starts it at pos.
 func (f *Fanout) reset(pos string) {
 	f.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -369,4 +370,46 @@ func (c *countingLog) reads() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// TestFanoutRecent: Recent returns the newest events first, at most n of them and at most the buffer's size.
+func TestFanoutRecent(t *testing.T) {
+	f := fanoutOver(t, NewMemory(MemoryConfig{}), 3)
+	for { // Run starts from the log's newest event: wait until it has, so that it sees every event appended next
+		f.mu.Lock()
+		ready, wake := f.ready, f.wake
+		f.mu.Unlock()
+		if ready {
+			break
+		}
+		<-wake
+	}
+	if got := f.Recent(5); len(got) != 0 {
+		t.Fatalf("Recent before any event = %v", got)
+	}
+	var last Event
+	for _, id := range []string{"a", "b", "c", "d"} {
+		e, err := f.Append(t.Context(), Event{Kind: Online, HostID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = e
+	}
+	for { // wait until Run has read the last event
+		if _, hit, wake := f.fromBuffer(last.ID, 1); hit {
+			break
+		} else {
+			<-wake
+		}
+	}
+	var hosts []string
+	for _, e := range f.Recent(5) {
+		hosts = append(hosts, e.HostID)
+	}
+	if strings.Join(hosts, ",") != "d,c,b" {
+		t.Fatalf("Recent(5) = %v, want d,c,b (newest first, at most the buffer of 3)", hosts)
+	}
+	if got := f.Recent(1); len(got) != 1 || got[0].HostID != "d" {
+		t.Fatalf("Recent(1) = %v", got)
+	}
 }

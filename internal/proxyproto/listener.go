@@ -51,6 +51,24 @@ type Listener struct {
 	pending map[net.Conn]struct{}
 }
 
+// newRefused returns switchboard_proxy_protocol_refused_total with its series at 0.
+func newRefused() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_proxy_protocol_refused_total",
+		Help: "Connections closed before serving: reason untrusted (not from --proxy-protocol-from), bad_header, or timeout.",
+	}, []string{"reason"})
+	for _, r := range []string{"untrusted", "bad_header", "timeout"} {
+		c.WithLabelValues(r)
+	}
+	return c
+}
+
+// RegisterUnused registers switchboard_proxy_protocol_refused_total at 0 for a relay that reads no PROXY headers,
+// so that the family exists on every relay (dashboards and alerts need not special-case its absence).
+func RegisterUnused(reg prometheus.Registerer) error {
+	return reg.Register(newRefused())
+}
+
 // NewListener wraps inner, which it owns from now on (Close closes it), and starts accepting.
 func NewListener(inner net.Listener, cfg Config) (*Listener, error) {
 	if len(cfg.Trusted) == 0 {
@@ -67,18 +85,12 @@ func NewListener(inner net.Listener, cfg Config) (*Listener, error) {
 	}
 	l := &Listener{
 		inner: inner, cfg: cfg,
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchboard_proxy_protocol_refused_total",
-			Help: "Connections closed before serving: reason untrusted (not from --proxy-protocol-from), bad_header, or timeout.",
-		}, []string{"reason"}),
+		refused: newRefused(),
 		ready:   make(chan net.Conn),
 		errs:    make(chan error),
 		done:    make(chan struct{}),
 		slots:   make(chan struct{}, cfg.MaxPending),
 		pending: make(map[net.Conn]struct{}),
-	}
-	for _, r := range []string{"untrusted", "bad_header", "timeout"} {
-		l.refused.WithLabelValues(r)
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(l.refused); err != nil {

@@ -82,6 +82,20 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			"replayed, nonce_cache_full).",
 	}, []string{"reason"})
 	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves, m.hopRejections, m.dirUp, m.asks)
+	for _, op := range []string{opClaim, opRelease, opLookup, opRecords, opAdvertise, opPeerURL, opReassert, opListPeers, opProbe} {
+		m.dirSeconds.WithLabelValues(op)
+		m.dirErrors.WithLabelValues(op)
+	}
+	for _, o := range []string{fwdOK, fwdFlyReplay, fwdPeerUnreachable, fwdPeerTimeout, fwdPeerFailed, fwdClientGone,
+		fwdBadRequest, fwdAskedPeers, fwdReceived, fwdReceivedMiss, fwdRejected} {
+		m.forwards.WithLabelValues(o)
+	}
+	for _, o := range []string{missAppeared, missTimedOut, missClientGone} {
+		m.missWaits.WithLabelValues(o)
+	}
+	for _, r := range []string{"no_secret", "malformed", "expired", "bad_signature", "replayed", "nonce_cache_full"} {
+		m.hopRejections.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -98,11 +112,17 @@ type cacheStatser interface {
 	CacheStats() (hits, misses uint64)
 }
 
-// registerCacheMetrics exposes the directory's lookup cache hits and misses, if it has a cache.
+// noCache is the cacheStatser of a directory without a client-side cache (directory.Memory): always 0, so the
+// family exists on every replica.
+type noCache struct{}
+
+func (noCache) CacheStats() (hits, misses uint64) { return 0, 0 }
+
+// registerCacheMetrics exposes the directory's lookup cache hits and misses; 0 if it has no cache.
 func registerCacheMetrics(reg prometheus.Registerer, dir any) {
 	c, ok := dir.(cacheStatser)
 	if !ok {
-		return
+		c = noCache{}
 	}
 	const name, help = "directory_cache_lookups_total", "Directory lookups by result: hit (answered from the client-side cache) or miss (read from Redis)."
 	reg.MustRegister(

@@ -58,6 +58,7 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		h.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
+	noteAccessCode(w, code)
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(b)
 }

@@ -247,6 +247,9 @@ func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
 	for _, k := range []string{"cursor", "event_id"} {
 		m.refused.WithLabelValues(k)
 	}
+	for _, k := range []presence.Kind{presence.Online, presence.Offline, presence.Moved, presence.Updated} {
+		m.appended.WithLabelValues(string(k))
+	}
 	reg.MustRegister(m.appended, m.failed, m.subscribers, m.refused)
 	return m
 }

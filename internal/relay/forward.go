@@ -133,10 +133,12 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 		// A request Fly already replayed (Fly-Replay-Src) is forwarded instead: the directory may have moved on,
 		// and replaying again could loop.
 		s.cluster.forwards.WithLabelValues(fwdFlyReplay).Inc()
+		s.setAccessRoute(w, routeReplayed, kind)
 		w.Header().Set("Fly-Replay", "instance="+replica)
 		writeError(w, http.StatusConflict, codeWrongReplica, "this replica does not hold the host's tunnel; replay at instance "+replica)
 		return
 	}
+	s.setAccessRoute(w, routeForwarded, kind)
 	fw := &forwardEx{peer: peer, subject: subject}
 	r = r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw))
 	if r.Body != nil && r.Body != http.NoBody {

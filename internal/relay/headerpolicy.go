@@ -60,13 +60,23 @@ var hopByHopHeaders = map[string]bool{
 }
 
 // reservedHeader reports whether name, or a name it looks like, is owned by the relay. Hop-by-hop names count.
+// It runs for every header of every exchange, so a name of usual length is folded on the stack (the map lookups
+// and comparisons of a converted byte slice do not copy it).
 func reservedHeader(name string) bool {
-	f := foldHeaderName(name)
-	if reservedHeaders[f] || hopByHopHeaders[f] {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return reservedFolded([]byte(foldHeaderName(name)))
+	}
+	return reservedFolded(foldInto(buf[:len(name)], name))
+}
+
+// reservedFolded is reservedHeader for a folded name.
+func reservedFolded(f []byte) bool {
+	if reservedHeaders[string(f)] || hopByHopHeaders[string(f)] {
 		return true
 	}
 	for _, p := range reservedPrefixes {
-		if strings.HasPrefix(f, p) {
+		if len(f) >= len(p) && string(f[:len(p)]) == p {
 			return true
 		}
 	}
@@ -141,15 +151,46 @@ var reservedResponsePrefixes = []string{"x-accel-"}
 // would act on, and every look-alike of one.
 func stripReservedResponse(h http.Header) {
 	for k := range h {
-		f := foldHeaderName(k)
-		drop := reservedResponseHeaders[f]
-		for _, p := range reservedResponsePrefixes {
-			drop = drop || strings.HasPrefix(f, p)
-		}
-		if drop {
+		if reservedResponseName(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// reservedResponseName reports whether name, or a name it looks like, may not be on a host's answer. A name of
+// usual length is folded on the stack, as in reservedHeader: this runs for every header of every answer.
+func reservedResponseName(name string) bool {
+	var buf [64]byte
+	var f []byte
+	if len(name) > len(buf) {
+		f = []byte(foldHeaderName(name))
+	} else {
+		f = foldInto(buf[:len(name)], name)
+	}
+	if reservedResponseHeaders[string(f)] {
+		return true
+	}
+	for _, p := range reservedResponsePrefixes {
+		if len(f) >= len(p) && string(f[:len(p)]) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// foldInto writes name folded (foldHeaderName) into f, which has its length, and returns f.
+func foldInto(f []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '_':
+			f[i] = '-'
+		case 'A' <= c && c <= 'Z':
+			f[i] = c + ('a' - 'A')
+		default:
+			f[i] = c
+		}
+	}
+	return f
 }
 
 // modifyResponse is the ReverseProxy hook that cleans a host's answer (stripReservedResponse).

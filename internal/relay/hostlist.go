@@ -49,48 +49,11 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 		writeError(w, http.StatusBadRequest, codeBadRequest, "this directory cannot list hosts; query ids=a,b,c")
 		return
 	}
-	q := r.URL.Query()
-	var f listFilter
-	switch v := q.Get("online"); v {
-	case "":
-	case "true", "false":
-		b := v == "true"
-		f.online = &b
-	default:
-		writeError(w, http.StatusBadRequest, codeBadRequest, "online must be true or false")
+	lq, ok := s.parseListQuery(w, r, validHostID)
+	if !ok {
 		return
 	}
-	if len(q["label"]) > 16 {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "at most 16 label filters")
-		return
-	}
-	for _, kv := range q["label"] {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "label must be key=value")
-			return
-		}
-		f.labels = append(f.labels, [2]string{k, v})
-	}
-	limit := listDefaultLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > listMaxLimit {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "limit must be 1-"+strconv.Itoa(listMaxLimit))
-			return
-		}
-		limit = n
-	}
-	prefix := q.Get("prefix")
-	after := ""
-	if c := q.Get("cursor"); c != "" {
-		var err error
-		if after, err = s.seal.open(sealCursor, c); err != nil || !validHostID(after) {
-			s.evm.refused.WithLabelValues("cursor").Inc()
-			writeError(w, http.StatusBadRequest, codeInvalidCursor, "cursor is not one this API returned")
-			return
-		}
-	}
+	f, limit, prefix, after := lq.filter, lq.limit, lq.prefix, lq.after
 	scope := listScopeOf(claims, prefix)
 
 	out := struct {
@@ -225,4 +188,60 @@ func (ls listScope) next(ctx context.Context, lister directory.Lister, after str
 		ids, more = ids[:n], true
 	}
 	return ids, more, nil
+}
+
+// listQuery is what a listing's query asks: GET /v1/hosts and GET /v1/admin/tunnels read it alike.
+type listQuery struct {
+	filter listFilter
+	limit  int
+	prefix string
+	after  string // the opened cursor; "" for the first page
+}
+
+// parseListQuery reads [online=true|false][&label=k=v...][&prefix=p][&limit=n][&cursor=c] from r; validCursor
+// checks an opened cursor's content. On failure it has answered 400.
+func (s *Server) parseListQuery(w http.ResponseWriter, r *http.Request, validCursor func(string) bool) (listQuery, bool) {
+	q := r.URL.Query()
+	var f listFilter
+	switch v := q.Get("online"); v {
+	case "":
+	case "true", "false":
+		b := v == "true"
+		f.online = &b
+	default:
+		writeError(w, http.StatusBadRequest, codeBadRequest, "online must be true or false")
+		return listQuery{}, false
+	}
+	if len(q["label"]) > 16 {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "at most 16 label filters")
+		return listQuery{}, false
+	}
+	for _, kv := range q["label"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "label must be key=value")
+			return listQuery{}, false
+		}
+		f.labels = append(f.labels, [2]string{k, v})
+	}
+	limit := listDefaultLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > listMaxLimit {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "limit must be 1-"+strconv.Itoa(listMaxLimit))
+			return listQuery{}, false
+		}
+		limit = n
+	}
+	prefix := q.Get("prefix")
+	after := ""
+	if c := q.Get("cursor"); c != "" {
+		var err error
+		if after, err = s.seal.open(sealCursor, c); err != nil || !validCursor(after) {
+			s.evm.refused.WithLabelValues("cursor").Inc()
+			writeError(w, http.StatusBadRequest, codeInvalidCursor, "cursor is not one this API returned")
+			return listQuery{}, false
+		}
+	}
+	return listQuery{filter: f, limit: limit, prefix: prefix, after: after}, true
 }

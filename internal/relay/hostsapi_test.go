@@ -121,7 +121,7 @@ func TestMetricsNeverCarryHostIDs(t *testing.T) {
 	resp.Body.Close()
 	text := string(b)
 	for _, want := range []string{"switchboard_tunnels 1", "switchboard_tunnel_registrations_total", "switchboard_exchanges_total",
-		"switchboard_exchange_header_latency_seconds", "switchboard_active_exchanges", "switchboard_draining 0"} {
+		"switchboard_exchange_header_latency_seconds", "switchboard_exchanges_active", "switchboard_draining 0"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)
 		}

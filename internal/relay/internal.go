@@ -210,6 +210,7 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		s.handleEvict(w, r, from)
 	case r.URL.Path == hasPath && r.Method == http.MethodGet:
 		s.handleHas(w, r)
+	case strings.HasPrefix(r.URL.Path, "/internal/v1/admin/") && s.serveAdminInternal(w, r, from):
 	default:
 		writeError(w, http.StatusNotFound, codeNotFound, "no such internal endpoint")
 	}

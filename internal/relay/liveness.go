@@ -22,7 +22,9 @@ const pingSlices = 10
 // outstanding, and each only for a round trip when the agent is alive.
 //
 // The same tick closes every tunnel of its slice whose host token has expired (closeExpired), so a tunnel outlives
-// its token's "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own.
+// its token's "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own. It also closes the
+// slice's kept streams idle for streamIdleTimeout (streamPool.prune), so each tunnel's pool is pruned once per
+// interval.
 func (s *Server) pingLoop(ctx context.Context) { s.pingEvery(ctx, s.ping) }
 
 // pingEvery is pingLoop with its ping as a parameter, so that the schedule can be tested without yamux (whose
@@ -45,6 +47,7 @@ func (s *Server) pingEvery(ctx context.Context, ping func(tc *tunnelConn)) {
 			if tc.phase%pingSlices != slice {
 				continue
 			}
+			tc.streams.prune(now) // each tunnel's kept streams, once per interval with its ping
 			if expiredAt(tc.expiresAt, now) {
 				if tc.expiring.CompareAndSwap(false, true) {
 					wg.Go(func() { s.closeExpired(tc) }) // close waits for the agent's answer
@@ -59,10 +62,15 @@ func (s *Server) pingEvery(ctx context.Context, ping func(tc *tunnelConn)) {
 	}
 }
 
-// ping pings tc once and aborts it if the ping is not answered.
+// ping pings tc once, records the round trip, and aborts tc if the ping is not answered.
 func (s *Server) ping(tc *tunnelConn) {
 	defer tc.pinging.Store(false)
-	if _, err := tc.sess.Ping(); err != nil && !tc.sess.IsClosed() {
+	rtt, err := tc.sess.Ping()
+	if err == nil {
+		tc.rtt.Store(int64(rtt)) // the admin API's and status page's round trip
+		return
+	}
+	if !tc.sess.IsClosed() {
 		tc.log.Info("tunnel ping unanswered: closing", "err", err)
 		tc.abort("ping_timeout")
 	}

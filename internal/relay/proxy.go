@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -16,7 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // hostsPrefix starts every proxied path: /hosts/{id}/{path...}.
@@ -24,9 +22,6 @@ const hostsPrefix = "/hosts/"
 
 // HeaderSubject carries the verified token subject to the host. A client-sent copy is always removed.
 const HeaderSubject = "X-Switchboard-Subject"
-
-// exchangeKey carries the target tunnel in a proxied request's context.
-type exchangeKey struct{}
 
 // splitHostPath splits an escaped request path /hosts/{id}/{rest} into the unescaped host id and the escaped path
 // to forward ("/" when there is none).
@@ -43,6 +38,18 @@ func splitHostPath(escaped string) (id, rest string, err error) {
 // handleProxy carries one client exchange to tg's host: authenticate, find the tunnel, check limits, then proxy.
 // valid is false when the request names no valid host id.
 func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, valid bool) {
+	if s.cfg.AccessLog != nil {
+		var e *accessEntry
+		w, r, e = s.startAccess(w, r, tg)
+		defer s.endAccess(e)
+		s.handleExchange(w, r, tg, valid, e)
+		return
+	}
+	s.handleExchange(w, r, tg, valid, nil)
+}
+
+// handleExchange is handleProxy after the access log entry (e, nil if the access log is off) began.
+func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request, tg target, valid bool, e *accessEntry) {
 	if !valid {
 		if tg.prefix == "" && s.isHostModeRequest(r) {
 			s.countExchange("http", "not_found", http.StatusNotFound)
@@ -70,13 +77,16 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		writeError(w, http.StatusUnauthorized, codeUnauthorized, "client token missing, invalid or expired")
 		return
 	}
+	if e != nil {
+		e.subject = claims.Subject
+	}
 	if !claims.MayReach(tg.id) {
 		s.countExchange("http", "forbidden", http.StatusForbidden)
 		writeError(w, http.StatusForbidden, codeForbidden, "this token may not reach that host")
 		return
 	}
 	if cred == credQuery && navigation(r) && s.startSession(w, r, tg, token, claims.ExpiresAt) {
-		s.countExchange("http", "session", http.StatusSeeOther)
+		s.countExchange("http", outcomeSession, http.StatusSeeOther)
 		return
 	}
 	if cred == credCookie && stateChanging(r) && !s.originAllowedForSession(r) {
@@ -86,6 +96,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	kind, ok := s.checkTCP(w, r, tg, claims, cred) // tcp.go
+	if e != nil {
+		e.kind = kind
+	}
 	if !ok {
 		return
 	}
@@ -94,6 +107,11 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, tg target, 
 		return
 	}
 	defer s.exchanges.Add(-1)
+	if longLived(r) { // a revocation of its token ends it (revoke.go)
+		ctx, done := s.live.track(r.Context(), claims)
+		defer done()
+		r = r.WithContext(ctx)
+	}
 	if t := s.serving(tg.id); t != nil && s.serveLocal(w, r, t, kind, tg, claims.Subject, false) {
 		return
 	}
@@ -123,6 +141,9 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 		return true
 	}
 	defer t.releaseCaller(caller)
+	if !hop {
+		s.setAccessRoute(w, routeLocal, kind)
+	}
 	s.metrics.activeStreams.Inc()
 	defer func() {
 		t.active.Add(-1)
@@ -130,19 +151,11 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, t *tunnelCon
 	}()
 
 	ex := &exchange{t: t, path: tg.rest, prefix: tg.prefix, publicHost: r.Host, subject: subject, start: time.Now(), hop: hop}
-	if kind == "websocket" || kind == kindTCP {
+	if kind == "websocket" || kind == kindTCP || upgradeRequested(r) {
 		s.proxyWebSocket(w, r, ex, kind)
 		return true
 	}
-	rec := &recorder{ResponseWriter: w, s: s, start: ex.start}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &countingBody{ReadCloser: &clientBody{ReadCloser: r.Body, cuts: s.bounds.cuts.WithLabelValues(cutClientBody)}, s: s}
-	}
-	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
-	if rec.outcome == "" {
-		rec.outcome = "ok"
-	}
-	s.countExchange(kind, rec.outcome, rec.status)
+	s.serveHTTP(w, r, ex) // exchange.go
 	return true
 }
 
@@ -161,51 +174,7 @@ type exchange struct {
 
 func (s *Server) countExchange(kind, outcome string, status int) {
 	s.metrics.exchanges.WithLabelValues(kind, outcome, statusClass(status)).Inc()
-}
-
-// newReverseProxy builds the relay's reverse proxy; the tunnel of each request travels in its context.
-func (s *Server) newReverseProxy() *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite:   s.rewrite,
-		Transport: tunnelRoundTripper{},
-		// SSE and unknown-length (chunked) bodies are flushed at once by ReverseProxy itself; a sized body that
-		// trickles is flushed within flushLatency instead of waiting for the write buffer to fill.
-		FlushInterval: flushLatency,
-		ErrorHandler:  s.proxyError,
-		BufferPool:    bufferPool{},
-		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-
-		// A host's answer may not carry headers that a proxy in front of the relay acts on (headerpolicy.go), and
-		// its redirects, cookies and CORS headers are made fit for the origin it is served on (pageproxy.go).
-		ModifyResponse: func(resp *http.Response) error {
-			if ex, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange); ok {
-				rewriteHostResponse(resp.Header, ex)
-			}
-			return modifyResponse(resp)
-		},
-	}
-}
-
-// rewrite prepares the outgoing request: target path, forwarding headers, credentials removed, verified subject in.
-func (s *Server) rewrite(pr *httputil.ProxyRequest) {
-	ex := pr.In.Context().Value(exchangeKey{}).(*exchange)
-	out := pr.Out
-	out.URL.Scheme = "http"
-	out.URL.Host = "host"
-	setPath(out.URL, ex.path)
-	auth.StripQueryToken(out.URL)
-	stripReserved(out.Header) // every look-alike too (headerpolicy.go)
-	s.setForwarding(out.Header, pr.In, ex.hop)
-	out.Host = pr.In.Host
-	s.setBrowserHeaders(out.Header, pr.In, ex)
-	if ex.subject != "" {
-		out.Header.Set(HeaderSubject, ex.subject)
-	}
-	// Request trailers: the server fills the incoming request's map when its body ends, and the transport writes
-	// the outgoing map after the body, so they must be the same map (Clone gave Out an empty copy). Reserved names
-	// are removed from it, declared ones now and the rest when the body ends.
-	out.Trailer = pr.In.Trailer
-	guardTrailers(out)
+	s.tally.note(outcome)
 }
 
 // forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards.
@@ -224,46 +193,6 @@ func setPath(u *url.URL, p string) {
 	}
 }
 
-// proxyError answers a failed exchange: 400 when the client's own request body failed, 504 when the host made no
-// progress in time, 502 otherwise, nothing when the client itself went away.
-func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	rec, _ := w.(*recorder)
-	var bodyErr *clientBodyError
-	switch {
-	case r.Context().Err() != nil:
-		if rec != nil {
-			rec.outcome = "client_gone"
-			rec.status = 499
-		}
-		return
-	case errors.As(err, &bodyErr):
-		if rec != nil {
-			rec.outcome = "bad_request"
-		}
-		writeError(w, http.StatusBadRequest, codeBadRequest, "the request body could not be read (malformed or cut short)")
-	case errors.Is(err, errHeadTooLarge):
-		if rec != nil {
-			rec.outcome = "upstream_header_too_large"
-		}
-		s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
-		writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the host's response header is larger than the relay accepts")
-	case isTimeout(err):
-		if rec != nil {
-			rec.outcome = "timeout"
-		}
-		writeError(w, http.StatusGatewayTimeout, codeUpstreamTimeout, "the host made no progress within the idle timeout")
-	default:
-		if rec != nil {
-			rec.outcome = "upstream_failed"
-		}
-		ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
-		if ex != nil {
-			ex.t.log.Debug("exchange failed", "err", err)
-		}
-		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "the tunnel to the host failed during the exchange")
-	}
-}
-
 // isTimeout reports whether err is a deadline or idle timeout.
 func isTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) {
@@ -271,37 +200,6 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// tunnelRoundTripper sends a request over the tunnel named in its context.
-type tunnelRoundTripper struct{}
-
-func (tunnelRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	ex := req.Context().Value(exchangeKey{}).(*exchange)
-	return roundTripCapped(ex.t.transport, req)
-}
-
-// newTransport builds the HTTP/1.1 client of one tunnel: its connections are yamux streams, pooled for keep-alive.
-func (s *Server) newTransport(t *tunnelConn) *http.Transport {
-	idle := s.cfg.IdleTimeout
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			st, err := t.sess.OpenStream()
-			if err != nil {
-				return nil, err
-			}
-			return &idleConn{Stream: st, idle: idle}, nil
-		},
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: idle,
-		// A host's head is read up to this; roundTripCapped tells a longer one from other failures.
-		MaxResponseHeaderBytes: int64(s.cfg.MaxResponseHeaderBytes),
-		DisableCompression:     true,
-		WriteBufferSize:        32 << 10,
-		ReadBufferSize:         32 << 10,
-	}
 }
 
 // idleConn is a stream that times out only when neither direction made progress for idle: a request body that is
@@ -379,6 +277,9 @@ func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
 		r.s.metrics.latency.WithLabelValues("http").Observe(time.Since(r.start).Seconds())
+		if code >= 500 && r.outcome == "" && r.ResponseWriter.Header().Get(tunnel.HeaderUpstreamError) != "" {
+			r.outcome = outcomeUpstreamUnreachable
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -392,6 +293,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
@@ -405,6 +307,7 @@ func (r *recorder) FlushError() error {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
+		noteAccessCode(r.ResponseWriter, cutStalledReader)
 	}
 	return err
 }

@@ -1,6 +1,10 @@
 // Package relay is the Switchboard relay as a library: relay.Server accepts host tunnels on /v1/tunnel and carries
 // client exchanges to them on /hosts/{id}/... It does not listen on its own; main owns listeners and http.Server.
 //
+// The admin API (/v1/admin/, admin.go) is for admin tokens only: Server.AuthorizeAdmin and Server.RequireAdmin are
+// the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
+// it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
+//
 // Lock order: Server.mu, then tunnel.mu.
 package relay
 
@@ -103,6 +107,10 @@ type Config struct {
 	// further ones get 503 relay_busy. With StreamWindow it bounds what clients can make the relay buffer:
 	// about MaxExchanges × (StreamWindow + 0.5 MiB), see docs/operations.md. Zero means 10,000.
 	MaxExchanges int
+	// AccessLog, if set, receives one line per client exchange that reached this replica from a client (not from a
+	// peer: the replica the client reached writes the line). The caller owns it: it closes it after the Server. If
+	// nil, there is no access log.
+	AccessLog *AccessLog
 	// TrustForwardedFor appends to a client-sent X-Forwarded-For instead of replacing it (set behind a trusted
 	// proxy). If false, X-Forwarded-For is the client's address. The scheme is TrustForwardedProto's.
 	TrustForwardedFor bool
@@ -149,6 +157,16 @@ type Config struct {
 	// until some expire. Size it above 30 × the forwarded requests per second this replica receives. Zero means
 	// 1,000,000 (about 70 MB when full).
 	HopNonceCache int
+
+	// Operations (the admin API, admin.go).
+
+	// MinAgentVersion, if not empty, refuses tunnels of agents whose version (MAJOR.MINOR.PATCH) is older, or
+	// unknown, with close code 4426. See CheckAgentVersion.
+	MinAgentVersion string
+	// OnDrainRequest is called when an admin asks this replica to drain (POST /v1/admin/replicas/{id}/drain), at
+	// most once: the process should then do what it does on SIGTERM, and exit afterwards only if exit is true. If
+	// nil, the Server drains by itself (with a 30 s limit) and stays up.
+	OnDrainRequest func(exit bool)
 }
 
 // Server is the relay. It is an http.Handler.
@@ -161,12 +179,18 @@ type Server struct {
 	metrics *metrics
 	bounds  *boundMetrics
 	mux     *http.ServeMux
-	rp      *httputil.ReverseProxy
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
 	cors    corsPolicy
 	evm     *eventMetrics
 	seal    *sealer // list cursors and event ids (seal.go)
+	started time.Time
+	admin   *adminMetrics
+	revoked *revocations // this replica's copy of the revocation list (revoke.go); its own lock
+	live    liveUses     // long-lived client exchanges, for revocation; its own lock
+	// minAgent is Config.MinAgentVersion parsed; nil if none.
+	minAgent   *agentVersion
+	drainAsked atomic.Bool // an admin asked for a drain (requestDrain)
 
 	// Per-IP limits of tunnel upgrades; immutable after New (each has its own lock).
 	limiter   *ipLimiter // upgrades with a valid token
@@ -196,6 +220,9 @@ type Server struct {
 	draining  atomic.Bool
 	closed    atomic.Bool
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
+	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
+
+	statusStreams atomic.Int64 // open GET /status/events streams, under maxStatusStreams
 
 	// Guarded by mu.
 	mu         sync.Mutex
@@ -226,7 +253,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("relay: Config.Verifier is required (auth.AllowAll() disables auth)")
 	}
 	// Clients send the same token on every request: check each one's signature once a minute, not every time.
-	cfg.Verifier = auth.Cached(cfg.Verifier, 0)
+	// Revocations are checked on every use, after the cache.
+	revoked := &revocations{}
+	cfg.Verifier = revokingVerifier{inner: auth.Cached(cfg.Verifier, 0), list: revoked}
+	var minAgent *agentVersion
+	if cfg.MinAgentVersion != "" {
+		v, err := parseAgentVersion(cfg.MinAgentVersion)
+		if err != nil {
+			return nil, fmt.Errorf("relay: Config.MinAgentVersion: %w", err)
+		}
+		minAgent = &v
+	}
 	if cfg.Replica == "" {
 		cfg.Replica = "local"
 	}
@@ -329,10 +366,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	s := &Server{
+		started:    time.Now(),
+		revoked:    revoked,
+		minAgent:   minAgent,
+		admin:      newAdminMetrics(cfg.Registerer),
 		seal:       seal,
 		cfg:        cfg,
 		log:        cfg.Logger,
-		metrics:    newMetrics(cfg.Registerer),
+		metrics:    newMetrics(cfg.Registerer, cfg.IdleTimeout, cfg.AccessLog),
 		bounds:     newBoundMetrics(cfg.Registerer),
 		cluster:    newClusterMetrics(cfg.Registerer),
 		limiter:    newIPLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
@@ -362,7 +403,6 @@ func New(cfg Config) (*Server, error) {
 	if n, ok := dir.(reapedNotifier); ok {
 		n.OnReaped(s.moveReaped)
 	}
-	s.rp = s.newReverseProxy()
 	s.peerTransport = s.newPeerTransport()
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -373,6 +413,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.routeAdmin()
+	s.routeStatus()
 	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
@@ -442,6 +484,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if p, ok := s.dir.Directory.(prober); ok {
 		wg.Go(func() { s.healthLoop(ctx, p) })
+	}
+	if a, ok := s.dir.Directory.(directory.Admin); ok {
+		wg.Go(func() { s.revokeLoop(ctx, a) })
 	}
 	if r, ok := s.dir.Directory.(runner); ok {
 		wg.Go(func() {

@@ -34,7 +34,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining; connect to another replica")
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, done := s.live.track(r.Context(), claims) // a revocation of its token ends it (revoke.go)
+	defer done()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()

@@ -26,23 +26,28 @@ const controlAcceptTimeout = 10 * time.Second
 // tunnelConn is one registered host tunnel: a WebSocket carrying a yamux session.
 type tunnelConn struct {
 	// Immutable after register (epoch, connectedAt and log are set by claimed, before).
-	hostID      string
-	epoch       uint64
-	closeConn   closeFunc
-	sess        *yamux.Session
-	ctrl        net.Conn
-	transport   *http.Transport
-	meta        directory.Metadata
-	connectedAt time.Time
-	log         *slog.Logger
-	prior       *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
-	expiresAt   time.Time        // the host token's "exp"; zero if it has none (auth none). See closeExpired
+	hostID        string
+	epoch         uint64
+	closeConn     closeFunc
+	sess          *yamux.Session
+	ctrl          net.Conn
+	meta          directory.Metadata
+	connectedAt   time.Time
+	log           *slog.Logger
+	prior         *directory.Prior // the host before this tunnel's claim, for its presence event; nil if unknown
+	expiresAt     time.Time        // the host token's "exp"; zero if it has none (auth none). See closeExpired
+	token         auth.Claims      // the host token's claims, for revocation (revoke.go)
+	remote        string           // the agent's address
+	transportName string           // "websocket" or "raw"
+	counted       *countingConn    // the transport under yamux, counting bytes both ways
+	rtt           atomic.Int64     // the last answered ping's round trip, in nanoseconds; 0 before the first
 
 	phase uint32 // the ping loop's slice of this tunnel (liveness.go); set by register
 
 	active   atomic.Int64 // exchanges in flight
 	retiring atomic.Bool  // no new exchanges: the tunnel closes once active reaches zero (see admit)
 	pinging  atomic.Bool  // a liveness ping is outstanding
+	streams  streamPool   // idle streams kept for the next exchange (exchange.go)
 	expiring atomic.Bool  // closeExpired has begun
 
 	callersMu sync.Mutex
@@ -129,6 +134,10 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	meta := metadataFrom(r.Header)
+	transportName := "websocket"
+	if headerHasToken(r.Header, "Upgrade", tunnel.RawUpgrade) {
+		transportName = "raw"
+	}
 
 	// The handshake comes before the claim: an upgrade that never becomes a working tunnel (no control stream, a
 	// broken or hostile agent) must not touch the directory entry, presence or metadata of a live tunnel of the
@@ -138,14 +147,27 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		s.metrics.registrations.WithLabelValues(regBadRequest).Inc()
 		return // the upgrade failed and answered (or the client is gone)
 	}
-	t, err := s.startTunnel(id, nc, closeConn, meta)
+	counted := &countingConn{Conn: nc}
+	t, err := s.startTunnel(id, counted, closeConn, meta)
 	if err != nil {
 		s.metrics.registrations.WithLabelValues(regFailed).Inc()
 		s.log.Warn("tunnel setup failed", "host_id", id, "remote", remote, "err", err)
 		return
 	}
-	// The request's context is the hijacked connection's; the claim is bounded on its own.
+	t.counted, t.remote, t.transportName, t.token = counted, remote, transportName, claims
+	// Banned hosts and too old agents are refused on the upgraded tunnel, before the claim, so that the agent
+	// reads a close code (an HTTP refusal would read as a refused token, which stops an agent for good).
 	cctx, cancel := context.WithTimeout(s.ctx, controlAcceptTimeout)
+	code, msg, ok := s.checkRegistration(cctx, id, meta)
+	cancel()
+	if !ok {
+		s.metrics.registrations.WithLabelValues(regRefused).Inc()
+		s.log.Info("tunnel refused", "host_id", id, "remote", remote, "code", int(code), "reason", msg)
+		t.close(code, msg, "refused")
+		return
+	}
+	// The request's context is the hijacked connection's; the claim is bounded on its own.
+	cctx, cancel = context.WithTimeout(s.ctx, controlAcceptTimeout)
 	entry, prev, prior, err := s.claim(cctx, id, meta) // prev: another replica to be told it lost the host
 	cancel()
 	if err != nil {
@@ -322,7 +344,6 @@ func (s *Server) startTunnel(id string, nc net.Conn, closeConn closeFunc, meta d
 		log:         s.log.With("host_id", id),
 		done:        make(chan struct{}),
 	}
-	t.transport = s.newTransport(t)
 	return t, nil
 }
 
@@ -476,7 +497,7 @@ func (t *tunnelConn) sendControlCtx(ctx context.Context, c tunnel.Control) error
 func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 	t.closeOnce.Do(func() {
 		t.closeReason = reason
-		t.transport.CloseIdleConnections()
+		t.streams.close()
 		// Send the code before the session goes, so the agent sees it rather than a bare EOF.
 		t.closeConn(t, code, msg)
 		_ = t.sess.Close()
@@ -488,7 +509,7 @@ func (t *tunnelConn) close(code websocket.StatusCode, msg, reason string) {
 func (t *tunnelConn) abort(reason string) {
 	t.closeOnce.Do(func() {
 		t.closeReason = reason
-		t.transport.CloseIdleConnections()
+		t.streams.close()
 		_ = t.sess.Close()
 		close(t.done)
 	})
@@ -535,4 +556,22 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
+}
+
+// countingConn counts the bytes of a tunnel's transport, for the admin API's tunnel list.
+type countingConn struct {
+	net.Conn
+	in, out atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/wsframe"
 )
 
@@ -22,7 +23,8 @@ const closeGrace = 5 * time.Second
 // proxyWebSocket carries a WebSocket upgrade to the host and, after the host's 101, passes frames both ways as
 // bytes. Frame boundaries are followed so that a close code that must not be sent (1005, 1006, …) becomes 1011 and
 // a side that vanishes without a close frame is reported to the other side as 1011 instead of a bare disconnect.
-// kind is "websocket", or kindTCP for a raw TCP stream (tcp.go), which travels the same way.
+// kind is "websocket", or kindTCP for a raw TCP stream (tcp.go), which travels the same way, or "http" for an
+// upgrade to another protocol, whose bytes are passed without following frames.
 func (s *Server) proxyWebSocket(w http.ResponseWriter, r *http.Request, ex *exchange, kind string) {
 	ex.kind = kind
 	outcome, status := s.webSocketExchange(w, r, ex)
@@ -87,6 +89,9 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		// The refusal's body is an ordinary answer: it may take long but must keep moving.
 		rec := &recorder{ResponseWriter: w, s: s, start: ex.start, status: resp.StatusCode}
 		_, _ = io.Copy(rec, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
+		if resp.StatusCode >= 500 && resp.Header.Get(tunnel.HeaderUpstreamError) != "" {
+			return outcomeUpstreamUnreachable, resp.StatusCode // the agent could not reach the TCP service
+		}
 		return "refused", resp.StatusCode
 	}
 	if !stop() {
@@ -109,10 +114,17 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		return "client_gone", http.StatusSwitchingProtocols
 	}
 
-	toHost := wsframe.NewFollower(newStallWriter(st, st.SetWriteDeadline, s.cfg.StallTimeout,
-		s.bounds.cuts.WithLabelValues(cutStalledHost)), true)
-	toClient := wsframe.NewFollower(newStallWriter(conn, conn.SetWriteDeadline, s.cfg.StallTimeout,
-		s.bounds.cuts.WithLabelValues(cutStalledReader)), false)
+	// A revocation of the client's token ends the exchange: the host's side is cut, and the client's closes with
+	// 4401 below.
+	cut := context.AfterFunc(r.Context(), func() { _ = st.Close() })
+	defer cut()
+	hostW := newStallWriter(st, st.SetWriteDeadline, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledHost))
+	clientW := newStallWriter(conn, conn.SetWriteDeadline, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledReader))
+	// A WebSocket's frames are followed; another protocol's bytes (an upgrade of kind "http") are passed as they are.
+	var toHost, toClient frameSink = rawSink{hostW}, rawSink{clientW}
+	if ex.kind != "http" {
+		toHost, toClient = wsframe.NewFollower(hostW, true), wsframe.NewFollower(clientW, false)
+	}
 	var wg sync.WaitGroup
 	upDone := make(chan struct{})
 	downDone := make(chan struct{})
@@ -128,7 +140,11 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		defer close(downDone)
 		s.pump(toClient, br, "to_client", ex.kind)
 		if !toClient.SawClose() && toClient.AtBoundary() {
-			_, _ = conn.Write(wsframe.CloseFrame(1011, "host went away", false))
+			code, reason := uint16(1011), "host went away"
+			if revokedExchange(r.Context()) {
+				code, reason = uint16(tunnel.CloseTokenExpired), "token revoked"
+			}
+			_, _ = conn.Write(wsframe.CloseFrame(code, reason, false))
 		}
 		if tc, ok := conn.(interface{ CloseWrite() error }); ok { // a *net.TCPConn, or one wrapped by connlimit
 			_ = tc.CloseWrite()
@@ -154,8 +170,21 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	return "ok", http.StatusSwitchingProtocols
 }
 
+// frameSink is where a pump writes: a WebSocket frame follower, or a plain writer for another upgraded protocol.
+type frameSink interface {
+	io.Writer
+	SawClose() bool   // a close frame went through
+	AtBoundary() bool // the bytes so far end at a frame boundary, so a close frame may follow
+}
+
+// rawSink passes bytes of a protocol without frames the relay knows: nothing to add when a side goes.
+type rawSink struct{ io.Writer }
+
+func (rawSink) SawClose() bool   { return true }
+func (rawSink) AtBoundary() bool { return false }
+
 // pump copies src into a frame follower, counting bytes.
-func (s *Server) pump(dst *wsframe.Follower, src io.Reader, direction, kind string) {
+func (s *Server) pump(dst frameSink, src io.Reader, direction, kind string) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	n, _ := io.CopyBuffer(writerOnly{dst}, src, *bp)

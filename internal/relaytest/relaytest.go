@@ -87,6 +87,16 @@ func ClientToken(t testing.TB, sub string, hosts ...string) string {
 	return tok
 }
 
+// AdminToken mints an admin token for sub.
+func AdminToken(t testing.TB, sub string) string {
+	t.Helper()
+	tok, err := auth.MintAdmin([]byte(Secret), sub, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // StartListener starts an agent.Listener for id against relayURL and waits until its tunnel is up. mutate, if not
 // nil, adjusts the config. It is closed in t.Cleanup.
 func StartListener(t testing.TB, relayURL, id string, mutate func(*agent.Config)) *agent.Listener {

@@ -26,6 +26,15 @@ const (
 	HeaderEpoch        = "Switchboard-Epoch" // on the 101 of older relays only; the epoch now comes with "ready"
 )
 
+// HeaderUpstreamError marks an answer the agent made itself because it could not reach its upstream service (an
+// HTTP upstream or a published TCP service): a 502 whose value names the failure, UpstreamUnreachable. The relay
+// counts such an exchange as outcome upstream_unreachable rather than as the host's own answer, and passes the
+// header on to the client. An answer of the service itself never carries it unless the service sets it.
+const HeaderUpstreamError = "Switchboard-Upstream-Error"
+
+// UpstreamUnreachable is the value of HeaderUpstreamError: the agent could not connect to (or lost) its service.
+const UpstreamUnreachable = "unreachable"
+
 // MaxHostIDLen bounds a host id in bytes.
 const MaxHostIDLen = 128
 
@@ -46,8 +55,12 @@ const (
 	// CloseReplaced: a newer tunnel registered the same host id; this one is superseded. The agent that gets it
 	// reconnects with backoff only if it has no other tunnel up (a duplicate agent must not flap forever).
 	CloseReplaced websocket.StatusCode = 4409
-	// CloseKicked: an operator removed the host.
+	// CloseKicked: an operator removed the host (POST /v1/admin/hosts/{id}/kick), or refused its registration
+	// because the host is banned; the reason says which, and until when. The agent waits before it reconnects.
 	CloseKicked websocket.StatusCode = 4410
+	// CloseAgentTooOld: the agent's version is older than the relay's --min-agent-version; the reason names both.
+	// The agent waits long before it tries again: only an upgrade helps.
+	CloseAgentTooOld websocket.StatusCode = 4426
 )
 
 // Control is one message on the control stream, relay → agent, as one JSON object per line.

@@ -90,7 +90,7 @@ func isRelease(v string) bool {
 	return strings.HasPrefix(v, "v") && !strings.Contains(v, "+") && !pseudo.MatchString(v)
 }
 
-// NewCollector returns a collector of switchboard_build_info{version,revision,go_version}, always 1: the build's
+// NewCollector returns a collector of switchboard_build_info{version,revision,goversion}, always 1: the build's
 // Info as labels, the one place in the metrics where labels are not a closed enum (there is one series per process).
 func NewCollector() prometheus.Collector {
 	info := Get()
@@ -98,7 +98,7 @@ func NewCollector() prometheus.Collector {
 		Name: "switchboard_build_info",
 		Help: "The running build: version (release tag or devel+revision), VCS revision and Go version. Always 1.",
 		ConstLabels: prometheus.Labels{
-			"version": info.Version, "revision": info.Revision, "go_version": info.GoVersion,
+			"version": info.Version, "revision": info.Revision, "goversion": info.GoVersion,
 		},
 	})
 	g.Set(1)

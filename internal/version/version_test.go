@@ -44,7 +44,7 @@ func TestBuildInfoMetric(t *testing.T) {
 	reg.MustRegister(NewCollector())
 	want := `# HELP switchboard_build_info The running build: version (release tag or devel+revision), VCS revision and Go version. Always 1.
 # TYPE switchboard_build_info gauge
-switchboard_build_info{go_version="` + Get().GoVersion + `",revision="` + Get().Revision + `",version="` + String() + `"} 1
+switchboard_build_info{goversion="` + Get().GoVersion + `",revision="` + Get().Revision + `",version="` + String() + `"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "switchboard_build_info"); err != nil {
 		t.Fatal(err)

@@ -55,3 +55,9 @@ func newMetrics(reg prometheus.Registerer, lag func() float64) *metrics {
 		}, lag))
 	return m
 }
+
+// RegisterUnused registers the webhook families at 0 for a relay that delivers no webhooks, so that they exist on
+// every relay (dashboards and alerts need not special-case their absence).
+func RegisterUnused(reg prometheus.Registerer) {
+	newMetrics(reg, func() float64 { return 0 })
+}

@@ -1,0 +1,223 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
+)
+
+// Revocation (POST /v1/admin/revoke). The list lives in the directory (directory.Admin), shared by every replica,
+// each entry until the operator's time. Every replica keeps a copy in memory, which the verifier checks on every
+// token use (a map lookup, no directory read per request). The copy is brought up to date two ways:
+//
+//   - at once: the replica that took the revocation sends it to every peer over the internal protocol (signed
+//     hops), and each peer adds it and closes what it holds of the revoked tokens;
+//   - by a poll of the directory every revokePoll: one read per replica per interval, whatever the traffic, that
+//     covers a peer that was unreachable when the revocation was sent, and a replica that starts later.
+//
+// A poll was chosen over a pub/sub channel because it needs no connection of its own and no replay logic for
+// missed messages: the list is small (directory.MaxRevocations) and reading it whole is its own repair.
+
+// revokePoll is how often a replica reads the revocation list from the directory.
+const revokePoll = 2 * time.Second
+
+// revocations is this replica's copy of the revocation list. Guarded by mu.
+type revocations struct {
+	mu  sync.RWMutex
+	jti map[string]time.Time
+	sub map[string]time.Time
+	any atomic.Bool // the maps are not empty: the common case, nothing revoked, takes no lock
+}
+
+// revoked reports whether claims are of a revoked token: by its jti, or by its subject.
+func (rv *revocations) revoked(c auth.Claims, now time.Time) bool {
+	if !rv.any.Load() {
+		return false
+	}
+	rv.mu.RLock()
+	defer rv.mu.RUnlock()
+	if u, ok := rv.jti[c.ID]; ok && c.ID != "" && now.Before(u) {
+		return true
+	}
+	if u, ok := rv.sub[c.Subject]; ok && c.Subject != "" && now.Before(u) {
+		return true
+	}
+	return false
+}
+
+// add records one revocation, keeping the later end.
+func (rv *revocations) add(r directory.Revocation) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	m := &rv.sub
+	key := r.Subject
+	if r.TokenID != "" {
+		m, key = &rv.jti, r.TokenID
+	}
+	if *m == nil {
+		*m = make(map[string]time.Time)
+	}
+	if r.Until.After((*m)[key]) {
+		(*m)[key] = r.Until
+	}
+	rv.any.Store(true)
+}
+
+// replace installs the list read from the directory, plus what was added locally and is not over yet (a
+// revocation this replica took or was sent may reach the directory's read replica after this poll began).
+func (rv *revocations) replace(list []directory.Revocation, now time.Time) {
+	jti, sub := make(map[string]time.Time), make(map[string]time.Time)
+	for _, r := range list {
+		if r.TokenID != "" {
+			jti[r.TokenID] = r.Until
+		} else if r.Subject != "" {
+			sub[r.Subject] = r.Until
+		}
+	}
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	for _, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
+		for k, u := range pair[0] {
+			if now.Before(u) && u.After(pair[1][k]) {
+				pair[1][k] = u
+			}
+		}
+	}
+	rv.jti, rv.sub = jti, sub
+	rv.any.Store(len(jti)+len(sub) > 0)
+}
+
+// revokingVerifier refuses the tokens on the revocation list, after the inner verifier accepted them.
+type revokingVerifier struct {
+	inner auth.Verifier
+	list  *revocations
+}
+
+// errRevoked is the cause of a refused revoked token; it matches auth.ErrInvalidToken, so every endpoint answers
+// it with 401 as it does any other refused token.
+var errRevoked = fmt.Errorf("%w: revoked", auth.ErrInvalidToken)
+
+// Verify implements auth.Verifier.
+func (v revokingVerifier) Verify(ctx context.Context, token string) (auth.Claims, error) {
+	c, err := v.inner.Verify(ctx, token)
+	if err != nil {
+		return c, err
+	}
+	if v.list.revoked(c, time.Now()) {
+		return auth.Claims{}, errRevoked
+	}
+	return c, nil
+}
+
+// revokeLoop keeps the revocation copy up to date until ctx ends (see revokePoll), if the directory holds one.
+func (s *Server) revokeLoop(ctx context.Context, a directory.Admin) {
+	t := time.NewTicker(revokePoll)
+	defer t.Stop()
+	for {
+		list, err := a.Revocations(ctx)
+		if err == nil {
+			s.revoked.replace(list, time.Now())
+			s.cutRevoked()
+		} else if ctx.Err() == nil {
+			s.log.Debug("revocation list not read", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// cutRevoked closes every tunnel and live client session of this replica whose token is revoked, and returns how
+// many it closed.
+func (s *Server) cutRevoked() int {
+	now := time.Now()
+	n := 0
+	for _, t := range s.snapshot() {
+		if t.expiring.Load() || !s.revoked.revoked(t.token, now) {
+			continue
+		}
+		if t.expiring.CompareAndSwap(false, true) { // the same mark as expiry: close once
+			n++
+			s.spawn(func() { // none once Close began: Close closes it
+				t.log.Info("tunnel closed: its host token was revoked", "token_subject", t.token.Subject)
+				t.close(tunnel.CloseTokenExpired, "host token revoked", "revoked")
+			})
+		}
+	}
+	return n + s.live.cut(func(c auth.Claims) bool { return s.revoked.revoked(c, now) })
+}
+
+// liveUses are this replica's long-lived client exchanges (WebSockets, raw TCP streams, event streams), with the
+// claims of their tokens, so that a revocation can end them. Short exchanges are not tracked: they end on their
+// own, and the next one is refused.
+type liveUses struct {
+	mu sync.Mutex
+	m  map[*liveUse]struct{}
+}
+
+// liveUse is one long-lived exchange. cancel ends it; revoked tells the exchange why (a WebSocket then closes the
+// client's side with 4401).
+type liveUse struct {
+	claims  auth.Claims
+	cancel  context.CancelFunc
+	revoked atomic.Bool
+}
+
+type liveUseKey struct{}
+
+// track registers a long-lived exchange of claims and returns the context it must run under, and the function
+// that unregisters it.
+func (l *liveUses) track(ctx context.Context, c auth.Claims) (context.Context, func()) {
+	u := &liveUse{claims: c}
+	ctx, u.cancel = context.WithCancel(context.WithValue(ctx, liveUseKey{}, u))
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[*liveUse]struct{})
+	}
+	l.m[u] = struct{}{}
+	l.mu.Unlock()
+	return ctx, func() {
+		l.mu.Lock()
+		delete(l.m, u)
+		l.mu.Unlock()
+		u.cancel()
+	}
+}
+
+// cut ends every live exchange whose claims match, and returns how many.
+func (l *liveUses) cut(match func(auth.Claims) bool) int {
+	l.mu.Lock()
+	var hit []*liveUse
+	for u := range l.m {
+		if match(u.claims) {
+			hit = append(hit, u)
+		}
+	}
+	l.mu.Unlock()
+	for _, u := range hit {
+		u.revoked.Store(true)
+		u.cancel()
+	}
+	return len(hit)
+}
+
+// revokedExchange reports whether the exchange running under ctx was ended by a revocation.
+func revokedExchange(ctx context.Context) bool {
+	u, _ := ctx.Value(liveUseKey{}).(*liveUse)
+	return u != nil && u.revoked.Load()
+}
+
+// longLived reports whether a client request will likely hold its exchange open: a WebSocket (or raw TCP) upgrade
+// or an event stream.
+func longLived(r *http.Request) bool {
+	return websocketRequested(r) || headerHasToken(r.Header, "Accept", "text/event-stream")
+}
