@@ -366,6 +366,7 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 
 // kickLocal closes hostID's tunnel here with 4410 and msg, and reports whether there was one.
 func (s *Server) kickLocal(hostID, msg string) bool {
+	s.lastKick.Store(time.Now().UnixNano()) // before the lookup: see serveTunnel
 	t := s.lookup(hostID)
 	if t == nil {
 		return false
