@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/agent"
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
@@ -658,5 +660,39 @@ func TestAdminRevokeEndsEventStream(t *testing.T) {
 	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil && t.Context().Err() != nil {
 		t.Fatalf("stream read: %v", err)
+	}
+}
+
+// banAfterFirstCheck is a memory directory whose first ban check of a host answers "not banned": as if the ban
+// was written just after the registration checked it.
+type banAfterFirstCheck struct {
+	*directory.Memory
+	checks atomic.Int32
+}
+
+func (d *banAfterFirstCheck) BannedUntil(ctx context.Context, hostID string) (time.Time, error) {
+	if d.checks.Add(1) == 1 {
+		return time.Time{}, nil
+	}
+	return d.Memory.BannedUntil(ctx, hostID)
+}
+
+// TestAdminBanDuringRegistration: a registration that passed its ban check before a kick with a ban, and
+// registered after the kick looked for it, is refused with 4410 all the same (the ban is read again).
+func TestAdminBanDuringRegistration(t *testing.T) {
+	dir := &banAfterFirstCheck{Memory: directory.NewMemory()}
+	t.Cleanup(func() { _ = dir.Close() })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.Directory = dir })
+	if err := dir.Ban(t.Context(), "late", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// The kick (of a host with no tunnel here yet) reaches this replica.
+	adminJSON(t, "POST", r.URL+"/v1/admin/hosts/late/kick", relaytest.AdminToken(t, "ops"), "", &struct{}{})
+	refused := dialRawTunnel(t, r.URL, "late", relaytest.HostToken(t, "late"), false)
+	if code := refused.refusedCode(t); code != tunnel.CloseKicked {
+		t.Fatalf("registration after a ban closed with %d, want 4410", code)
+	}
+	if n := dir.checks.Load(); n < 2 {
+		t.Fatalf("the ban was checked %d times, want a second check after registering", n)
 	}
 }

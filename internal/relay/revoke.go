@@ -216,8 +216,15 @@ func revokedExchange(ctx context.Context) bool {
 	return u != nil && u.revoked.Load()
 }
 
-// longLived reports whether a client request will likely hold its exchange open: a WebSocket (or raw TCP) upgrade
-// or an event stream.
+// longLiveBody is the request body length from which an upload is tracked as long-lived.
+const longLiveBody = 1 << 20
+
+// longLived reports whether a client request will likely hold its exchange open: an upgrade (WebSocket, raw TCP,
+// or any other protocol), an event stream, or an upload of unknown length (chunked) or over longLiveBody. Other
+// exchanges are not tracked (it costs a context and a map entry each): an answer already streaming when its
+// token is revoked runs to its end, and the next request is refused.
 func longLived(r *http.Request) bool {
-	return websocketRequested(r) || headerHasToken(r.Header, "Accept", "text/event-stream")
+	return websocketRequested(r) || r.Header.Get("Upgrade") != "" ||
+		headerHasToken(r.Header, "Accept", "text/event-stream") ||
+		r.ContentLength < 0 || r.ContentLength > longLiveBody
 }
