@@ -228,7 +228,8 @@ func (r *Redis) Replica() string { return r.cfg.Replica }
 
 // Run keeps this replica's lease alive, refreshing it every Lease/3, until ctx ends or the directory is closed; it
 // then returns nil. When it
-// finds the lease gone, it re-asserts the entries from RedisConfig.Owned. Failures are logged, not returned: Run
+// finds the lease gone, or after a refresh whose answer was lost (it may have run late and found the lease gone),
+// it re-asserts the entries from RedisConfig.Owned. Failures are logged, not returned: Run
 // keeps trying. Stopping Run without Resign leaves this replica's entries routable until the lease expires.
 func (r *Redis) Run(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.Lease / 3)
@@ -255,7 +256,10 @@ func (r *Redis) heartbeat(ctx context.Context, needReassert bool) bool {
 		if ctx.Err() == nil {
 			r.log.Warn("directory heartbeat failed", "err", err)
 		}
-		return needReassert
+		// The refresh may still run later, when a partition delivers it: if the lease had lapsed by then, this
+		// refresh was the one that found it missing, and its answer is lost. So the entries are re-asserted once the
+		// directory answers again (Reassert never overwrites a newer epoch).
+		return true
 	}
 	moved := r.serverMoved(ctx)
 	switch prev {
@@ -272,7 +276,7 @@ func (r *Redis) heartbeat(ctx context.Context, needReassert bool) bool {
 			"other_incarnation", prev)
 		needReassert = true
 	}
-	if prev != r.incarnation || moved {
+	if prev != r.incarnation || moved || needReassert {
 		if err := r.register(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("directory incarnation not registered", "err", err)
 		}
