@@ -412,7 +412,6 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.routeAdmin()
-	s.routeStatus()
 	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
@@ -445,7 +444,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// MetricsHandler serves /metrics, /healthz and /readyz for a separate metrics listener.
+// MetricsHandler serves /metrics, /healthz, /readyz and the status page (/status) for a separate metrics listener.
 func (s *Server) MetricsHandler() http.Handler {
 	m := http.NewServeMux()
 	if s.cfg.Gatherer != nil {
@@ -453,6 +452,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	}
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
+	s.routeStatus(m) // status.go: never on the public listener
 	return m
 }
 
