@@ -223,6 +223,7 @@ type Server struct {
 	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
 
 	statusStreams atomic.Int64 // open GET /status/events streams, under maxStatusStreams
+	lastKick      atomic.Int64 // when a kick last reached this replica (UnixNano): serveTunnel checks bans again after it
 
 	// Guarded by mu.
 	mu        sync.Mutex
