@@ -251,15 +251,19 @@ func (s *bridgeStream) exchange(req *head) (more bool) {
 	// A body already buffered whole (most small requests) joins the head: one write, no goroutine, and the
 	// request can be sent again if a pooled connection turns out closed.
 	hasBody := (req.chunked || req.contentLength > 0) && !inlineBody(req, s.br, out)
+	// Only a request that may be sent twice is sent again after a pooled connection failed before any answer:
+	// the upstream may have acted on it before dying (a POST /charge executed twice). Any other is sent on a
+	// connection checked first, which keeps an idle close from the upstream (the common stale case) harmless.
+	replay := !hasBody && replayable(req)
 
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := b.pool.get(b, hasBody)
+		uc, reused, err := b.pool.get(b, !replay)
 		if err != nil {
 			return s.upstreamFailed(req, err, !hasBody)
 		}
 		res := s.roundTrip(req, out, uc, hasBody)
 		switch {
-		case res.retry && reused && attempt == 0:
+		case res.retry && reused && attempt == 0 && replay:
 			uc.close()
 			continue // a pooled connection the upstream had closed: once more on a new one
 		case res.err != nil && !res.started:
@@ -286,11 +290,28 @@ func (s *bridgeStream) exchange(req *head) (more bool) {
 	}
 }
 
+// replayable reports whether req may be sent twice, as net/http's Transport decides: an idempotent method without
+// side effects (GET, HEAD, OPTIONS, TRACE; compared exactly, methods being case-sensitive), or a request carrying
+// an Idempotency-Key or X-Idempotency-Key header.
+func replayable(req *head) bool {
+	switch string(req.bytes(req.first[0])) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	for _, l := range req.lines {
+		name := req.bytes(l.name)
+		if asciiEqualFold(name, "Idempotency-Key") || asciiEqualFold(name, "X-Idempotency-Key") {
+			return true
+		}
+	}
+	return false
+}
+
 // roundTripResult is what one attempt of an exchange came to.
 type roundTripResult struct {
 	err              error
 	started          bool // response bytes reached the stream: no 502 may follow
-	retry            bool // nothing was sent or received on a reused connection: another may be tried
+	retry            bool // the connection failed before any answer: another may be tried if the request is replayable
 	reqDone          bool // the request was read whole from the stream
 	clientGone       bool // the relay closed the stream
 	upstreamReusable bool
@@ -365,8 +386,9 @@ func (s *bridgeStream) roundTrip(req *head, out *[]byte, uc *upstreamConn, hasBo
 		return res
 	}
 
+	// Methods are case-sensitive (RFC 9110 § 9.1): "head" is not HEAD, and an upstream answers it with a body.
 	bodyless := resp.status == http.StatusNoContent || resp.status == http.StatusNotModified ||
-		asciiEqualFold(req.bytes(req.first[0]), "HEAD")
+		string(req.bytes(req.first[0])) == http.MethodHead
 	untilClose := !bodyless && !resp.chunked && resp.contentLength < 0
 	*wb = s.b.appendResponseHead((*wb)[:0], resp, req, untilClose)
 	res.started = true
@@ -390,7 +412,11 @@ func (s *bridgeStream) roundTrip(req *head, out *[]byte, uc *upstreamConn, hasBo
 		res.err = err
 		return res
 	}
-	res.upstreamReusable = bodyErr == nil && res.reqDone && !resp.closeConn && !untilClose &&
+	// A bodyless answer whose head announces a body (chunked, or a non-zero length: legal for HEAD and 304, yet
+	// the sign of an upstream that may send one) leaves the connection's framing in doubt: if bytes followed, the
+	// next exchange on it would read them as its answer. Such a connection is closed, never pooled.
+	framingInDoubt := bodyless && (resp.chunked || resp.contentLength > 0)
+	res.upstreamReusable = bodyErr == nil && res.reqDone && !resp.closeConn && !untilClose && !framingInDoubt &&
 		uc.br.Buffered() == 0 && !uc.closed.Load()
 	res.streamReusable = res.reqDone && !res.clientGone
 	return res

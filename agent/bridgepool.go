@@ -37,16 +37,17 @@ type upstreamPool struct {
 	closed bool            // Guarded by mu.
 }
 
-// get returns an idle connection (reused) or dials a new one. For a request with a body, which cannot be sent
-// twice, a pooled connection is first checked for a close from the upstream.
-func (p *upstreamPool) get(b *Bridge, hasBody bool) (c *upstreamConn, reused bool, err error) {
+// get returns an idle connection (reused) or dials a new one. With check (a request that cannot be sent twice: a
+// streamed body, or a method that is not replayable), a pooled connection is first checked for a close from the
+// upstream or bytes nobody asked for.
+func (p *upstreamPool) get(b *Bridge, check bool) (c *upstreamConn, reused bool, err error) {
 	now := time.Now()
 	var stale []*upstreamConn
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		last := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(last.idle) > bridgeIdleTimeout || (hasBody && !stillOpen(last)) {
+		if now.Sub(last.idle) > bridgeIdleTimeout || (check && !stillOpen(last)) {
 			stale = append(stale, last)
 			continue
 		}

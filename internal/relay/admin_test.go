@@ -696,3 +696,37 @@ func TestAdminBanDuringRegistration(t *testing.T) {
 		t.Fatalf("the ban was checked %d times, want a second check after registering", n)
 	}
 }
+
+// TestRevocationSurvivesDirectoryLoss: Redis restarted empty loses the revocation list; the replica that holds it
+// in memory writes it back, so a replica started afterwards refuses the token too.
+func TestRevocationSurvivesDirectoryLoss(t *testing.T) {
+	rs := redistest.StartServer(t)
+	a := relaytest.StartRedisReplica(t, []string{rs.Addr}, "rvloss:", "A", nil)
+	admin := relaytest.AdminToken(t, "ops")
+	adminJSON(t, "POST", a.URL+"/v1/admin/revoke", admin, `{"sub":"mallory","for":"1h"}`, &struct{}{})
+	dir := a.Directory.(directory.Admin)
+	has := func() bool {
+		list, err := dir.Revocations(t.Context())
+		if err != nil {
+			return false
+		}
+		for _, r := range list {
+			if r.Subject == "mallory" {
+				return true
+			}
+		}
+		return false
+	}
+	if !has() {
+		t.Fatal("the revocation is not in the directory")
+	}
+	rs.Restart() // empty: the revocation list is gone
+	relaytest.Eventually(t, 30*time.Second, "the revocation written back", has)
+	b := relaytest.StartRedisReplica(t, []string{rs.Addr}, "rvloss:", "B", nil)
+	tok := relaytest.ClientToken(t, "mallory", "h")
+	relaytest.Eventually(t, 30*time.Second, "B refusing the revoked token", func() bool {
+		resp := relaytest.Do(t, "GET", b.URL+"/v1/hosts", tok)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	})
+}

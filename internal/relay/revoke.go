@@ -71,8 +71,10 @@ func (rv *revocations) add(r directory.Revocation) {
 }
 
 // replace installs the list read from the directory, plus what was added locally and is not over yet (a
-// revocation this replica took or was sent may reach the directory's read replica after this poll began).
-func (rv *revocations) replace(list []directory.Revocation, now time.Time) {
+// revocation this replica took or was sent may reach the directory's read replica after this poll began). It
+// returns those local ones the list lacks (or has with an earlier end): the directory may have lost them (Redis
+// restarted empty, flushed, or failed over before replicating), and the caller writes them back.
+func (rv *revocations) replace(list []directory.Revocation, now time.Time) (missing []directory.Revocation) {
 	jti, sub := make(map[string]time.Time), make(map[string]time.Time)
 	for _, r := range list {
 		if r.TokenID != "" {
@@ -83,15 +85,21 @@ func (rv *revocations) replace(list []directory.Revocation, now time.Time) {
 	}
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	for _, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
+	for i, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
 		for k, u := range pair[0] {
 			if now.Before(u) && u.After(pair[1][k]) {
 				pair[1][k] = u
+				r := directory.Revocation{Subject: k, Until: u}
+				if i == 0 {
+					r = directory.Revocation{TokenID: k, Until: u}
+				}
+				missing = append(missing, r)
 			}
 		}
 	}
 	rv.jti, rv.sub = jti, sub
 	rv.any.Store(len(jti)+len(sub) > 0)
+	return missing
 }
 
 // revokingVerifier refuses the tokens on the revocation list, after the inner verifier accepted them.
@@ -123,7 +131,13 @@ func (s *Server) revokeLoop(ctx context.Context, a directory.Admin) {
 	for {
 		list, err := a.Revocations(ctx)
 		if err == nil {
-			s.revoked.replace(list, time.Now())
+			// What this replica holds and the directory lacks is written back: a revocation must survive the
+			// directory losing data as long as one replica remembers it.
+			for _, r := range s.revoked.replace(list, time.Now()) {
+				if err := a.Revoke(ctx, r); err != nil {
+					s.log.Debug("revocation not written back", "err", err)
+				}
+			}
 			s.cutRevoked()
 		} else if ctx.Err() == nil {
 			s.log.Debug("revocation list not read", "err", err)

@@ -147,3 +147,35 @@ func BenchmarkMuxSmallFrames(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMuxBulk is one stream carrying bulk data (256 KiB writes, the agent's copy buffer) to the echo server,
+// which sends it back while another goroutine reads it: both directions busy, frames as large as the window allows,
+// so it is what the send path costs per byte (SetBytes counts one direction).
+func BenchmarkMuxBulk(b *testing.B) {
+	sess := muxPair(b, Options{})
+	st, err := sess.OpenStream()
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := make([]byte, 256<<10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 256<<10)
+		for {
+			if _, err := st.Read(buf); err != nil {
+				return
+			}
+		}
+	})
+	for b.Loop() {
+		if _, err := st.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	_ = st.Close()
+	_ = sess.Close()
+	wg.Wait()
+}
