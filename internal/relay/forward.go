@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -341,16 +342,29 @@ func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Ent
 // and announces each host online once its entry is written. (The claim's prior state is not known then, so a host
 // that moved here from another replica during the outage reads "online", not "moved"; either way it is online.)
 func (s *Server) writeBehind(ctx context.Context) {
+	// behindMu is never held with mu (see the lock order in the package doc): the entries are copied out, looked
+	// up in the registry without behindMu, and those found stale are deleted only if no newer claim took their place.
 	s.behindMu.Lock()
-	pending := make([]directory.Entry, 0, len(s.behind))
-	for id, e := range s.behind {
-		if t := s.lookup(id); t != nil && t.epoch == e.Epoch {
+	claims := slices.Collect(maps.Values(s.behind))
+	s.behindMu.Unlock()
+	pending := make([]directory.Entry, 0, len(claims))
+	var stale []directory.Entry
+	for _, e := range claims {
+		if t := s.lookup(e.HostID); t != nil && t.epoch == e.Epoch {
 			pending = append(pending, e)
 		} else if t == nil || t.epoch > e.Epoch {
-			delete(s.behind, id) // the tunnel ended or was replaced: nothing to write
+			stale = append(stale, e) // the tunnel ended or was replaced: nothing to write
 		}
 	}
-	s.behindMu.Unlock()
+	if len(stale) > 0 {
+		s.behindMu.Lock()
+		for _, e := range stale {
+			if cur, ok := s.behind[e.HostID]; ok && cur.Epoch == e.Epoch {
+				delete(s.behind, e.HostID)
+			}
+		}
+		s.behindMu.Unlock()
+	}
 	if len(pending) == 0 {
 		return
 	}
