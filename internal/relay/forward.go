@@ -270,7 +270,7 @@ func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
 	if len(s.cfg.ClusterSecret) == 0 {
 		return nil, errors.New("forwarding disabled: no cluster secret")
 	}
-	raw, err := s.dir.peerURL(ctx, replica)
+	raw, err := s.dir.PeerURL(ctx, replica)
 	if err != nil {
 		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
 	}
@@ -304,7 +304,7 @@ func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metada
 		}
 		cancel()
 	}
-	e, prev, hasPrior, err := s.dir.claimPrior(ctx, hostID, s.cfg.Replica, meta)
+	e, prev, hasPrior, err := s.dir.ClaimPrior(ctx, hostID, s.cfg.Replica, meta)
 	if err != nil {
 		return e, "", nil, err
 	}
@@ -368,7 +368,7 @@ func (s *Server) writeBehind(ctx context.Context) {
 	if len(pending) == 0 {
 		return
 	}
-	written, err := s.dir.reassert(ctx, pending)
+	written, err := s.dir.ReassertEach(ctx, pending)
 	if err != nil {
 		s.log.Debug("write-behind of directory entries failed; will retry", "entries", len(pending), "err", err)
 	}

@@ -180,7 +180,7 @@ type Config struct {
 type Server struct {
 	// Immutable after New.
 	cfg     Config
-	dir     *timedDirectory
+	dir     *directory.Instrumented
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
@@ -402,7 +402,7 @@ func New(cfg Config) (*Server, error) {
 		dir = directory.NewMemory()
 		s.ownDir = true
 	}
-	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors, health: &s.health}
+	s.dir = directory.Instrument(dir, directory.OpMetrics{Seconds: s.cluster.dirSeconds, Errors: s.cluster.dirErrors}, s.health.observe)
 	registerCacheMetrics(cfg.Registerer, dir)
 	registerHopMetrics(cfg.Registerer, s)
 	if n, ok := dir.(reapedNotifier); ok {
