@@ -45,7 +45,7 @@ func (c *ServeCmd) openCluster(ctx context.Context, replica string, log *slog.Lo
 		return cl, nil
 	}
 	if !strings.Contains(c.Directory, "://") && !strings.Contains(c.Directory, ":") {
-		return nil, fmt.Errorf("--directory %q: want memory, redis://HOST:PORT/DB, rediss://..., redis-sentinel://SENTINEL:PORT,SENTINEL:PORT/DB?master=NAME or a HOST:PORT,HOST:PORT cluster seed list", c.Directory)
+		return nil, errors.New("--directory: want memory, redis://HOST:PORT/DB, rediss://..., redis-sentinel://SENTINEL:PORT,SENTINEL:PORT/DB?master=NAME or a HOST:PORT,HOST:PORT cluster seed list")
 	}
 	cfg, err := directory.ParseRedisURL(c.Directory)
 	if err != nil {
@@ -203,35 +203,10 @@ func (cl *cluster) abort() {
 	}
 }
 
-// redactDirectory hides the Redis passwords in --directory for logs: the user information of every URL in it, and a
-// Sentinel URL's sentinel_password.
+// redactDirectory hides the Redis passwords in --directory for logs (see directory.RedactRedisURL).
 func redactDirectory(s string) string {
-	var parts []string
-	for p := range strings.SplitSeq(s, ",") {
-		if i := strings.Index(p, "://"); i >= 0 {
-			end := len(p)
-			if k := strings.IndexAny(p[i+3:], "/?#"); k >= 0 {
-				end = i + 3 + k
-			}
-			if j := strings.LastIndexByte(p[:end], '@'); j > i {
-				p = p[:i+3] + "REDACTED@" + p[j+1:]
-			}
-		}
-		parts = append(parts, p)
+	if s == "" || s == "memory" {
+		return s
 	}
-	s = strings.Join(parts, ",")
-	const param = "sentinel_password="
-	for from := 0; ; {
-		i := strings.Index(s[from:], param)
-		if i < 0 {
-			return s
-		}
-		i += from + len(param)
-		end := len(s)
-		if k := strings.IndexAny(s[i:], "&#"); k >= 0 {
-			end = i + k
-		}
-		s = s[:i] + "REDACTED" + s[end:]
-		from = i + len("REDACTED")
-	}
+	return directory.RedactRedisURL(s)
 }

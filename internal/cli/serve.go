@@ -33,7 +33,7 @@ import (
 // ServeCmd is `switchboard serve`.
 type ServeCmd struct {
 	Listen        string `help:"Address of the relay listener, or fd:N to serve on a listening socket inherited as file descriptor N." default:"127.0.0.1:8080" env:"SWITCHBOARD_LISTEN"`
-	MetricsListen string `help:"Address of the metrics listener (/metrics, /healthz, /readyz), or fd:N; empty disables it." default:"127.0.0.1:9090" env:"SWITCHBOARD_METRICS_LISTEN"`
+	MetricsListen string `help:"Address of the operator listener (/metrics, /healthz, /readyz, the /status page), or fd:N; empty disables it." default:"127.0.0.1:9090" env:"SWITCHBOARD_METRICS_LISTEN"`
 	Secret        string `help:"HS256 secret for host and client tokens; generated for this run if empty." env:"SWITCHBOARD_SECRET"`
 	Auth          string `help:"Token checking: 'token' (HS256, plus JWKS when --jwks-url is set) or 'none' (local experiments only)." default:"token" enum:"token,none" env:"SWITCHBOARD_AUTH"`
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"net/url"
 	"strings"
 
@@ -31,43 +32,32 @@ const (
 )
 
 // parseSentinelURL parses a redis-sentinel:// or rediss-sentinel:// URL (see ParseRedisURL). Its authority holds a
-// comma-separated list of Sentinels, which net/url does not accept, so the URL is split by hand and only the user
-// information, path and query go through net/url.
+// comma-separated list of Sentinels, which net/url does not accept, so the URL is split by hand (splitURL) and only
+// the user information, path and query go through net/url.
 func parseSentinelURL(s string) (RedisConfig, error) {
 	var cfg RedisConfig
-	scheme, rest, _ := strings.Cut(s, "://")
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
+	p, _ := splitURL(s)
+	if p.hosts == "" {
+		return cfg, fmt.Errorf("%w: no sentinel address", ErrInvalid)
 	}
-	userinfo, hosts := "", authority
-	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
-		userinfo, hosts = authority[:i], authority[i+1:]
-	}
-	if hosts == "" {
-		return cfg, fmt.Errorf("%w: no sentinel address in %q", ErrInvalid, redactUserinfo(s))
-	}
-	for part := range strings.SplitSeq(hosts, ",") {
+	n := 0
+	for part := range strings.SplitSeq(p.hosts, ",") {
+		n++
 		addr, err := withDefaultPort(strings.TrimSpace(part), defaultSentinelPort)
 		if err != nil {
-			return RedisConfig{}, fmt.Errorf("sentinel address: %w", err)
+			return RedisConfig{}, fmt.Errorf("%w: host %d of the Sentinel list %w", ErrInvalid, n, err)
 		}
 		cfg.Addrs = append(cfg.Addrs, addr)
 	}
-	rebuilt := "redis://sentinel" + tail
-	if userinfo != "" {
-		rebuilt = "redis://" + userinfo + "@sentinel" + tail
+	rebuilt := "redis://sentinel" + p.tail
+	if p.hasUser {
+		rebuilt = "redis://" + p.userinfo + "@sentinel" + p.tail
 	}
 	u, err := url.Parse(rebuilt)
 	if err != nil {
-		// The error quotes the URL; say only what was wrong with the user information, path or query.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return RedisConfig{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return RedisConfig{}, badURL(p, false)
 	}
-	if u.Fragment != "" || strings.Contains(tail, "#") {
+	if u.Fragment != "" || strings.Contains(p.tail, "#") {
 		return RedisConfig{}, fmt.Errorf("%w: a fragment (#...) in a sentinel url; name the primary with ?%s=NAME",
 			ErrInvalid, sentinelMasterParam)
 	}
@@ -78,20 +68,23 @@ func parseSentinelURL(s string) (RedisConfig, error) {
 	if cfg.DB, err = parseDB(u.Path); err != nil {
 		return RedisConfig{}, err
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return RedisConfig{}, fmt.Errorf("%w: query: %w", ErrInvalid, err)
-	}
-	for k, v := range q {
-		switch k {
+	q := make(url.Values)
+	i := 0
+	for param := range queryParams(u.RawQuery) {
+		i++
+		if param.err != nil {
+			return RedisConfig{}, fmt.Errorf("%w: query parameter %d %w", ErrInvalid, i, param.err)
+		}
+		switch param.name {
 		case sentinelMasterParam, sentinelUserParam, sentinelPasswordParam:
 		default:
-			return RedisConfig{}, fmt.Errorf("%w: unknown parameter %q; a sentinel url takes %s, %s and %s",
-				ErrInvalid, k, sentinelMasterParam, sentinelUserParam, sentinelPasswordParam)
+			return RedisConfig{}, fmt.Errorf("%w: query parameter %d is none of %s, %s and %s", ErrInvalid, i,
+				sentinelMasterParam, sentinelUserParam, sentinelPasswordParam)
 		}
-		if len(v) != 1 {
-			return RedisConfig{}, fmt.Errorf("%w: parameter %q given %d times", ErrInvalid, k, len(v))
+		if q.Has(param.name) {
+			return RedisConfig{}, fmt.Errorf("%w: parameter %q given more than once", ErrInvalid, param.name)
 		}
+		q.Set(param.name, param.value)
 	}
 	cfg.Sentinel = SentinelConfig{
 		Master:   q.Get(sentinelMasterParam),
@@ -101,7 +94,7 @@ func parseSentinelURL(s string) (RedisConfig, error) {
 	if err := checkMasterName(cfg.Sentinel.Master); err != nil {
 		return RedisConfig{}, err
 	}
-	if scheme == sentinelTLSScheme {
+	if p.scheme == sentinelTLSScheme {
 		// No ServerName: each connection verifies the name (or IP address) it dials, and the primary's address is
 		// learnt from the Sentinels.
 		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -109,9 +102,46 @@ func parseSentinelURL(s string) (RedisConfig, error) {
 	return cfg, nil
 }
 
+// queryParam is one name=value pair of a query, decoded; raw is the pair as written.
+type queryParam struct {
+	raw, name, value string
+	err              error
+}
+
+// queryParams yields the pairs of a raw query in order, split and decoded as url.ParseQuery does: on '&', empty
+// pairs skipped, the name up to the first '='. A pair with a ';' or a bad escape has err set (and name and value
+// empty); its text is never quoted, as it may hold a password.
+func queryParams(raw string) iter.Seq[queryParam] {
+	return func(yield func(queryParam) bool) {
+		for pair := range strings.SplitSeq(raw, "&") {
+			if pair == "" {
+				continue
+			}
+			p := queryParam{raw: pair}
+			name, value, _ := strings.Cut(pair, "=")
+			var errName, errValue error
+			switch {
+			case strings.Contains(pair, ";"):
+				p.err = errors.New("has a ';' (separate parameters with '&')")
+			default:
+				p.name, errName = url.QueryUnescape(name)
+				p.value, errValue = url.QueryUnescape(value)
+				if errName != nil || errValue != nil {
+					p.name, p.value = "", ""
+					p.err = errors.New("has a '%' not followed by two hex digits (write a '%' as %25)")
+				}
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+
 // checkMasterName validates a Sentinel master set name: letters, digits, '-', '_', '.' and ':'. Sentinel itself
 // refuses only spaces (its messages are space-separated); the narrower set turns a URL pasted wrong (a comma, a
-// slash, a second URL) into an error instead of a name no Sentinel knows.
+// slash, a second URL) into an error instead of a name no Sentinel knows. The name is not quoted: a URL pasted wrong
+// may have moved a password into it.
 func checkMasterName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: no primary named: add ?%s=NAME (the name the Sentinels monitor)", ErrInvalid,
@@ -120,30 +150,14 @@ func checkMasterName(name string) error {
 	if len(name) > 256 {
 		return fmt.Errorf("%w: primary name longer than 256 bytes", ErrInvalid)
 	}
-	for _, c := range []byte(name) {
+	for i, c := range []byte(name) {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.:", c) >= 0
 		if !ok {
-			return fmt.Errorf("%w: primary name %q: only letters, digits, '-', '_', '.' and ':' are accepted",
-				ErrInvalid, name)
+			return fmt.Errorf("%w: primary name, byte %d: only letters, digits, '-', '_', '.' and ':' are accepted",
+				ErrInvalid, i+1)
 		}
 	}
 	return nil
-}
-
-// redactUserinfo hides the user information of a URL, for error messages.
-func redactUserinfo(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return s
-	}
-	end := len(rest)
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		end = i
-	}
-	if i := strings.LastIndexByte(rest[:end], '@'); i >= 0 {
-		rest = "REDACTED@" + rest[i+1:]
-	}
-	return scheme + "://" + rest
 }
 
 // sentinelOption is the rueidis Sentinel option for cfg, or the zero option without a Sentinel master. The client

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -342,6 +343,10 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 		}
 		until := time.Now().Add(ban).UTC().Truncate(time.Millisecond)
 		if err := a.Ban(r.Context(), id, until); err != nil {
+			if errors.Is(err, directory.ErrInvalid) {
+				writeError(w, http.StatusConflict, codeBadRequest, "ban refused: "+err.Error())
+				return
+			}
 			s.log.Warn("ban not stored", "host_id", id, "err", err)
 			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable: the ban was not stored")
 			return
@@ -366,6 +371,7 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 
 // kickLocal closes hostID's tunnel here with 4410 and msg, and reports whether there was one.
 func (s *Server) kickLocal(hostID, msg string) bool {
+	s.lastKick.Store(time.Now().UnixNano()) // before the lookup: see serveTunnel
 	t := s.lookup(hostID)
 	if t == nil {
 		return false
@@ -474,6 +480,10 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request, admin
 		return
 	}
 	if err := a.Revoke(r.Context(), rv); err != nil {
+		if errors.Is(err, directory.ErrInvalid) { // e.g. the list is full: not the directory being down
+			writeError(w, http.StatusConflict, codeBadRequest, "revocation refused: "+err.Error())
+			return
+		}
 		s.log.Warn("revocation not stored", "err", err)
 		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable: the revocation was not stored")
 		return

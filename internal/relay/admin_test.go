@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/agent"
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 	"github.com/switchboard-relay/switchboard/internal/relay"
 	"github.com/switchboard-relay/switchboard/internal/relaytest"
@@ -659,4 +661,72 @@ func TestAdminRevokeEndsEventStream(t *testing.T) {
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil && t.Context().Err() != nil {
 		t.Fatalf("stream read: %v", err)
 	}
+}
+
+// banAfterFirstCheck is a memory directory whose first ban check of a host answers "not banned": as if the ban
+// was written just after the registration checked it.
+type banAfterFirstCheck struct {
+	*directory.Memory
+	checks atomic.Int32
+}
+
+func (d *banAfterFirstCheck) BannedUntil(ctx context.Context, hostID string) (time.Time, error) {
+	if d.checks.Add(1) == 1 {
+		return time.Time{}, nil
+	}
+	return d.Memory.BannedUntil(ctx, hostID)
+}
+
+// TestAdminBanDuringRegistration: a registration that passed its ban check before a kick with a ban, and
+// registered after the kick looked for it, is refused with 4410 all the same (the ban is read again).
+func TestAdminBanDuringRegistration(t *testing.T) {
+	dir := &banAfterFirstCheck{Memory: directory.NewMemory()}
+	t.Cleanup(func() { _ = dir.Close() })
+	r := relaytest.StartRelay(t, func(c *relay.Config) { c.Directory = dir })
+	if err := dir.Ban(t.Context(), "late", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// The kick (of a host with no tunnel here yet) reaches this replica.
+	adminJSON(t, "POST", r.URL+"/v1/admin/hosts/late/kick", relaytest.AdminToken(t, "ops"), "", &struct{}{})
+	refused := dialRawTunnel(t, r.URL, "late", relaytest.HostToken(t, "late"), false)
+	if code := refused.refusedCode(t); code != tunnel.CloseKicked {
+		t.Fatalf("registration after a ban closed with %d, want 4410", code)
+	}
+	if n := dir.checks.Load(); n < 2 {
+		t.Fatalf("the ban was checked %d times, want a second check after registering", n)
+	}
+}
+
+// TestRevocationSurvivesDirectoryLoss: Redis restarted empty loses the revocation list; the replica that holds it
+// in memory writes it back, so a replica started afterwards refuses the token too.
+func TestRevocationSurvivesDirectoryLoss(t *testing.T) {
+	rs := redistest.StartServer(t)
+	a := relaytest.StartRedisReplica(t, []string{rs.Addr}, "rvloss:", "A", nil)
+	admin := relaytest.AdminToken(t, "ops")
+	adminJSON(t, "POST", a.URL+"/v1/admin/revoke", admin, `{"sub":"mallory","for":"1h"}`, &struct{}{})
+	dir := a.Directory.(directory.Admin)
+	has := func() bool {
+		list, err := dir.Revocations(t.Context())
+		if err != nil {
+			return false
+		}
+		for _, r := range list {
+			if r.Subject == "mallory" {
+				return true
+			}
+		}
+		return false
+	}
+	if !has() {
+		t.Fatal("the revocation is not in the directory")
+	}
+	rs.Restart() // empty: the revocation list is gone
+	relaytest.Eventually(t, 30*time.Second, "the revocation written back", has)
+	b := relaytest.StartRedisReplica(t, []string{rs.Addr}, "rvloss:", "B", nil)
+	tok := relaytest.ClientToken(t, "mallory", "h")
+	relaytest.Eventually(t, 30*time.Second, "B refusing the revoked token", func() bool {
+		resp := relaytest.Do(t, "GET", b.URL+"/v1/hosts", tok)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	})
 }

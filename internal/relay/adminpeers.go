@@ -73,10 +73,11 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 		}
 	}
 	slices.Sort(ids)
-	if len(ids) > maxAsked {
-		ids = ids[:maxAsked]
+	var skipped []string
+	if len(ids) > maxAsked { // bounded fan-out; the rest are reported, never left out silently
+		ids, skipped = ids[:maxAsked], ids[maxAsked:]
 	}
-	out := make([]peerAnswer, len(ids))
+	out := make([]peerAnswer, len(ids), len(ids)+len(skipped))
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
@@ -99,9 +100,15 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 		})
 	}
 	wg.Wait()
+	for _, id := range skipped {
+		out = append(out, peerAnswer{replica: id, url: all[id], err: errNotAsked})
+	}
 	// A replica whose advertisement expired stopped for good (or long ago): it is not a member to report.
 	return slices.DeleteFunc(out, func(a peerAnswer) bool { return errors.Is(a.err, errGone) })
 }
+
+// errNotAsked marks a replica beyond the maxAsked one admin call asks.
+var errNotAsked = fmt.Errorf("not asked: one admin call asks at most %d peers", maxAsked)
 
 // errGone marks a listed replica whose advertisement has expired.
 var errGone = errors.New("replica gone")

@@ -290,7 +290,8 @@ func (s *Server) peerHas(ctx context.Context, base *url.URL, hostID string) bool
 
 // handleHas answers a peer's question whether a host's tunnel is here.
 func (s *Server) handleHas(w http.ResponseWriter, r *http.Request) {
-	if id := r.URL.Query().Get("host"); validHostID(id) && s.lookup(id) != nil {
+	// serving, not lookup: a tunnel retiring here takes no new exchange, so a peer must not be sent here for it.
+	if id := r.URL.Query().Get("host"); validHostID(id) && s.serving(id) != nil {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

@@ -71,8 +71,10 @@ func (rv *revocations) add(r directory.Revocation) {
 }
 
 // replace installs the list read from the directory, plus what was added locally and is not over yet (a
-// revocation this replica took or was sent may reach the directory's read replica after this poll began).
-func (rv *revocations) replace(list []directory.Revocation, now time.Time) {
+// revocation this replica took or was sent may reach the directory's read replica after this poll began). It
+// returns those local ones the list lacks (or has with an earlier end): the directory may have lost them (Redis
+// restarted empty, flushed, or failed over before replicating), and the caller writes them back.
+func (rv *revocations) replace(list []directory.Revocation, now time.Time) (missing []directory.Revocation) {
 	jti, sub := make(map[string]time.Time), make(map[string]time.Time)
 	for _, r := range list {
 		if r.TokenID != "" {
@@ -83,15 +85,21 @@ func (rv *revocations) replace(list []directory.Revocation, now time.Time) {
 	}
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	for _, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
+	for i, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
 		for k, u := range pair[0] {
 			if now.Before(u) && u.After(pair[1][k]) {
 				pair[1][k] = u
+				r := directory.Revocation{Subject: k, Until: u}
+				if i == 0 {
+					r = directory.Revocation{TokenID: k, Until: u}
+				}
+				missing = append(missing, r)
 			}
 		}
 	}
 	rv.jti, rv.sub = jti, sub
 	rv.any.Store(len(jti)+len(sub) > 0)
+	return missing
 }
 
 // revokingVerifier refuses the tokens on the revocation list, after the inner verifier accepted them.
@@ -123,7 +131,13 @@ func (s *Server) revokeLoop(ctx context.Context, a directory.Admin) {
 	for {
 		list, err := a.Revocations(ctx)
 		if err == nil {
-			s.revoked.replace(list, time.Now())
+			// What this replica holds and the directory lacks is written back: a revocation must survive the
+			// directory losing data as long as one replica remembers it.
+			for _, r := range s.revoked.replace(list, time.Now()) {
+				if err := a.Revoke(ctx, r); err != nil {
+					s.log.Debug("revocation not written back", "err", err)
+				}
+			}
 			s.cutRevoked()
 		} else if ctx.Err() == nil {
 			s.log.Debug("revocation list not read", "err", err)
@@ -216,8 +230,15 @@ func revokedExchange(ctx context.Context) bool {
 	return u != nil && u.revoked.Load()
 }
 
-// longLived reports whether a client request will likely hold its exchange open: a WebSocket (or raw TCP) upgrade
-// or an event stream.
+// longLiveBody is the request body length from which an upload is tracked as long-lived.
+const longLiveBody = 1 << 20
+
+// longLived reports whether a client request will likely hold its exchange open: an upgrade (WebSocket, raw TCP,
+// or any other protocol), an event stream, or an upload of unknown length (chunked) or over longLiveBody. Other
+// exchanges are not tracked (it costs a context and a map entry each): an answer already streaming when its
+// token is revoked runs to its end, and the next request is refused.
 func longLived(r *http.Request) bool {
-	return websocketRequested(r) || headerHasToken(r.Header, "Accept", "text/event-stream")
+	return websocketRequested(r) || r.Header.Get("Upgrade") != "" ||
+		headerHasToken(r.Header, "Accept", "text/event-stream") ||
+		r.ContentLength < 0 || r.ContentLength > longLiveBody
 }

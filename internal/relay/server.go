@@ -230,6 +230,7 @@ type Server struct {
 	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
 
 	statusStreams atomic.Int64 // open GET /status/events streams, under maxStatusStreams
+	lastKick      atomic.Int64 // when a kick last reached this replica (UnixNano): serveTunnel checks bans again after it
 
 	// Guarded by mu.
 	mu        sync.Mutex
@@ -419,7 +420,6 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.routeAdmin()
-	s.routeStatus()
 	// No /metrics here: this handler faces clients and hosts, and metrics are for operators (MetricsHandler).
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint; clients call /hosts/{id}/...")
@@ -452,7 +452,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// MetricsHandler serves /metrics, /healthz and /readyz for a separate metrics listener.
+// MetricsHandler serves /metrics, /healthz, /readyz and the status page (/status) for a separate metrics listener.
 func (s *Server) MetricsHandler() http.Handler {
 	m := http.NewServeMux()
 	if s.cfg.Gatherer != nil {
@@ -460,6 +460,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	}
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
+	s.routeStatus(m) // status.go: never on the public listener
 	return m
 }
 

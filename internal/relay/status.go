@@ -22,12 +22,15 @@ import (
 // GET /status/events (SSE, one snapshot every statusInterval). The HTML is rendered here, with its CSS and script
 // embedded in the binary and served from /status/assets/: no external asset, no build toolchain.
 //
+// Where: on the metrics listener (MetricsHandler), never on the public one. The public origin serves hosts' pages
+// in path mode (/hosts/{id}/...): a host's script there is same-origin with anything else the relay serves, so it
+// could read the status page with the operator's cookie. The metrics listener serves no host content.
+//
 // Who may see it: admin tokens only, like the admin API it is built on (ClusterReplicas). A browser presents the
 // token once, as ?access_token= on a navigation to /status; the relay answers 303 to /status and sets
-// statusCookie, whose value is the token: HttpOnly, SameSite=Strict, Path=/status, Secure over TLS or a trusted
-// front, expiring with the token. The cookie is read on GET /status and /status/events only — never by the admin
-// API, whose actions take Authorization alone — so a page elsewhere can make a browser load the status page but
-// neither read it nor act with it. A stream ends when its token expires or is revoked.
+// statusCookie, whose value is the token: HttpOnly, SameSite=Strict, Path=/status, Secure over TLS, expiring with
+// the token. The cookie is read on GET /status and /status/events only — never by the admin API, whose actions
+// take Authorization alone. A stream ends when its token expires or is revoked.
 
 // statusCookie is the name of the status page's session cookie.
 const statusCookie = "switchboard_admin"
@@ -74,12 +77,12 @@ type errorCount struct {
 	Count int64  `json:"count"`
 }
 
-// routeStatus adds the status page to the public mux.
-func (s *Server) routeStatus() {
-	s.mux.HandleFunc("GET /status", s.handleStatus)
-	s.mux.HandleFunc("GET /status/events", s.handleStatusEvents)
+// routeStatus adds the status page to m, the metrics listener's mux.
+func (s *Server) routeStatus(m *http.ServeMux) {
+	m.HandleFunc("GET /status", s.handleStatus)
+	m.HandleFunc("GET /status/events", s.handleStatusEvents)
 	assets := http.FileServerFS(statusFiles)
-	s.mux.HandleFunc("GET /status/assets/{file}", func(w http.ResponseWriter, r *http.Request) {
+	m.HandleFunc("GET /status/assets/{file}", func(w http.ResponseWriter, r *http.Request) {
 		switch f := r.PathValue("file"); f {
 		case "status.css", "status.js":
 			statusHeaders(w.Header())

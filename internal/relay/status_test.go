@@ -95,7 +95,11 @@ func TestStatusAccess(t *testing.T) {
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(path, bearer, cookie string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest("GET", r.URL+path, nil)
+		base := r.MetricsURL // the status page is served on the metrics listener only
+		if strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/hosts/") {
+			base = r.URL
+		}
+		req, _ := http.NewRequest("GET", base+path, nil)
 		if bearer != "" {
 			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
@@ -127,6 +131,20 @@ func TestStatusAccess(t *testing.T) {
 	} {
 		if resp := get(c.path, c.bearer, c.cookie); resp.StatusCode != c.status {
 			t.Errorf("%s: GET %s: %d, want %d", c.name, c.path, resp.StatusCode, c.status)
+		}
+	}
+
+	// Never on the public listener, whose origin serves hosts' pages in path mode.
+	for _, path := range []string{"/status", "/status/events", "/status/assets/status.js"} {
+		pub, _ := http.NewRequest("GET", r.URL+path, nil)
+		pub.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("public listener GET %s: %d, want 404", path, resp.StatusCode)
 		}
 	}
 
@@ -173,7 +191,7 @@ func TestStatusStreamEndsWithToken(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
 	admin := adminToken(t, "ops")
 	other := adminToken(t, "ops2")
-	resp := relaytest.Do(t, "GET", r.URL+"/status/events", admin)
+	resp := relaytest.Do(t, "GET", r.MetricsURL+"/status/events", admin)
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("GET /status/events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
@@ -205,7 +223,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	startBrowser(t)
 	c := startStatusCluster(t)
 	tab := newTab(t)
-	navigate(t, tab, c.b.URL+"/status?access_token="+c.admin)
+	navigate(t, tab, c.b.MetricsURL+"/status?access_token="+c.admin)
 	if loc := location(t, tab); strings.Contains(loc.RawQuery, "access_token") || loc.Path != "/status" {
 		t.Fatalf("page address %s: want /status without the token", loc)
 	}
@@ -305,7 +323,7 @@ func TestBrowserStatusPage(t *testing.T) {
 // refuse one): its script and style are the relay's own assets.
 func TestStatusPageSelfContained(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
-	resp := relaytest.Do(t, "GET", r.URL+"/status", adminToken(t, "ops"))
+	resp := relaytest.Do(t, "GET", r.MetricsURL+"/status", adminToken(t, "ops"))
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {

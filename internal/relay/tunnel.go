@@ -209,6 +209,20 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		s.runTunnel(t)
 		return
 	}
+	if current && s.kickedLately() {
+		// A kick with a ban may have come between this tunnel's ban check (before the claim) and its registration,
+		// and found nothing to close: the ban is read again now that the tunnel is where a kick would find it.
+		cctx, cancel := context.WithTimeout(s.ctx, controlAcceptTimeout)
+		code, msg, ok := s.checkRegistration(cctx, t.hostID, t.meta)
+		cancel()
+		if !ok {
+			s.metrics.registrations.WithLabelValues(regRefused).Inc()
+			t.log.Info("tunnel refused", "code", int(code), "reason", msg)
+			t.close(code, msg, "refused")
+			s.runTunnel(t)
+			return
+		}
+	}
 	switch {
 	case !current && s.closed.Load():
 		t.close(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
@@ -544,4 +558,12 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.out.Add(int64(n))
 	return n, err
+}
+
+// kickedLately reports whether a kick reached this replica recently enough that a registration under way then may
+// have passed its ban check before the ban was written (the check and the registration are at most two
+// controlAcceptTimeouts apart: the check, then the claim).
+func (s *Server) kickedLately() bool {
+	at := s.lastKick.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < 2*controlAcceptTimeout
 }
