@@ -56,7 +56,7 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 	}
 	var all map[string]string
 	if !s.health.isDown() {
-		all, _ = s.dir.listPeers(ctx)
+		all, _ = s.dir.ListPeers(ctx)
 	}
 	if all == nil {
 		if p := s.knownPeers.Load(); p != nil { // the directory is down: the peer list kept in memory
@@ -83,7 +83,7 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 		wg.Go(func() {
 			raw := all[id]
 			if !s.health.isDown() { // else the listing came from memory, with the last URLs read
-				cur, err := s.dir.peerURL(ctx, id)
+				cur, err := s.dir.PeerURL(ctx, id)
 				if errors.Is(err, directory.ErrNotFound) {
 					out[i] = peerAnswer{replica: id, url: raw, err: errGone}
 					return

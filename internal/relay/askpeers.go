@@ -107,7 +107,7 @@ func mergePeers(prev *peerSet, listed map[string]string, self, selfURL string, n
 // refreshPeers lists the advertised replicas and merges them into the peer list (mergePeers). A listing without
 // this replica means the directory lost data: this replica advertises itself again at once.
 func (s *Server) refreshPeers(ctx context.Context) {
-	m, err := s.dir.listPeers(ctx)
+	m, err := s.dir.ListPeers(ctx)
 	if err != nil || m == nil {
 		return // keep the last list
 	}

@@ -1,6 +1,10 @@
 package relay
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-relay/switchboard/internal/directory"
+)
 
 // clusterMetrics are the series of routing between replicas and of the directory.
 type clusterMetrics struct {
@@ -82,7 +86,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			"replayed, nonce_cache_full).",
 	}, []string{"reason"})
 	reg.MustRegister(m.dirSeconds, m.dirErrors, m.forwards, m.missWaits, m.drainMoves, m.hopRejections, m.dirUp, m.asks)
-	for _, op := range []string{opClaim, opRelease, opLookup, opRecords, opAdvertise, opPeerURL, opReassert, opListPeers, opProbe} {
+	for _, op := range directory.Ops() {
 		m.dirSeconds.WithLabelValues(op)
 		m.dirErrors.WithLabelValues(op)
 	}

@@ -81,13 +81,13 @@ func (s *Server) healthLoop(ctx context.Context, p prober) {
 		advertised := s.advertisedOnce.Load() // before the probe: an advertisement racing it is not a loss
 		start := time.Now()
 		u, err := p.ProbePeer(pctx, s.cfg.Replica)
-		s.cluster.dirSeconds.WithLabelValues(opProbe).Observe(time.Since(start).Seconds())
+		s.cluster.dirSeconds.WithLabelValues(directory.OpProbe).Observe(time.Since(start).Seconds())
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			s.cluster.dirErrors.WithLabelValues(opProbe).Inc()
+			s.cluster.dirErrors.WithLabelValues(directory.OpProbe).Inc()
 			s.health.setDown(true, err)
 		default:
 			s.health.setDown(false, nil)
@@ -108,7 +108,7 @@ func (s *Server) healthLoop(ctx context.Context, p prober) {
 func (s *Server) advertise(ctx context.Context) bool {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := s.dir.advertise(actx, s.cfg.Replica, s.cfg.InternalURL); err != nil {
+	if err := s.dir.Advertise(actx, s.cfg.Replica, s.cfg.InternalURL); err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("advertising the internal url failed", "err", err)
 		}

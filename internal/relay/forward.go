@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -269,7 +270,7 @@ func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
 	if len(s.cfg.ClusterSecret) == 0 {
 		return nil, errors.New("forwarding disabled: no cluster secret")
 	}
-	raw, err := s.dir.peerURL(ctx, replica)
+	raw, err := s.dir.PeerURL(ctx, replica)
 	if err != nil {
 		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
 	}
@@ -303,7 +304,7 @@ func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metada
 		}
 		cancel()
 	}
-	e, prev, hasPrior, err := s.dir.claimPrior(ctx, hostID, s.cfg.Replica, meta)
+	e, prev, hasPrior, err := s.dir.ClaimPrior(ctx, hostID, s.cfg.Replica, meta)
 	if err != nil {
 		return e, "", nil, err
 	}
@@ -341,20 +342,33 @@ func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Ent
 // and announces each host online once its entry is written. (The claim's prior state is not known then, so a host
 // that moved here from another replica during the outage reads "online", not "moved"; either way it is online.)
 func (s *Server) writeBehind(ctx context.Context) {
+	// behindMu is never held with mu (see the lock order in the package doc): the entries are copied out, looked
+	// up in the registry without behindMu, and those found stale are deleted only if no newer claim took their place.
 	s.behindMu.Lock()
-	pending := make([]directory.Entry, 0, len(s.behind))
-	for id, e := range s.behind {
-		if t := s.lookup(id); t != nil && t.epoch == e.Epoch {
+	claims := slices.Collect(maps.Values(s.behind))
+	s.behindMu.Unlock()
+	pending := make([]directory.Entry, 0, len(claims))
+	var stale []directory.Entry
+	for _, e := range claims {
+		if t := s.lookup(e.HostID); t != nil && t.epoch == e.Epoch {
 			pending = append(pending, e)
 		} else if t == nil || t.epoch > e.Epoch {
-			delete(s.behind, id) // the tunnel ended or was replaced: nothing to write
+			stale = append(stale, e) // the tunnel ended or was replaced: nothing to write
 		}
 	}
-	s.behindMu.Unlock()
+	if len(stale) > 0 {
+		s.behindMu.Lock()
+		for _, e := range stale {
+			if cur, ok := s.behind[e.HostID]; ok && cur.Epoch == e.Epoch {
+				delete(s.behind, e.HostID)
+			}
+		}
+		s.behindMu.Unlock()
+	}
 	if len(pending) == 0 {
 		return
 	}
-	written, err := s.dir.reassert(ctx, pending)
+	written, err := s.dir.ReassertEach(ctx, pending)
 	if err != nil {
 		s.log.Debug("write-behind of directory entries failed; will retry", "entries", len(pending), "err", err)
 	}

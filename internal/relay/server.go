@@ -5,7 +5,14 @@
 // the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
 // it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
 //
-// Lock order: Server.mu, then tunnel.mu.
+// Locks. Every mutex in the package is a leaf: none is held while another is taken, nor across a call to the
+// directory, a peer or a callback. The one lock held across I/O is tunnelConn.ctrlMu, for one control-message write to
+// the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
+// and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
+// copies the owed entries out before it looks them up in the registry. The others each guard one small structure
+// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
+// evictions.mu, peerAsker.mu, hopNonces.mu, ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu and AccessLog.mu.
+// A new lock keeps to this, or this paragraph gains the order.
 package relay
 
 import (
@@ -173,7 +180,7 @@ type Config struct {
 type Server struct {
 	// Immutable after New.
 	cfg     Config
-	dir     *timedDirectory
+	dir     *directory.Instrumented
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
@@ -233,7 +240,7 @@ type Server struct {
 	registered uint32 // registrations so far (wrapping): deals tunnels their ping slice (liveness.go)
 
 	// Entries accepted while the directory was unreachable (claimLocally), to be written behind. Guarded by
-	// behindMu, which is never held with mu.
+	// behindMu, which is never held with mu (nor mu with it).
 	behindMu       sync.Mutex
 	behind         map[string]directory.Entry
 	lastLocalEpoch uint64
@@ -398,7 +405,7 @@ func New(cfg Config) (*Server, error) {
 		dir = directory.NewMemory()
 		s.ownDir = true
 	}
-	s.dir = &timedDirectory{Directory: dir, seconds: s.cluster.dirSeconds, errors: s.cluster.dirErrors, health: &s.health}
+	s.dir = directory.Instrument(dir, directory.OpMetrics{Seconds: s.cluster.dirSeconds, Errors: s.cluster.dirErrors}, s.health.observe)
 	registerCacheMetrics(cfg.Registerer, dir)
 	registerHopMetrics(cfg.Registerer, s)
 	if n, ok := dir.(reapedNotifier); ok {
