@@ -11,7 +11,8 @@
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
 // and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
-// evictions.mu, peerAsker.mu, hopNonces.mu, ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu and AccessLog.mu.
+// evictions.mu, peerAsker.mu, hopNonces.mu, ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
+// and a drain's workQueue.mu (drain.go).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
 
