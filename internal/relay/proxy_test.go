@@ -932,7 +932,9 @@ func TestProxyBodilessAnswers(t *testing.T) {
 // TestProxySlowUploadNotCut checks that an upload that keeps moving is not cut though the host answers only at its
 // end, long after the idle timeout: progress on the request body counts as progress of the exchange.
 func TestProxySlowUploadNotCut(t *testing.T) {
-	const idle = 300 * time.Millisecond
+	// An idle timeout well above the upload's 100 ms gaps, so that a busy machine's scheduling delays do not cut
+	// the exchange for real (the host answers only after the whole upload, then the answer must arrive in time).
+	const idle = time.Second
 	for _, kind := range hostKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			e := startProxy(t, kind, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -944,7 +946,7 @@ func TestProxySlowUploadNotCut(t *testing.T) {
 				_, _ = fmt.Fprint(w, n)
 			}), func(c *relay.Config) { c.IdleTimeout = idle }, nil)
 			pr, pw := io.Pipe()
-			const chunks = 12 // 1.2 s: four idle timeouts
+			const chunks = 30 // 3 s: three idle timeouts
 			go func() {
 				tick := time.NewTicker(100 * time.Millisecond)
 				defer tick.Stop()
