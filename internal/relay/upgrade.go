@@ -115,8 +115,13 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	}
 
 	// A revocation of the client's token ends the exchange: the host's side is cut, and the client's closes with
-	// 4401 below.
-	cut := context.AfterFunc(r.Context(), func() { _ = st.Close() })
+	// 4401 below. Only a revocation: a context ended because the client went must not close the stream before the
+	// pump below has told the host with a 1011 close frame.
+	cut := context.AfterFunc(r.Context(), func() {
+		if revokedExchange(r.Context()) {
+			_ = st.Close()
+		}
+	})
 	defer cut()
 	hostW := newStallWriter(st, st.SetWriteDeadline, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledHost))
 	clientW := newStallWriter(conn, conn.SetWriteDeadline, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledReader))
