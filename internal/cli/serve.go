@@ -378,6 +378,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	exit := true
 	select {
 	case <-ctx.Done():
+		// The default handlers are back before the drain shows anywhere (readiness 503), so that a second signal
+		// stops the process at once whatever the machine's load (main also restores them, but asynchronously).
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
 		log.Info("shutdown signal: draining (a second signal stops at once)", "drain_timeout", c.DrainTimeout.String(),
 			"drain_delay", c.DrainDelay.String())
 	case exit = <-drainReq:
