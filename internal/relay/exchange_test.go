@@ -108,8 +108,11 @@ func TestExchangeEdgeCases(t *testing.T) {
 		{name: "304", answer: "HTTP/1.1 304 Not Modified\r\nETag: \"v\"\r\n\r\n", status: 304,
 			header: map[string]string{"Etag": `"v"`}},
 		{name: "no reason phrase", answer: "HTTP/1.1 201\r\nContent-Length: 0\r\n\r\n", status: 201},
-		{name: "repeated equal Content-Length", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok",
+		{name: "repeated equal Content-Length", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length:  2\r\n\r\nok",
 			status: 200, body: "ok", header: map[string]string{"Content-Length": "2"}},
+		{name: "Content-Length list", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", status: 502, code: "upstream_failed"},
+		{name: "Content-Length spelt two ways", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 02\r\n\r\nok",
+			status: 502, code: "upstream_failed"},
 		{name: "103 early hints passed on", answer: "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
 			"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", status: 200, body: "x", interims: []int{103}},
 		{name: "unasked 100 dropped", answer: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny",

@@ -19,7 +19,7 @@ import (
 //   - header lines "name: value", the name a token with no space before the colon, the value without control
 //     bytes other than HTAB, optional whitespace around it dropped; lines end in CRLF or a bare LF;
 //   - no obs-fold (a line starting with SP or HTAB): refused, which RFC 9112 § 5.2 allows;
-//   - Content-Length: digits only, repeated (lines or a list) only with one value;
+//   - Content-Length: digits only, one number a line, repeated lines only spelt the same;
 //   - Transfer-Encoding: exactly "chunked", once, and never with Content-Length.
 //
 // The whole head, interim 1xx heads before it included, is read up to a byte allowance; a longer one fails with
@@ -134,11 +134,12 @@ func parseResponseHead(head string, h http.Header) (responseHead, error) {
 
 // fields is what parseFields learnt of the framing headers.
 type fields struct {
-	contentLength   int64
-	chunked         bool
-	close           bool
-	keepAlive       bool
-	transferEncoded bool
+	contentLength     int64
+	contentLengthText string // the first Content-Length line's value
+	chunked           bool
+	close             bool
+	keepAlive         bool
+	transferEncoded   bool
 }
 
 // parseFields parses header lines up to the empty line into h. With rh nil (trailers) no framing is read.
@@ -191,13 +192,19 @@ func parseFields(block string, h http.Header, rh *responseHead) (fields, error) 
 func (f *fields) framing(key, value string) error {
 	switch key {
 	case "Content-Length":
-		for v := range strings.SplitSeq(value, ",") {
-			n, err := parseContentLength(strings.Trim(v, " \t"))
-			if err != nil || f.contentLength >= 0 && n != f.contentLength {
+		// One number a line, repeated lines spelt the same, as net/http reads it: a list ("2, 2") or "2" beside
+		// "02", which RFC 9110 would tolerate, is refused.
+		if f.contentLength >= 0 {
+			if value != f.contentLengthText {
 				return errMalformedHead
 			}
-			f.contentLength = n
+			return nil
 		}
+		n, err := parseContentLength(value)
+		if err != nil {
+			return errMalformedHead
+		}
+		f.contentLength, f.contentLengthText = n, value
 	case "Transfer-Encoding":
 		if f.transferEncoded || !strings.EqualFold(value, "chunked") {
 			return errMalformedHead // another coding, or chunked twice: the relay cannot frame it

@@ -19,6 +19,8 @@ func FuzzResponseHead(f *testing.F) {
 		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n",
 		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok",
+		"HTTP/1.0 100\nContent-Length:2,2\n\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 02\r\n\r\nok",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nx-lower_case: v\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
