@@ -70,17 +70,25 @@ func (f *Fanout) tail(ctx context.Context, pos string) {
 			continue
 		}
 		pos = evs[len(evs)-1].ID
-		f.mu.Lock()
-		f.buf = append(f.buf, evs...)
-		if over := len(f.buf) - f.size; over > 0 {
-			f.base = f.buf[over-1].ID
-			f.buf = append(f.buf[:0:0], f.buf[over:]...)
-		}
-		f.pos = pos
-		close(f.wake)
-		f.wake = make(chan struct{})
-		f.mu.Unlock()
+		f.add(evs, pos)
 	}
+}
+
+// add appends evs, read up to pos, to the buffer, drops the oldest beyond size and wakes the readers.
+func (f *Fanout) add(evs []Event, pos string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.buf = append(f.buf, evs...)
+	if over := len(f.buf) - f.size; over > 0 {
+		f.base = f.buf[over-1].ID
+		// Resliced, not copied: append moves the window to a new array only when it reaches the array's end,
+		// so an event costs a few Event copies, not a copy of the whole buffer (a copy per event was most of
+		// the garbage a tunnel's connect left on the relay).
+		f.buf = f.buf[over:]
+	}
+	f.pos = pos
+	close(f.wake)
+	f.wake = make(chan struct{})
 }
 
 // Recent returns up to n of the most recent events Run has read (since it started, or since the last gap), newest
