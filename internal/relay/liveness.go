@@ -24,7 +24,8 @@ const pingSlices = 10
 // The same tick closes every tunnel of its slice whose host token has expired (closeExpired), so a tunnel outlives
 // its token's "exp" by at most one PingInterval, at no cost per idle tunnel: no timer of its own. It also closes the
 // slice's kept streams idle for streamIdleTimeout (streamPool.prune), so each tunnel's pool is pruned once per
-// interval.
+// interval, and each ping first looks for bytes the agent wrote on the control stream (tunnelConn.checkControl): no
+// goroutine reads an idle tunnel's control stream.
 func (s *Server) pingLoop(ctx context.Context) { s.pingEvery(ctx, s.ping) }
 
 // pingEvery is pingLoop with its ping as a parameter, so that the schedule can be tested without yamux (whose
@@ -62,9 +63,13 @@ func (s *Server) pingEvery(ctx context.Context, ping func(tc *tunnelConn)) {
 	}
 }
 
-// ping pings tc once, records the round trip, and aborts tc if the ping is not answered.
+// ping checks tc's control stream (checkControl), pings tc once, records the round trip, and aborts tc if the ping
+// is not answered.
 func (s *Server) ping(tc *tunnelConn) {
 	defer tc.pinging.Store(false)
+	if tc.checkControl() {
+		return
+	}
 	rtt, err := tc.sess.Ping()
 	if err == nil {
 		tc.rtt.Store(int64(rtt)) // the admin API's and status page's round trip

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,8 +61,8 @@ type tunnelConn struct {
 	ctrlMu sync.Mutex // serialises control writes
 }
 
-// handleTunnel accepts a host's tunnel: checks limits and the host token before the upgrade, then runs the tunnel
-// until it ends. The handler goroutine is the tunnel's owner.
+// handleTunnel accepts a host's tunnel: checks limits and the host token before the upgrade, sets the tunnel up and
+// hands it to serveTunnel on a goroutine of the Server's own.
 func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	reject := func(status int, code, msg, outcome string) {
 		s.metrics.registrations.WithLabelValues(outcome).Inc()
@@ -196,7 +197,8 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
+// serveTunnel registers t, tells the agent it is routable and hands it to watchTunnel, which ends it when its
+// session ends.
 func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	old, current := s.register(t)
 	if current && s.evictions.supersedes(t.hostID, t.epoch) {
@@ -209,7 +211,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		}
 		s.metrics.registrations.WithLabelValues(regReplaced).Inc()
 		t.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced")
-		s.runTunnel(t)
+		s.watchTunnel(t)
 		return
 	}
 	if current && s.kickedLately() {
@@ -222,7 +224,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 			s.metrics.registrations.WithLabelValues(regRefused).Inc()
 			t.log.Info("tunnel refused", "code", int(code), "reason", msg)
 			t.close(code, msg, "refused")
-			s.runTunnel(t)
+			s.watchTunnel(t)
 			return
 		}
 	}
@@ -249,7 +251,7 @@ func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 		t.sendControl(tunnel.Control{Type: tunnel.ControlReady, Epoch: t.epoch})
 		t.log.Info("tunnel up", "os", t.meta.OS, "agent_version", t.meta.AgentVersion, "remote", remote)
 	}
-	s.runTunnel(t)
+	s.watchTunnel(t)
 }
 
 // upgradeTunnel completes the upgrade on the transport the agent asked for: raw (an HTTP/1.1 upgrade to
@@ -391,23 +393,29 @@ func (s *Server) register(t *tunnelConn) (old *tunnelConn, current bool) {
 	return old, true
 }
 
-// runTunnel blocks until t's session ends, then unregisters it: only t itself is removed (fencing by identity and
-// epoch), so a late end of an old tunnel never removes its successor.
-func (s *Server) runTunnel(t *tunnelConn) {
+// watchTunnel arranges for endTunnel to run once t's session has ended, and returns: no goroutine waits for an
+// idle tunnel's end. yamux closes its connection, t.counted, exactly once, whatever ends the session (t.close, the
+// agent's close, a broken connection, a protocol error); that close starts endTunnel (see countingConn.Close), or
+// this call does when the session ended already. The Server's WaitGroup counts the end from here, so Close waits for
+// every tunnel's endTunnel, as it waited for the goroutine that used to block until the session ended.
+func (s *Server) watchTunnel(t *tunnelConn) {
 	// Announced here, once the tunnel is registered and before anything can release it, so that its event
 	// precedes its offline in the log.
 	if t.prior != nil {
 		s.announceClaim(directory.Entry{HostID: t.hostID, Replica: s.cfg.Replica, Epoch: t.epoch,
 			ConnectedAt: t.connectedAt, Metadata: t.meta}, *t.prior)
 	}
-	// The control stream is write-only for the agent's peer: a read returns only when the session ends (or the
-	// agent misbehaves by writing), which makes this goroutine the tunnel's watcher without a second one.
-	var b [1]byte
-	if n, _ := t.ctrl.Read(b[:]); n > 0 {
-		t.close(tunnel.CloseProtocol, "agent wrote on the control stream", "protocol")
-	} else {
-		t.close(tunnel.CloseInternal, "session ended", "session_ended")
-	}
+	s.wg.Add(1) // this goroutine is counted (serveTunnel runs under spawn or within Close's own wait)
+	t.counted.onEnd(func() {
+		defer s.wg.Done()
+		s.endTunnel(t)
+	})
+}
+
+// endTunnel closes t (a no-op if the relay closed it) and unregisters it once its session has ended: only t itself
+// is removed (fencing by identity and epoch), so a late end of an old tunnel never removes its successor.
+func (s *Server) endTunnel(t *tunnelConn) {
+	t.close(tunnel.CloseInternal, "session ended", "session_ended")
 	<-t.done
 
 	s.mu.Lock()
@@ -419,6 +427,24 @@ func (s *Server) runTunnel(t *tunnelConn) {
 	s.releaseEntry(t.hostID, t.epoch)
 	s.metrics.tunnelsClosed.WithLabelValues(t.closeReason).Inc()
 	t.log.Info("tunnel down", "reason", t.closeReason, "connected_for", time.Since(t.connectedAt).Round(time.Millisecond).String())
+}
+
+// checkControl closes t if the agent wrote on the control stream or closed it. The control stream is write-only
+// for the agent's peer, and nothing reads it while the tunnel is idle: the ping loop calls this once per interval
+// with each ping, and a read with a past deadline returns what the agent sent without waiting.
+func (t *tunnelConn) checkControl() (closed bool) {
+	var b [1]byte
+	_ = t.ctrl.SetReadDeadline(time.Now())
+	n, err := t.ctrl.Read(b[:])
+	switch {
+	case n > 0:
+		t.close(tunnel.CloseProtocol, "agent wrote on the control stream", "protocol")
+	case errors.Is(err, io.EOF):
+		t.close(tunnel.CloseInternal, "session ended", "session_ended") // as when the session ends
+	default:
+		return false
+	}
+	return true
 }
 
 // releaseEntry removes the directory entry of a tunnel that ended, if it is still that tunnel's, and then owes the
@@ -572,10 +598,33 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// countingConn counts the bytes of a tunnel's transport, for the admin API's tunnel list.
+// countingConn counts the bytes of a tunnel's transport, for the admin API's tunnel list, and starts the tunnel's
+// end when yamux closes it (see Server.watchTunnel).
 type countingConn struct {
 	net.Conn
 	in, out atomic.Int64
+
+	end    func()       // written by onEnd before it counts in ends
+	closed atomic.Bool  // Close was called
+	ends   atomic.Int32 // 1 for Close, 1 for onEnd: the second of them starts end
+}
+
+// onEnd makes end run on a goroutine of its own once the connection is closed (at once if it is already).
+func (c *countingConn) onEnd(end func()) {
+	c.end = end
+	if c.ends.Add(1) == 2 {
+		go c.end()
+	}
+}
+
+// Close closes the connection and, if onEnd was called, starts its end. yamux calls it from Session.Close, under
+// the session's shutdown lock: the end must not run on this goroutine, since it closes the session too.
+func (c *countingConn) Close() error {
+	err := c.Conn.Close()
+	if c.closed.CompareAndSwap(false, true) && c.ends.Add(1) == 2 {
+		go c.end()
+	}
+	return err
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
