@@ -342,6 +342,7 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *e
 			}
 			hs = newHostStream(st, s.cfg.IdleTimeout)
 		}
+		s.idle.add(&hs.idleConn)
 		// A client that goes away ends the exchange: the stream's close wakes every read and write on it, and the
 		// host's side sees the end of the request.
 		stop = context.AfterFunc(r.Context(), hs.closeFn)
@@ -367,6 +368,7 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *e
 				err = sender.err // the body's failure is the cause: the host saw the stream end
 			}
 		}
+		s.idle.remove(&hs.idleConn)
 		_ = hs.Stream.Close()
 		if kept && staleStream(err) && b.hr.consumed() == 0 && r.Context().Err() == nil {
 			continue // the host had closed the kept stream: once more on a fresh one
@@ -381,6 +383,7 @@ func (s *Server) exchangeHTTP(rec *recorder, r *http.Request, ex *exchange, b *e
 		clean = false
 		sender.abort(rec)
 	}
+	s.idle.remove(&hs.idleConn)
 	if clean && stopped && !rh.close && !rh.http10 && b.br.Buffered() == 0 && !hs.timedOut.Load() {
 		ex.t.streams.put(hs, time.Now())
 	} else {

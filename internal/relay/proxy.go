@@ -203,15 +203,15 @@ func isTimeout(err error) bool {
 }
 
 // idleConn is a stream that times out only when neither direction made progress for idle: a request body that is
-// still moving keeps the wait for the answer alive (the transport's reader waits for it all along), and an answer
-// that is moving keeps a blocked body write alive. Deadlines move at most every idle/4, so a busy stream seldom
-// touches them; a blocked call is woken by the move and waits on.
+// still moving keeps the wait for the answer alive, and an answer that is moving keeps a blocked body write alive.
+// Its reads and writes note the time; the Server's idle watch (idlewatch.go) times it out while it is watched.
 type idleConn struct {
 	*yamux.Stream
 	idle     time.Duration
-	moved    atomic.Int64 // unix nanoseconds when the deadlines were last moved
-	timedOut atomic.Bool  // a read or write hit the idle deadline
+	moved    atomic.Int64 // unix nanoseconds of the last progress
+	timedOut atomic.Bool  // a read or write hit the idle timeout
 	read     atomic.Int64 // bytes read, for roundTripCapped
+	slot     int          // its index in idleWatch.conns while watched; guarded by idleWatch.mu
 }
 
 func (c *idleConn) bytesRead() int64 { return c.read.Load() }
@@ -235,15 +235,8 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	return n, c.classify(err)
 }
 
-// progress gives both directions idle more time, unless they got it less than idle/4 ago.
-func (c *idleConn) progress() {
-	now := time.Now()
-	if now.UnixNano()-c.moved.Load() < int64(c.idle/4) {
-		return
-	}
-	c.moved.Store(now.UnixNano())
-	_ = c.Stream.SetDeadline(now.Add(c.idle))
-}
+// progress notes that bytes moved (or are about to), which gives both directions idle more time.
+func (c *idleConn) progress() { c.moved.Store(time.Now().UnixNano()) }
 
 // classify reports the idle timeout as the cause of every error after it: when one direction times out the
 // transport closes the stream, and the other direction's "stream closed" must still read as a timeout (504), not

@@ -229,6 +229,7 @@ type Server struct {
 	closed    atomic.Bool
 	exchanges atomic.Int64 // client exchanges in flight, under MaxExchanges (admitExchange)
 	tally     tally        // client exchanges ended, by outcome (the status page and GET /v1/admin/replicas)
+	idle      idleWatch    // host streams of exchanges in flight, timed out by idleLoop
 
 	statusStreams atomic.Int64 // open GET /status/events streams, under maxStatusStreams
 	lastKick      atomic.Int64 // when a kick last reached this replica (UnixNano): serveTunnel checks bans again after it
@@ -468,7 +469,8 @@ func (s *Server) MetricsHandler() http.Handler {
 }
 
 // Run runs the relay's background upkeep until ctx ends or the Server closes: tunnel liveness pings (without Run,
-// dead tunnels are found only by the agents' own pings and TCP), rate-limiter sweeping, advertising InternalURL,
+// dead tunnels are found only by the agents' own pings and TCP), the exchanges' idle timeouts (without Run, an
+// exchange whose host makes no progress waits until the client goes), rate-limiter sweeping, advertising InternalURL,
 // writing behind entries accepted while the directory was unreachable, probing the directory's health
 // (dirhealth.go), and the directory's own Run loop if it has one (directory.Redis: the replica lease and
 // re-assertion after data loss).
@@ -486,6 +488,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 	wg.Go(func() { s.pingLoop(ctx) })
+	wg.Go(func() { s.idleLoop(ctx) })
 	wg.Go(func() { s.clusterLoop(ctx) })
 	wg.Go(func() { s.hub.Run(ctx) })
 	if r, ok := s.dir.Directory.(reaper); ok {

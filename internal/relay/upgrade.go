@@ -88,7 +88,11 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		w.WriteHeader(resp.StatusCode)
 		// The refusal's body is an ordinary answer: it may take long but must keep moving.
 		rec := &recorder{ResponseWriter: w, s: s, start: ex.start, status: resp.StatusCode}
-		_, _ = io.Copy(rec, idleReader{r: resp.Body, c: &idleConn{Stream: st, idle: s.cfg.IdleTimeout}})
+		_ = st.SetDeadline(time.Time{}) // the idle watch takes over from the wait's deadline
+		ic := &idleConn{Stream: st, idle: s.cfg.IdleTimeout}
+		s.idle.add(ic)
+		_, _ = io.Copy(rec, idleReader{r: resp.Body, c: ic})
+		s.idle.remove(ic)
 		if resp.StatusCode >= 500 && resp.Header.Get(tunnel.HeaderUpstreamError) != "" {
 			return outcomeUpstreamUnreachable, resp.StatusCode // the agent could not reach the TCP service
 		}
@@ -199,7 +203,7 @@ func (s *Server) pump(dst frameSink, src io.Reader, direction, kind string) {
 	}
 }
 
-// idleReader reads r, which reads from c's stream, moving c's idle deadline as the bytes move.
+// idleReader reads r, which reads from c's stream, noting c's progress as the bytes move.
 type idleReader struct {
 	r io.Reader
 	c *idleConn
