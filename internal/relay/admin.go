@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -485,8 +484,9 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request, admin
 	s.logAdmin(r, admin, actRevoke, "jti", rv.TokenID, "sub", rv.Subject, "until", rv.Until.Format(time.RFC3339))
 	s.revoked.add(rv)
 	res := revokeResult{Revocation: rv, Closed: s.cutRevoked(), Unreachable: []ReplicaView{}}
-	fwd, _ := json.Marshal(revokeRequest{JTI: rv.TokenID, Sub: rv.Subject, Until: rv.Until.Format(time.RFC3339Nano)})
-	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, "", fwd) {
+	// In the query, which the hop signature covers (the body it does not).
+	fwd := url.Values{"jti": {rv.TokenID}, "sub": {rv.Subject}, "until": {rv.Until.Format(time.RFC3339Nano)}}.Encode()
+	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, fwd, nil) {
 		n, err := 0, a.err
 		if err == nil {
 			n, err = strconv.Atoi(strings.TrimSpace(string(a.body)))
