@@ -258,20 +258,33 @@ func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
 	lq.Limit++
 	all := s.localTunnels(lq)
 	page := TunnelPage{Unreachable: []ReplicaView{}}
-	if q.Replica == "" || q.Replica != s.cfg.Replica {
-		for _, a := range s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil) {
-			var got struct {
-				Tunnels []TunnelView `json:"tunnels"`
-			}
-			if a.err == nil {
-				a.err = decodePeerJSON(a.body, &got)
-			}
-			if a.err != nil {
-				page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
-				continue
-			}
-			all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
+	var answers []peerAnswer
+	switch {
+	case q.Replica == s.cfg.Replica:
+	case q.Replica == "":
+		answers = s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)
+	case len(s.cfg.ClusterSecret) > 0: // one other replica: ask it alone
+		base, err := s.adminPeerURL(ctx, q.Replica)
+		switch {
+		case errors.Is(err, errGone) || errors.Is(err, errUnknownPeer): // no such replica: an empty page
+		case err != nil:
+			answers = []peerAnswer{{replica: q.Replica, err: err}}
+		default:
+			answers = []peerAnswer{s.askPeer(ctx, q.Replica, base, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)}
 		}
+	}
+	for _, a := range answers {
+		var got struct {
+			Tunnels []TunnelView `json:"tunnels"`
+		}
+		if a.err == nil {
+			a.err = decodePeerJSON(a.body, &got)
+		}
+		if a.err != nil {
+			page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
+			continue
+		}
+		all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
 	}
 	slices.SortFunc(all, func(a, b TunnelView) int {
 		return strings.Compare(tunnelKey(a.HostID, a.Replica), tunnelKey(b.HostID, b.Replica))
