@@ -550,6 +550,14 @@ func TestAdminCluster(t *testing.T) {
 	if len(page.Tunnels) != 2 || len(page.Unreachable) != 1 || page.Unreachable[0].ID != "C" {
 		t.Fatalf("tunnels with C down: %+v", page)
 	}
+	adminJSON(t, "GET", a.URL+"/v1/admin/tunnels?replica=B", admin, "", &page) // B alone is asked
+	if len(page.Tunnels) != 1 || page.Tunnels[0].HostID != "on-b" || len(page.Unreachable) != 0 {
+		t.Fatalf("replica filter with C down: %+v", page)
+	}
+	adminJSON(t, "GET", a.URL+"/v1/admin/tunnels?replica=C", admin, "", &page)
+	if len(page.Tunnels) != 0 || len(page.Unreachable) != 1 || page.Unreachable[0].ID != "C" {
+		t.Fatalf("replica filter on C, down: %+v", page)
+	}
 	c.SetInternalDown(false)
 
 	// Kick with a ban through A: B's tunnel closes with 4410; C refuses the host until the ban ends.
