@@ -225,51 +225,24 @@ func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request, subject
 		writeError(w, http.StatusBadRequest, codeInvalidHostID, "host id must be 1-128 printable bytes")
 		return
 	}
-	id := tg.id
 	kind := exchangeKind(r, tg) // the first replica checked a TCP stream's service against the token (tcp.go)
 	if !s.admitExchange(w, kind) {
 		return
 	}
 	defer s.exchanges.Add(-1)
-	t := s.serving(id)
-	if t == nil {
-		// The tunnel may be between its claim and its registration here: wait for it a little, never forward.
-		t = s.awaitLocal(r.Context(), id)
-	}
-	if t != nil && s.serveLocal(w, r, t, kind, tg, subject, true) {
-		s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
-		return
-	}
-	if s.passOn(w, r, id, subject) {
-		return
-	}
-	s.cluster.forwards.WithLabelValues(fwdReceivedMiss).Inc()
-	s.countExchange(kind, "host_offline", http.StatusServiceUnavailable)
-	writeError(w, http.StatusServiceUnavailable, codeHostOffline, "host is not connected")
+	s.routeExchange(w, r, tg, kind, subject, true) // forward.go
 }
 
-// passOn forwards a forwarded exchange once more when this replica is draining and its tunnel for the host retired
-// because the host moved to another replica after the peer looked it up. It cannot loop: the new owner never
-// forwards a forwarded exchange, and a draining replica accepts no tunnel, so the directory cannot name it again.
-func (s *Server) passOn(w http.ResponseWriter, r *http.Request, id, subject string) bool {
-	if old := s.lookup(id); old == nil || !old.retiring.Load() || s.health.isDown() {
-		return false
-	}
-	e, err := s.dir.Lookup(r.Context(), id)
-	if err != nil || e.Replica == s.cfg.Replica {
-		return false
-	}
-	peer, err := s.peer(r.Context(), e.Replica)
-	if err != nil {
-		return false
-	}
+// passOn forwards a forwarded exchange once more, to the replica at peer, as resolveHop (route.go) decides: this
+// replica is draining and its tunnel for the host retired because the host moved there after the peer looked it
+// up. The forwarding headers the first replica set and signed are kept.
+func (s *Server) passOn(w http.ResponseWriter, r *http.Request, peer *url.URL, subject string) {
 	fw := &forwardEx{peer: peer, subject: subject, passedOn: true}
 	s.fwd.ServeHTTP(s.newStallResponseWriter(w), r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 	if fw.outcome == "" {
 		fw.outcome = fwdOK
 	}
 	s.cluster.forwards.WithLabelValues(fw.outcome).Inc()
-	return true
 }
 
 // awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with

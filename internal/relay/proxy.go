@@ -112,10 +112,7 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request, tg targe
 		defer done()
 		r = r.WithContext(ctx)
 	}
-	if t := s.serving(tg.id); t != nil && s.serveLocal(w, r, t, kind, tg, claims.Subject, false) {
-		return
-	}
-	s.routeMiss(w, r, tg, kind, claims.Subject) // forward.go
+	s.routeExchange(w, r, tg, kind, claims.Subject, false) // forward.go
 }
 
 // serveLocal carries an exchange over t, a tunnel registered here. hop marks a request forwarded by a peer, whose
