@@ -129,7 +129,7 @@ func (s *Server) askPeer(ctx context.Context, replica string, base *url.URL, met
 		a.err = err
 		return a
 	}
-	s.signHop(req, "")
+	s.hops.Sign(req, "")
 	resp, err := s.peerTransport.RoundTrip(req)
 	if err != nil {
 		a.err = fmt.Errorf("unreachable: %w", err)

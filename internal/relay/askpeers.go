@@ -278,7 +278,7 @@ func (s *Server) peerHas(ctx context.Context, base *url.URL, hostID string) bool
 	if err != nil {
 		return false
 	}
-	s.signHop(req, "")
+	s.hops.Sign(req, "")
 	resp, err := s.peerTransport.RoundTrip(req)
 	if err != nil {
 		return false

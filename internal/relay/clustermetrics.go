@@ -16,7 +16,7 @@ type clusterMetrics struct {
 	dirUp      prometheus.Gauge       // the directory's health state (dirhealth.go)
 	asks       *prometheus.CounterVec // result (askFound, …)
 
-	hopRejections *prometheus.CounterVec // reason (hopReason)
+	hopRejections *prometheus.CounterVec // reason (peering.Reason)
 }
 
 // Forward outcomes (switchboard_forwards_total). The first group is counted by the replica that forwards, the
@@ -108,7 +108,7 @@ func registerHopMetrics(reg prometheus.Registerer, s *Server) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "switchboard", Name: "hop_nonces",
 		Help: "Nonces of accepted hops remembered to refuse replays (capped by --hop-nonce-cache).",
-	}, func() float64 { return float64(s.hopNonces.len()) }))
+	}, func() float64 { return float64(s.hops.Nonces()) }))
 }
 
 // cacheStatser is implemented by directories with a client-side cache (directory.Redis).

@@ -251,7 +251,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	// A request passed on keeps the forwarding headers the first replica set and signed.
 	s.setForwarding(out.Header, pr.In, fw.passedOn)
 	out.Host = pr.In.Host
-	s.signHop(out, fw.subject)
+	s.hops.Sign(out, fw.subject)
 	out.Trailer = pr.In.Trailer
 	guardTrailers(out)
 }

@@ -2,10 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,172 +13,12 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 )
-
-// Headers of a request sent from one replica to another (see docs/scaling.md).
-//
-//	Switchboard-Hop: <sending replica id>,<unix seconds>,<nonce: 32 hex digits>,<hex HMAC-SHA256>
-//	Switchboard-Hop-Subject: <verified client subject, query-escaped>   (absent if none)
-//
-// The HMAC is keyed with the cluster secret over the length-prefixed fields (see hopMAC)
-//
-//	"switchboard-hop-v2", replica, unix, nonce, method, request-URI, Host, subject,
-//	and for X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto: the number of header lines, then each line
-//
-// so a hop cannot be forged without the secret, nor moved to another method, path, host or subject, nor carry
-// forwarding headers other than those its sender set. The receiver accepts it for hopMaxAge either side of its own
-// clock, and once: the nonce of every accepted hop is remembered until its timestamp leaves the window (hopNonces).
-// The body (and trailers) are not covered: whoever can alter a hop in flight can change them (Config.PeerTLS and a
-// TLS internal listener prevent that), but a captured hop cannot be sent again, with any body. Both headers are
-// removed before a request reaches a host.
-const (
-	headerHop        = "Switchboard-Hop"
-	headerHopSubject = "Switchboard-Hop-Subject"
-)
-
-// hopMaxAge bounds how far a hop's timestamp may be from the receiver's clock (replay window and clock skew).
-const hopMaxAge = 30 * time.Second
 
 // evictPath is the internal endpoint by which a replica that claimed a host tells the previous owner to close its
 // older tunnel: POST /internal/v1/evict?host=ID&epoch=N.
 const evictPath = "/internal/v1/evict"
-
-// errHop is the cause of every refused hop; the errors below wrap it and name the reason
-// (switchboard_hop_rejections_total).
-var (
-	errHop          = errors.New("hop not authenticated")
-	errHopNoSecret  = fmt.Errorf("%w: no cluster secret configured", errHop)
-	errHopMalformed = fmt.Errorf("%w: missing or malformed %s", errHop, headerHop)
-	errHopExpired   = fmt.Errorf("%w: timestamp outside the acceptance window", errHop)
-	errHopSignature = fmt.Errorf("%w: bad signature", errHop)
-	errHopReplayed  = fmt.Errorf("%w: nonce already used", errHop)
-	errHopCacheFull = fmt.Errorf("%w: nonce cache full", errHop)
-)
-
-// hopReason names the cause of a refused hop for switchboard_hop_rejections_total.
-func hopReason(err error) string {
-	switch {
-	case errors.Is(err, errHopNoSecret):
-		return "no_secret"
-	case errors.Is(err, errHopExpired):
-		return "expired"
-	case errors.Is(err, errHopSignature):
-		return "bad_signature"
-	case errors.Is(err, errHopReplayed):
-		return "replayed"
-	case errors.Is(err, errHopCacheFull):
-		return "nonce_cache_full"
-	default:
-		return "malformed"
-	}
-}
-
-// hopMAC computes the hop signature. Every field is written as its length, ':', the field and '\n', so no two
-// different requests feed the HMAC the same bytes. fwd is the header the forwarding headers are read from.
-func hopMAC(secret []byte, replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) string {
-	// The input is framed in one buffer and written once: writing each piece to the hash would copy every string
-	// into a []byte of its own (hash.Hash has no WriteString), some fifty allocations per hop.
-	var stack [512]byte
-	in := stack[:0]
-	field := func(v string) {
-		in = strconv.AppendInt(in, int64(len(v)), 10)
-		in = append(in, ':')
-		in = append(in, v...)
-		in = append(in, '\n')
-	}
-	for _, v := range []string{"switchboard-hop-v2", replica, unix, nonce, method, requestURI, host, subject} {
-		field(v)
-	}
-	for _, k := range forwardedHeaders {
-		vs := fwd[k]
-		field(strconv.Itoa(len(vs)))
-		for _, v := range vs {
-			field(v)
-		}
-	}
-	m := hmac.New(sha256.New, secret)
-	_, _ = m.Write(in)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(m.Sum(sum[:0]))
-}
-
-// hopHost is the Host a request carries on the wire (as Request.Write picks it).
-func hopHost(r *http.Request) string {
-	if r.Host != "" {
-		return r.Host
-	}
-	if r.URL != nil {
-		return r.URL.Host
-	}
-	return ""
-}
-
-// signHop sets the hop headers on out, a request from this replica to a peer. out.URL, out.Host and the forwarding
-// headers must be final: the signature covers them.
-func (s *Server) signHop(out *http.Request, subject string) {
-	unix := strconv.FormatInt(time.Now().Unix(), 10)
-	var n [16]byte
-	_, _ = rand.Read(n[:]) // never fails (crypto/rand)
-	nonce := hex.EncodeToString(n[:])
-	mac := hopMAC(s.cfg.ClusterSecret, s.cfg.Replica, unix, nonce, out.Method, out.URL.RequestURI(), hopHost(out), subject,
-		out.Header)
-	out.Header.Set(headerHop, s.cfg.Replica+","+unix+","+nonce+","+mac)
-	if subject != "" {
-		out.Header.Set(headerHopSubject, url.QueryEscape(subject))
-	} else {
-		out.Header.Del(headerHopSubject)
-	}
-}
-
-// verifyHop checks the hop headers of r, a request on the internal listener, and returns the sending replica and
-// the client subject it vouches for. A hop that verifies is remembered, and refused if it comes again.
-func (s *Server) verifyHop(r *http.Request, now time.Time) (from, subject string, err error) {
-	if len(s.cfg.ClusterSecret) == 0 {
-		return "", "", errHopNoSecret
-	}
-	if len(r.Header[headerHop]) != 1 || len(r.Header[headerHopSubject]) > 1 {
-		return "", "", errHopMalformed
-	}
-	// <replica>,<unix>,<nonce>,<mac>, split from the right: the replica id is the rest.
-	v := r.Header.Get(headerHop)
-	var parts [3]string
-	for i := 2; i >= 0; i-- {
-		j := strings.LastIndexByte(v, ',')
-		if j < 0 {
-			return "", "", errHopMalformed
-		}
-		v, parts[i] = v[:j], v[j+1:]
-	}
-	from, unix, nonce, mac := v, parts[0], parts[1], parts[2]
-	var n [16]byte
-	if from == "" || len(nonce) != 2*len(n) {
-		return "", "", errHopMalformed
-	}
-	if _, err := hex.Decode(n[:], []byte(nonce)); err != nil {
-		return "", "", errHopMalformed
-	}
-	ts, err := strconv.ParseInt(unix, 10, 64)
-	if err != nil {
-		return "", "", errHopMalformed
-	}
-	if d := now.Sub(time.Unix(ts, 0)); d > hopMaxAge || d < -hopMaxAge {
-		return "", "", fmt.Errorf("%w (%v away from this replica's clock)", errHopExpired, d.Round(time.Second))
-	}
-	if raw := r.Header.Get(headerHopSubject); raw != "" {
-		if subject, err = url.QueryUnescape(raw); err != nil {
-			return "", "", errHopMalformed
-		}
-	}
-	want := hopMAC(s.cfg.ClusterSecret, from, unix, nonce, r.Method, r.RequestURI, r.Host, subject, r.Header)
-	if !hmac.Equal([]byte(mac), []byte(want)) {
-		return "", "", errHopSignature
-	}
-	// Only a signed hop reaches the cache, so only the cluster can fill it.
-	if err := s.hopNonces.admit(n, ts+int64(hopMaxAge/time.Second), now.Unix()); err != nil {
-		return "", "", err
-	}
-	return from, subject, nil
-}
 
 // InternalHandler serves requests from peer replicas: forwarded client exchanges for hosts whose tunnels are here,
 // and eviction notices. Every request must carry a valid hop signature (Config.ClusterSecret); others get 403.
@@ -191,12 +27,12 @@ func (s *Server) verifyHop(r *http.Request, now time.Time) (from, subject string
 func (s *Server) InternalHandler() http.Handler { return http.HandlerFunc(s.serveInternal) }
 
 func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
-	from, subject, err := s.verifyHop(r, time.Now())
+	from, subject, err := s.hops.Verify(r, time.Now())
 	if err != nil {
 		s.cluster.forwards.WithLabelValues(fwdRejected).Inc()
-		s.cluster.hopRejections.WithLabelValues(hopReason(err)).Inc()
+		s.cluster.hopRejections.WithLabelValues(peering.Reason(err)).Inc()
 		s.log.Warn("internal request refused", "err", err, "remote", clientIP(r))
-		if errors.Is(err, errHopCacheFull) {
+		if errors.Is(err, peering.ErrHopCacheFull) {
 			writeError(w, http.StatusServiceUnavailable, codeReplicaBusy, "too many requests between replicas to remember; retry")
 			return
 		}
@@ -428,7 +264,7 @@ func (s *Server) sendEvict(replica, hostID string, epoch uint64) error {
 	if err != nil {
 		return err
 	}
-	s.signHop(req, "")
+	s.hops.Sign(req, "")
 	resp, err := s.peerTransport.RoundTrip(req)
 	if err != nil {
 		return err

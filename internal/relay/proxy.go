@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/switchboard-relay/switchboard/internal/peering"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -174,8 +175,8 @@ func (s *Server) countExchange(kind, outcome string, status int) {
 	s.tally.note(outcome)
 }
 
-// forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards.
-var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+// forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards (and signs).
+var forwardedHeaders = peering.ForwardedHeaders
 
 // setPath points u at the escaped path p.
 func setPath(u *url.URL, p string) {

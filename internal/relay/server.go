@@ -11,7 +11,7 @@
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
 // and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
-// evictions.mu, peerAsker.mu, hopNonces.mu, ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
+// evictions.mu, peerAsker.mu, the hop nonces' lock (package peering), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
 // and a drain's workQueue.mu (drain.go).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
@@ -37,6 +37,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
@@ -215,7 +216,7 @@ type Server struct {
 	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
 	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
 	health        dirHealth               // is the directory known down (dirhealth.go)
-	hopNonces     hopNonces               // has its own lock
+	hops          *peering.Signer         // signs and verifies hops; has its own lock
 	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
 	advertisedOnce atomic.Bool
 
@@ -394,7 +395,7 @@ func New(cfg Config) (*Server, error) {
 		events:     cfg.Events,
 		hub:        presence.NewFanout(cfg.Events, 0),
 		evm:        newEventMetrics(cfg.Registerer),
-		hopNonces:  hopNonces{max: cfg.HopNonceCache},
+		hops:       peering.NewSigner(cfg.Replica, cfg.ClusterSecret, cfg.HopNonceCache),
 		cors:       cors,
 		asks:       newPeerAsker(),
 		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
