@@ -1,10 +1,14 @@
-// Package peering is the protocol between the replicas of a relay cluster (docs/scaling.md): the signed hop that
-// authenticates every request one replica sends another (Signer: HMAC under the cluster secret, bound to the
-// method, URI, Host, subject and forwarding headers, and accepted once within HopMaxAge).
+// Package peering is the protocol between the replicas of a relay cluster (docs/scaling.md):
+//
+//   - the signed hop that authenticates every request one replica sends another (Signer: HMAC under the cluster
+//     secret, bound to the method, URI, Host, subject and forwarding headers, and accepted once within HopMaxAge);
+//   - the requests a replica makes of its own (Client): eviction notices (EvictPath) and the question whether a
+//     peer holds a host's tunnel (HasPath);
+//   - the eviction notices a replica received, remembered for tunnels that had not registered yet (Evictions).
 //
 // It owns the wire: header names, endpoint paths, signatures and their verification. The relay (package relay)
 // decides what to send and serves what arrives: it keeps the tunnel registry, local proxying and the drain.
 //
 // Locks. Every mutex in the package is a leaf, held for a few map operations and never across I/O, a callback or
-// another lock: the nonce cache's (nonces.mu).
+// another lock: the nonce cache's (nonces.mu) and Evictions.mu.
 package peering

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -16,10 +15,6 @@ import (
 // This file holds the fallback for a directory that cannot say where a host is: a replica asks its peers which of
 // them holds the host's tunnel. Answers are cached briefly per host and rounds are single-flighted per host, so
 // any number of requests waiting for one host cost one round of questions at a time.
-
-// hasPath is the internal endpoint that answers whether a host's tunnel is here: GET /internal/v1/has?host=ID →
-// 204 if it is, 404 if not.
-const hasPath = "/internal/v1/has"
 
 // askTimeout bounds one round of asking peers.
 const askTimeout = 500 * time.Millisecond
@@ -251,7 +246,7 @@ func (s *Server) askRound(ctx context.Context, p *peerSet, hostID string) askAns
 			break
 		}
 		wg.Go(func() {
-			if s.peerHas(ctx, u, hostID) {
+			if s.peerClient.Has(ctx, u, hostID) {
 				select {
 				case found <- askAnswer{replica: id, base: u, found: true}:
 					cancel() // the others can stop
@@ -267,25 +262,6 @@ func (s *Server) askRound(ctx context.Context, p *peerSet, hostID string) askAns
 	default:
 		return askAnswer{}
 	}
-}
-
-// peerHas asks the peer at base whether it holds hostID's tunnel.
-func (s *Server) peerHas(ctx context.Context, base *url.URL, hostID string) bool {
-	u := *base
-	u.Path = hasPath
-	u.RawQuery = url.Values{"host": {hostID}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return false
-	}
-	s.hops.Sign(req, "")
-	resp, err := s.peerTransport.RoundTrip(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusNoContent
 }
 
 // handleHas answers a peer's question whether a host's tunnel is here.

@@ -3,22 +3,15 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/peering"
 )
-
-// evictPath is the internal endpoint by which a replica that claimed a host tells the previous owner to close its
-// older tunnel: POST /internal/v1/evict?host=ID&epoch=N.
-const evictPath = "/internal/v1/evict"
 
 // InternalHandler serves requests from peer replicas: forwarded client exchanges for hosts whose tunnels are here,
 // and eviction notices. Every request must carry a valid hop signature (Config.ClusterSecret); others get 403.
@@ -42,9 +35,9 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, hostsPrefix) || s.isHostModeRequest(r):
 		s.handleForwarded(w, r, subject)
-	case r.URL.Path == evictPath && r.Method == http.MethodPost:
+	case r.URL.Path == peering.EvictPath && r.Method == http.MethodPost:
 		s.handleEvict(w, r, from)
-	case r.URL.Path == hasPath && r.Method == http.MethodGet:
+	case r.URL.Path == peering.HasPath && r.Method == http.MethodGet:
 		s.handleHas(w, r)
 	case strings.HasPrefix(r.URL.Path, "/internal/v1/admin/") && s.serveAdminInternal(w, r, from):
 	default:
@@ -145,65 +138,13 @@ func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string
 		return
 	}
 	// Noted before the lookup, so a tunnel registering meanwhile sees the note or is found (see serveTunnel).
-	s.evictions.note(id, from, epoch)
+	s.evictions.Note(id, from, epoch)
 	// A draining replica keeps the old tunnel until its exchanges finished (make-before-break: the agent opened the
 	// newer tunnel because this replica asked it to move); Drain closes it.
 	if t := s.lookup(id); t != nil && t.epoch < epoch && !s.draining.Load() {
 		s.evictLocal(t, from, epoch)
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// evictions remembers, for registerWindow, eviction notices for hosts whose tunnel had not registered here yet: a
-// tunnel that registers afterwards with an older epoch is closed as replaced.
-type evictions struct {
-	mu sync.Mutex
-	m  map[string]evictNote
-}
-
-type evictNote struct {
-	replica string // the replica that claimed the host
-	epoch   uint64
-	until   time.Time
-}
-
-// note records that replica claimed hostID with epoch.
-func (e *evictions) note(hostID, replica string, epoch uint64) {
-	now := time.Now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m = make(map[string]evictNote)
-	}
-	if len(e.m) >= 1024 {
-		for id, n := range e.m {
-			if now.After(n.until) {
-				delete(e.m, id)
-			}
-		}
-	}
-	if n, ok := e.m[hostID]; !ok || n.epoch < epoch || now.After(n.until) {
-		e.m[hostID] = evictNote{replica: replica, epoch: epoch, until: now.Add(registerWindow)}
-	}
-}
-
-// supersedes reports whether a recent eviction notice for hostID carries an epoch newer than epoch.
-func (e *evictions) supersedes(hostID string, epoch uint64) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n, ok := e.m[hostID]
-	return ok && n.epoch > epoch && time.Now().Before(n.until)
-}
-
-// newOwner returns the replica named by a recent eviction notice for hostID with an epoch newer than epoch.
-func (e *evictions) newOwner(hostID string, epoch uint64) (string, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n, ok := e.m[hostID]
-	if !ok || n.epoch <= epoch || !time.Now().Before(n.until) {
-		return "", false
-	}
-	return n.replica, true
 }
 
 // evictLocal retires t as replaced by a newer tunnel on replica from (retireReplaced: requests landing here are
@@ -257,24 +198,7 @@ func (s *Server) sendEvict(replica, hostID string, epoch uint64) error {
 	if err != nil {
 		return err
 	}
-	u := *base
-	u.Path = evictPath
-	u.RawQuery = url.Values{"host": {hostID}, "epoch": {strconv.FormatUint(epoch, 10)}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	s.hops.Sign(req, "")
-	resp, err := s.peerTransport.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("eviction notice refused: %s", resp.Status)
-	}
-	return nil
+	return s.peerClient.Evict(ctx, base, hostID, epoch)
 }
 
 // Owned returns an entry for every tunnel registered here: what this replica re-asserts when the directory lost

@@ -155,7 +155,7 @@ func (s *Server) viewDirectory(ctx context.Context, v routeView, id string) rout
 	default:
 		v.owner = e.Replica
 		if old := s.lookup(id); old != nil && old.retiring.Load() && !v.hop {
-			if replica, ok := s.evictions.newOwner(id, old.epoch); ok {
+			if replica, ok := s.evictions.NewOwner(id, old.epoch); ok {
 				v.movedTo = replica
 				v.movedURL, _ = s.peer(ctx, replica)
 			}

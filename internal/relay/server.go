@@ -11,7 +11,7 @@
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
 // and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
-// evictions.mu, peerAsker.mu, the hop nonces' lock (package peering), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
+// peerAsker.mu, the locks of package peering (its doc lists them: none nests), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
 // and a drain's workQueue.mu (drain.go).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
@@ -209,9 +209,10 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
+	peerClient    peering.Client          // this replica's own requests to peers
 	peerConns     peerPool                // keep-alive connections of the lean forward (leanforward.go)
 	peerURLs      peerURLs                // has its own lock
-	evictions     evictions               // has its own lock
+	evictions     *peering.Evictions      // eviction notices received; has its own lock
 	knownPeers    atomic.Pointer[peerSet] // other replicas; replaced whole by refreshPeers (askpeers.go)
 	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
 	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
@@ -398,6 +399,7 @@ func New(cfg Config) (*Server, error) {
 		hops:       peering.NewSigner(cfg.Replica, cfg.ClusterSecret, cfg.HopNonceCache),
 		cors:       cors,
 		asks:       newPeerAsker(),
+		evictions:  peering.NewEvictions(registerWindow),
 		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
 	}
 	s.health.gauge = s.cluster.dirUp
@@ -414,6 +416,7 @@ func New(cfg Config) (*Server, error) {
 		n.OnReaped(s.moveReaped)
 	}
 	s.peerTransport = s.newPeerTransport()
+	s.peerClient = peering.Client{Signer: s.hops, Transport: s.peerTransport}
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = http.NewServeMux()
