@@ -411,7 +411,7 @@ func (s *Server) handleAdminDrain(w http.ResponseWriter, r *http.Request, admin 
 		writeError(w, http.StatusNotFound, codeNotFound, "no such replica")
 		return
 	}
-	base, err := s.peer(r.Context(), id)
+	base, err := s.peers.URL(r.Context(), id)
 	if err != nil {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such replica (it advertises no internal URL)")
 		return

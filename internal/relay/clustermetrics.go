@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 )
 
 // clusterMetrics are the series of routing between replicas and of the directory.
@@ -14,7 +15,7 @@ type clusterMetrics struct {
 	missWaits  *prometheus.CounterVec   // outcome
 	drainMoves prometheus.Counter
 	dirUp      prometheus.Gauge       // the directory's health state (dirhealth.go)
-	asks       *prometheus.CounterVec // result (askFound, …)
+	asks       *prometheus.CounterVec // result (peering.AskFound, …)
 
 	hopRejections *prometheus.CounterVec // reason (peering.Reason)
 }
@@ -77,7 +78,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			"does not know, too many were asked for this second (busy). Requests that " +
 			"joined a round in flight for the same host are not counted.",
 	}, []string{"result"})
-	for _, r := range []string{askFound, askNotFound, askCached, askBusy} {
+	for _, r := range []string{peering.AskFound, peering.AskNotFound, peering.AskCached, peering.AskBusy} {
 		m.asks.WithLabelValues(r)
 	}
 	m.hopRejections = prometheus.NewCounterVec(prometheus.CounterOpts{

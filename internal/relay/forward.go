@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
@@ -288,37 +286,6 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 		s.log.Debug("forward failed", "err", err)
 		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "forwarding to the replica holding the host's tunnel failed")
 	}
-}
-
-// peerURLs caches parsed internal URLs of peers.
-type peerURLs struct {
-	mu   sync.Mutex
-	byID map[string]*url.URL // raw URL → parsed
-}
-
-// peer returns the internal base URL of replica.
-func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
-	if len(s.cfg.ClusterSecret) == 0 {
-		return nil, errors.New("forwarding disabled: no cluster secret")
-	}
-	raw, err := s.dir.PeerURL(ctx, replica)
-	if err != nil {
-		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
-	}
-	s.peerURLs.mu.Lock()
-	defer s.peerURLs.mu.Unlock()
-	if u, ok := s.peerURLs.byID[raw]; ok {
-		return u, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
-	}
-	if len(s.peerURLs.byID) > 1024 {
-		clear(s.peerURLs.byID)
-	}
-	s.peerURLs.byID[raw] = u
-	return u, nil
 }
 
 // claim claims hostID for this replica and returns the other replica whose entry it replaced, to be told to close

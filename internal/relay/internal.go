@@ -74,6 +74,16 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, peer *url.URL, s
 	s.cluster.forwards.WithLabelValues(fw.outcome).Inc()
 }
 
+// handleHas answers a peer's question whether a host's tunnel is here.
+func (s *Server) handleHas(w http.ResponseWriter, r *http.Request) {
+	// serving, not lookup: a tunnel retiring here takes no new exchange, so a peer must not be sent here for it.
+	if id := r.URL.Query().Get("host"); validHostID(id) && s.serving(id) != nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.WriteHeader(http.StatusNotFound)
+}
+
 // awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with
 // a claim younger than registerWindow, for at most registerWindow. Otherwise it repairs a stale entry naming this
 // replica and returns nil at once. A directory known down is not read (dirhealth.go): it returns at once.
@@ -194,7 +204,7 @@ const (
 func (s *Server) sendEvict(replica, hostID string, epoch uint64) error {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
-	base, err := s.peer(ctx, replica)
+	base, err := s.peers.URL(ctx, replica)
 	if err != nil {
 		return err
 	}

@@ -151,13 +151,13 @@ func (s *Server) viewDirectory(ctx context.Context, v routeView, id string) rout
 		v.lookupErr = true
 	case e.Replica != s.cfg.Replica:
 		v.owner = e.Replica
-		v.ownerURL, _ = s.peer(ctx, e.Replica)
+		v.ownerURL, _ = s.peers.URL(ctx, e.Replica)
 	default:
 		v.owner = e.Replica
 		if old := s.lookup(id); old != nil && old.retiring.Load() && !v.hop {
 			if replica, ok := s.evictions.NewOwner(id, old.epoch); ok {
 				v.movedTo = replica
-				v.movedURL, _ = s.peer(ctx, replica)
+				v.movedURL, _ = s.peers.URL(ctx, replica)
 			}
 		}
 	}
@@ -168,6 +168,11 @@ func (s *Server) viewDirectory(ctx context.Context, v routeView, id string) rout
 func (s *Server) askView(v routeView, id string) routeView {
 	v.asked = true
 	unknown := !v.dirDown && !v.lookupErr && v.owner == "" // the directory answered: connected nowhere
-	v.holder, v.holderURL, _ = s.askPeers(id, unknown)
+	// A round runs under the Server's lifetime, not the request's: other requests may be waiting for its answer.
+	var result string
+	v.holder, v.holderURL, result = s.peers.Ask(s.ctx, id, unknown)
+	if result != "" {
+		s.cluster.asks.WithLabelValues(result).Inc()
+	}
 	return v
 }

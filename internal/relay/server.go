@@ -10,8 +10,8 @@
 // the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
-// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
-// peerAsker.mu, the locks of package peering (its doc lists them: none nests), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
+// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu,
+// the locks of package peering (its doc lists them: none nests), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
 // and a drain's workQueue.mu (drain.go).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
@@ -33,7 +33,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
@@ -209,15 +208,12 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerClient    peering.Client          // this replica's own requests to peers
-	peerConns     peerPool                // keep-alive connections of the lean forward (leanforward.go)
-	peerURLs      peerURLs                // has its own lock
-	evictions     *peering.Evictions      // eviction notices received; has its own lock
-	knownPeers    atomic.Pointer[peerSet] // other replicas; replaced whole by refreshPeers (askpeers.go)
-	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
-	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
-	health        dirHealth               // is the directory known down (dirhealth.go)
-	hops          *peering.Signer         // signs and verifies hops; has its own lock
+	peerClient    peering.Client     // this replica's own requests to peers
+	peerConns     peerPool           // keep-alive connections of the lean forward (leanforward.go)
+	evictions     *peering.Evictions // eviction notices received; has its own lock
+	peers         *peering.Peers     // the other replicas: URLs, list, asking them; has its own locks
+	health        dirHealth          // is the directory known down (dirhealth.go)
+	hops          *peering.Signer    // signs and verifies hops; has its own lock
 	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
 	advertisedOnce atomic.Bool
 
@@ -392,15 +388,12 @@ func New(cfg Config) (*Server, error) {
 		tunnels:    make(map[string]*tunnelConn),
 		behind:     make(map[string]directory.Entry),
 		unreleased: make(map[string]release),
-		peerURLs:   peerURLs{byID: make(map[string]*url.URL)},
 		events:     cfg.Events,
 		hub:        presence.NewFanout(cfg.Events, 0),
 		evm:        newEventMetrics(cfg.Registerer),
 		hops:       peering.NewSigner(cfg.Replica, cfg.ClusterSecret, cfg.HopNonceCache),
 		cors:       cors,
-		asks:       newPeerAsker(),
 		evictions:  peering.NewEvictions(registerWindow),
-		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
 	}
 	s.health.gauge = s.cluster.dirUp
 	s.health.log = s.log.Warn
@@ -417,6 +410,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.peerTransport = s.newPeerTransport()
 	s.peerClient = peering.Client{Signer: s.hops, Transport: s.peerTransport}
+	s.peers = peering.NewPeers(cfg.Replica, cfg.InternalURL, s.dir, s.peerClient)
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = http.NewServeMux()
