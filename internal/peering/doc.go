@@ -7,7 +7,9 @@
 //   - the eviction notices a replica received, remembered for tunnels that had not registered yet (Evictions);
 //   - the other replicas as this one knows them (Peers): their internal URLs, the list kept from the directory's
 //     listings for when the directory is down, and the asking of them which holds a host (cached and
-//     single-flighted per host, bounded in rounds and answers).
+//     single-flighted per host, bounded in rounds and answers);
+//   - the internal listener's handler (Handler): it verifies every hop, answers notices and questions, and hands
+//     forwarded client exchanges and other endpoints to the replica through a small interface (Local).
 //
 // It owns the wire: header names, endpoint paths, signatures and their verification. The relay (package relay)
 // decides what to send and serves what arrives: it keeps the tunnel registry, local proxying and the drain.

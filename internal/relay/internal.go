@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -13,15 +12,49 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/peering"
 )
 
-// InternalHandler serves requests from peer replicas: forwarded client exchanges for hosts whose tunnels are here,
-// and eviction notices. Every request must carry a valid hop signature (Config.ClusterSecret); others get 403.
-// A forwarded request is never forwarded again: if the host's tunnel is not here it is answered 503. Serve it on a
-// listener that only peers can reach (Config.InternalURL names it to them).
-func (s *Server) InternalHandler() http.Handler { return http.HandlerFunc(s.serveInternal) }
+// InternalHandler serves requests from peer replicas (peering.Handler): forwarded client exchanges for hosts whose
+// tunnels are here, eviction notices, questions whether a host's tunnel is here, and the admin API's questions.
+// Every request must carry a valid hop signature (Config.ClusterSecret); others get 403. A forwarded request is
+// never forwarded again (but for one case, see resolveHop): if the host's tunnel is not here it is answered 503.
+// Serve it on a listener that only peers can reach (Config.InternalURL names it to them).
+func (s *Server) InternalHandler() http.Handler { return peering.Handler(s.hops, internalSide{s}) }
 
-func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
-	from, subject, err := s.hops.Verify(r, time.Now())
-	if err != nil {
+// internalSide is the Server as the internal handler sees it (peering.Local).
+type internalSide struct{ s *Server }
+
+func (in internalSide) ServeForwarded(w http.ResponseWriter, r *http.Request, subject string) bool {
+	if !strings.HasPrefix(r.URL.Path, hostsPrefix) && !in.s.isHostModeRequest(r) {
+		return false
+	}
+	in.s.handleForwarded(w, r, subject)
+	return true
+}
+
+func (in internalSide) Holds(hostID string) bool {
+	// serving, not lookup: a tunnel retiring here takes no new exchange, so a peer must not be sent here for it.
+	return validHostID(hostID) && in.s.serving(hostID) != nil
+}
+
+func (in internalSide) Evicted(hostID, from string, epoch uint64) bool {
+	if !validHostID(hostID) {
+		return false
+	}
+	in.s.evicted(hostID, from, epoch)
+	return true
+}
+
+func (in internalSide) ServeInternal(w http.ResponseWriter, r *http.Request, from string) bool {
+	return strings.HasPrefix(r.URL.Path, "/internal/v1/admin/") && in.s.serveAdminInternal(w, r, from)
+}
+
+func (in internalSide) Refuse(w http.ResponseWriter, r *http.Request, err error) {
+	s := in.s
+	switch {
+	case errors.Is(err, peering.ErrBadNotice):
+		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
+	case errors.Is(err, peering.ErrNoEndpoint):
+		writeError(w, http.StatusNotFound, codeNotFound, err.Error())
+	default: // the hop did not verify
 		s.cluster.forwards.WithLabelValues(fwdRejected).Inc()
 		s.cluster.hopRejections.WithLabelValues(peering.Reason(err)).Inc()
 		s.log.Warn("internal request refused", "err", err, "remote", clientIP(r))
@@ -30,18 +63,6 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusForbidden, codeForbidden, "requests between replicas must be signed with the cluster secret, fresh and sent once")
-		return
-	}
-	switch {
-	case strings.HasPrefix(r.URL.Path, hostsPrefix) || s.isHostModeRequest(r):
-		s.handleForwarded(w, r, subject)
-	case r.URL.Path == peering.EvictPath && r.Method == http.MethodPost:
-		s.handleEvict(w, r, from)
-	case r.URL.Path == peering.HasPath && r.Method == http.MethodGet:
-		s.handleHas(w, r)
-	case strings.HasPrefix(r.URL.Path, "/internal/v1/admin/") && s.serveAdminInternal(w, r, from):
-	default:
-		writeError(w, http.StatusNotFound, codeNotFound, "no such internal endpoint")
 	}
 }
 
@@ -72,16 +93,6 @@ func (s *Server) passOn(w http.ResponseWriter, r *http.Request, peer *url.URL, s
 		fw.outcome = fwdOK
 	}
 	s.cluster.forwards.WithLabelValues(fw.outcome).Inc()
-}
-
-// handleHas answers a peer's question whether a host's tunnel is here.
-func (s *Server) handleHas(w http.ResponseWriter, r *http.Request) {
-	// serving, not lookup: a tunnel retiring here takes no new exchange, so a peer must not be sent here for it.
-	if id := r.URL.Query().Get("host"); validHostID(id) && s.serving(id) != nil {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	w.WriteHeader(http.StatusNotFound)
 }
 
 // awaitLocal waits for hostID's tunnel to register here while the directory names this replica as its owner with
@@ -138,15 +149,9 @@ func (s *Server) repairStale(e directory.Entry) {
 	}
 }
 
-// handleEvict closes the local tunnel of a host that another replica has claimed with a newer epoch.
-func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string) {
-	q := r.URL.Query()
-	id := q.Get("host")
-	epoch, err := strconv.ParseUint(q.Get("epoch"), 10, 64)
-	if !validHostID(id) || err != nil {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "evict needs host and epoch")
-		return
-	}
+// evicted takes an eviction notice: replica from claimed id with epoch. It notes the notice and closes the local
+// tunnel of id if it is older.
+func (s *Server) evicted(id, from string, epoch uint64) {
 	// Noted before the lookup, so a tunnel registering meanwhile sees the note or is found (see serveTunnel).
 	s.evictions.Note(id, from, epoch)
 	// A draining replica keeps the old tunnel until its exchanges finished (make-before-break: the agent opened the
@@ -154,7 +159,6 @@ func (s *Server) handleEvict(w http.ResponseWriter, r *http.Request, from string
 	if t := s.lookup(id); t != nil && t.epoch < epoch && !s.draining.Load() {
 		s.evictLocal(t, from, epoch)
 	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // evictLocal retires t as replaced by a newer tunnel on replica from (retireReplaced: requests landing here are
