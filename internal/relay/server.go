@@ -1,6 +1,11 @@
 // Package relay is the Switchboard relay as a library: relay.Server accepts host tunnels on /v1/tunnel and carries
 // client exchanges to them on /hosts/{id}/... It does not listen on its own; main owns listeners and http.Server.
 //
+// It owns the tunnel registry, the routing decision for every request (route.go), local proxying, forwarding to
+// peers, the drain and the relay's metrics. The protocol between replicas (signed hops, eviction notices, the peer
+// list and asking it, the internal listener's handler) is package peering; the relay serves that handler through
+// peering.Local (internal.go).
+//
 // The admin API (/v1/admin/, admin.go) is for admin tokens only: Server.AuthorizeAdmin and Server.RequireAdmin are
 // the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
 // it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
@@ -10,9 +15,9 @@
 // the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
-// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu,
-// the locks of package peering (its doc lists them: none nests), ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
-// and a drain's workQueue.mu (drain.go).
+// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, ipLimiter.mu,
+// revocations.mu, liveUses.mu, tally.mu, AccessLog.mu and a drain's workQueue.mu (drain.go). The locks of package
+// peering are leaves too (its doc lists them), and none is held while the relay is called back (peering.Local).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
 
