@@ -81,6 +81,16 @@ func (p *Peers) URL(ctx context.Context, replica string) (*url.URL, error) {
 	return u, nil
 }
 
+// KnownURL returns the internal URL of replica in the list kept from the directory's listings.
+func (p *Peers) KnownURL(replica string) (*url.URL, bool) {
+	l := p.list.Load()
+	if l == nil {
+		return nil, false
+	}
+	u, ok := l.urls[replica]
+	return u, ok
+}
+
 // Known returns the peers of the list kept from the directory's listings: replica id → internal URL.
 func (p *Peers) Known() map[string]string {
 	l := p.list.Load()
