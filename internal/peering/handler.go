@@ -45,6 +45,10 @@ func Handler(signer *Signer, local Local) http.Handler {
 		if local.ServeForwarded(w, r, subject) {
 			return
 		}
+		if subject != "" { // a replica's own requests vouch for no client: this hop was made for a client exchange
+			local.Refuse(w, r, ErrNoEndpoint)
+			return
+		}
 		switch {
 		case r.URL.Path == EvictPath && r.Method == http.MethodPost:
 			hostID, epoch, ok := parseEvict(r.URL.Query())

@@ -55,26 +55,32 @@ func TestHandlerDispatch(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, target string
 		signed               bool
+		subject              string // the client the hop vouches for
 		wantStatus           int
 		wantRefused          error
 		wantEvicted          string
 		wantServed           string
 	}{
-		{"unsigned", "GET", "/hosts/h/x", false, http.StatusTeapot, ErrHopMalformed, "", ""},
-		{"forwarded exchange", "GET", "/hosts/h/x", true, http.StatusOK, nil, "", "forwarded "},
-		{"notice", "POST", EvictPath + "?host=h&epoch=3", true, http.StatusNoContent, nil, "h B III", ""},
-		{"notice without epoch", "POST", EvictPath + "?host=h", true, http.StatusTeapot, ErrBadNotice, "", ""},
-		{"notice without host", "POST", EvictPath + "?epoch=3", true, http.StatusTeapot, ErrBadNotice, "", ""},
-		{"notice by GET", "GET", EvictPath + "?host=h&epoch=3", true, http.StatusTeapot, ErrNoEndpoint, "", ""},
-		{"has: held", "GET", HasPath + "?host=held", true, http.StatusNoContent, nil, "", ""},
-		{"has: not held", "GET", HasPath + "?host=h", true, http.StatusNotFound, nil, "", ""},
-		{"another endpoint", "GET", "/internal/v1/admin/x", true, http.StatusOK, nil, "", "internal B"},
-		{"no endpoint", "GET", "/internal/v1/nothing", true, http.StatusTeapot, ErrNoEndpoint, "", ""},
+		{"unsigned", "GET", "/hosts/h/x", false, "", http.StatusTeapot, ErrHopMalformed, "", ""},
+		{"forwarded exchange", "GET", "/hosts/h/x", true, "", http.StatusOK, nil, "", "forwarded "},
+		{"notice", "POST", EvictPath + "?host=h&epoch=3", true, "", http.StatusNoContent, nil, "h B III", ""},
+		{"notice without epoch", "POST", EvictPath + "?host=h", true, "", http.StatusTeapot, ErrBadNotice, "", ""},
+		{"notice without host", "POST", EvictPath + "?epoch=3", true, "", http.StatusTeapot, ErrBadNotice, "", ""},
+		{"notice by GET", "GET", EvictPath + "?host=h&epoch=3", true, "", http.StatusTeapot, ErrNoEndpoint, "", ""},
+		{"has: held", "GET", HasPath + "?host=held", true, "", http.StatusNoContent, nil, "", ""},
+		{"has: not held", "GET", HasPath + "?host=h", true, "", http.StatusNotFound, nil, "", ""},
+		{"another endpoint", "GET", "/internal/v1/admin/x", true, "", http.StatusOK, nil, "", "internal B"},
+		{"no endpoint", "GET", "/internal/v1/nothing", true, "", http.StatusTeapot, ErrNoEndpoint, "", ""},
+		// A hop made for a client's exchange reaches no replica endpoint, whatever its path.
+		{"client hop to a notice", "POST", EvictPath + "?host=h&epoch=3", true, "alice", http.StatusTeapot, ErrNoEndpoint, "", ""},
+		{"client hop to has", "GET", HasPath + "?host=held", true, "alice", http.StatusTeapot, ErrNoEndpoint, "", ""},
+		{"client hop to another endpoint", "GET", "/internal/v1/admin/x", true, "alice", http.StatusTeapot, ErrNoEndpoint, "", ""},
+		{"client hop forwarded", "GET", "/hosts/h/x", true, "alice", http.StatusOK, nil, "", "forwarded alice"},
 	} {
 		local := &fakeLocal{holds: "held"}
 		out := httptest.NewRequest(tc.method, "http://a.internal"+tc.target, nil)
 		if tc.signed {
-			from.Sign(out, "")
+			from.Sign(out, tc.subject)
 		}
 		in := httptest.NewRequest(tc.method, "http://a.internal"+tc.target, nil)
 		in.Header, in.RequestURI = out.Header, out.URL.RequestURI() // as a server reads the request line
