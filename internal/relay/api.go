@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -137,10 +136,4 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 		out.Hosts = append(out.Hosts, s.viewOf(r, rec))
 	}
 	writeJSON(w, out)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/switchboard-relay/switchboard/internal/reply"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -293,7 +294,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-		noteAccessCode(r.ResponseWriter, cutStalledReader)
+		reply.Note(r.ResponseWriter, cutStalledReader)
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
@@ -307,7 +308,7 @@ func (r *recorder) FlushError() error {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-		noteAccessCode(r.ResponseWriter, cutStalledReader)
+		reply.Note(r.ResponseWriter, cutStalledReader)
 	}
 	return err
 }
