@@ -1,15 +1,14 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/presence"
+	"github.com/switchboard-relay/switchboard/internal/sse"
 )
 
 // sseBatch bounds the events read from the log per step.
@@ -65,42 +64,23 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.evm.subscribers.Inc()
 	defer s.evm.subscribers.Dec()
 
-	// The stream outlives any server write timeout; each write instead gets StallTimeout, so a consumer that stops
-	// reading is cut rather than holding this goroutine and its buffers until the relay stops.
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-
-	var buf bytes.Buffer
-	buf.WriteString("retry: 2000\n: switchboard presence events\n\n")
+	// The stream outlives any server write timeout; each write instead gets StallTimeout (package sse).
+	st := sse.Start(w, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledReader))
+	st.Append("retry: 2000\n: switchboard presence events\n\n")
 	if gap {
-		writeSSE(&buf, s.seal.sealRandom(sealEvent, after), "reset", []byte(`{"reason":"gap"}`))
+		st.Event(s.seal.sealRandom(sealEvent, after), "reset", []byte(`{"reason":"gap"}`))
 	}
 	beat := s.cfg.EventsHeartbeat
 	nextBeat := time.Now().Add(beat)
 	for {
-		if buf.Len() > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
-			_, err := w.Write(buf.Bytes())
-			if err == nil {
-				err = rc.Flush()
-			}
-			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-				}
-				return
-			}
-			buf.Reset()
+		if st.Flush() != nil {
+			return
 		}
 		if ctx.Err() != nil || s.draining.Load() {
 			return
 		}
 		if now := time.Now(); !now.Before(nextBeat) {
-			buf.WriteString(": heartbeat\n\n")
+			st.Append(": heartbeat\n\n")
 			for !nextBeat.After(now) { // beats missed while blocked are not made up: the schedule stays fixed
 				nextBeat = nextBeat.Add(beat)
 			}
@@ -119,7 +99,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			after = newest
-			writeSSE(&buf, s.seal.sealRandom(sealEvent, newest), "reset", []byte(`{"reason":"gap"}`))
+			st.Event(s.seal.sealRandom(sealEvent, newest), "reset", []byte(`{"reason":"gap"}`))
 			continue
 		case err != nil:
 			if ctx.Err() != nil {
@@ -141,7 +121,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue
 			}
-			writeSSE(&buf, e.ID, string(e.Kind), data)
+			st.Event(e.ID, string(e.Kind), data)
 		}
 	}
 }
@@ -156,15 +136,4 @@ func (s *Server) pause(ctx context.Context) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// writeSSE appends one event block. id and kind never contain newlines (log IDs and closed kinds); data is one line
-// of JSON.
-func writeSSE(buf *bytes.Buffer, id, kind string, data []byte) {
-	if id != "" {
-		buf.WriteString("id: " + id + "\n")
-	}
-	buf.WriteString("event: " + kind + "\ndata: ")
-	buf.Write(data)
-	buf.WriteString("\n\n")
 }
