@@ -25,8 +25,6 @@ const (
 	codeMethodNotAllowed = reply.CodeMethodNotAllowed
 	codeWrongReplica     = reply.CodeWrongReplica
 	codeReplicaBusy      = reply.CodeReplicaBusy
-	codeTooManyIDs       = reply.CodeTooManyIDs
-	codeInvalidCursor    = reply.CodeInvalidCursor
 
 	codeCORSOriginNotAllowed   = reply.CodeCORSOriginNotAllowed
 	codeCrossOriginRefused     = reply.CodeCrossOriginRefused

@@ -1,4 +1,4 @@
-package relay
+package hostsapi
 
 import (
 	"context"
@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchboard-relay/switchboard/internal/presence"
+	"github.com/switchboard-relay/switchboard/internal/reply"
 	"github.com/switchboard-relay/switchboard/internal/sse"
 )
 
@@ -24,21 +27,17 @@ const sseBatch = 100
 // events the caller sees do not count the events between them. Heartbeats come on a fixed schedule from the
 // stream's start, whatever the log does. A position the relay did not seal is answered like one that fell out of
 // the log: event: reset, then the present.
-func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	claims, ok := s.authorizeClient(w, r)
+func (a *API) handleEvents(w http.ResponseWriter, r *http.Request) {
+	claims, ok := a.authorizeClient(w, r)
 	if !ok {
 		return
 	}
-	if s.draining.Load() || s.closed.Load() {
-		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining; connect to another replica")
+	if a.cfg.Relay.Stopping() {
+		reply.Error(w, http.StatusServiceUnavailable, reply.CodeDraining, "relay is draining; connect to another replica")
 		return
 	}
-	ctx, done := s.live.track(r.Context(), claims) // a revocation of its token ends it (revoke.go)
-	defer done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
+	ctx, release := a.cfg.Relay.Hold(r.Context(), claims) // a revocation of its token ends it, as the relay's Close
+	defer release()
 
 	sealed, resume := r.Header.Get("Last-Event-ID"), true
 	if sealed == "" {
@@ -48,35 +47,35 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	after, gap := "", false // after "" with resume: ?after= asks for the oldest retained event
 	if resume && sealed != "" {
 		var err error
-		if after, err = s.seal.open(sealEvent, sealed); err != nil {
+		if after, err = a.cfg.EventIDs.Open(sealed); err != nil {
 			gap = true // not a position this cluster handed out: as if it fell out of the log
-			s.evm.refused.WithLabelValues("event_id").Inc()
+			a.metrics.refused.WithLabelValues("event_id").Inc()
 		}
 	}
 	if !resume || gap {
 		var err error
-		if after, err = presence.Newest(ctx, s.events); err != nil {
-			s.log.Warn("presence: event log unavailable", "err", err)
-			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "event log unavailable")
+		if after, err = a.cfg.Events.Newest(ctx); err != nil {
+			a.log.Warn("presence: event log unavailable", "err", err)
+			reply.Error(w, http.StatusServiceUnavailable, reply.CodeHostOffline, "event log unavailable")
 			return
 		}
 	}
-	s.evm.subscribers.Inc()
-	defer s.evm.subscribers.Dec()
+	a.metrics.subscribers.Inc()
+	defer a.metrics.subscribers.Dec()
 
 	// The stream outlives any server write timeout; each write instead gets StallTimeout (package sse).
-	st := sse.Start(w, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledReader))
+	st := sse.Start(w, a.cfg.StallTimeout, a.cfg.Stalled)
 	st.Append("retry: 2000\n: switchboard presence events\n\n")
 	if gap {
-		st.Event(s.seal.sealRandom(sealEvent, after), "reset", []byte(`{"reason":"gap"}`))
+		st.Event(a.cfg.EventIDs.SealRandom(after), "reset", []byte(`{"reason":"gap"}`))
 	}
-	beat := s.cfg.EventsHeartbeat
+	beat := a.cfg.EventsHeartbeat
 	nextBeat := time.Now().Add(beat)
 	for {
 		if st.Flush() != nil {
 			return
 		}
-		if ctx.Err() != nil || s.draining.Load() {
+		if ctx.Err() != nil || a.cfg.Relay.Stopping() {
 			return
 		}
 		if now := time.Now(); !now.Before(nextBeat) {
@@ -86,27 +85,27 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		evs, err := s.hub.Read(ctx, after, sseBatch, min(time.Until(nextBeat), time.Second))
+		evs, err := a.cfg.Events.Read(ctx, after, sseBatch, min(time.Until(nextBeat), time.Second))
 		switch {
 		case errors.Is(err, presence.ErrGap):
 			// Events were lost: the client must re-read state. It does so after receiving the reset, so the stream
 			// goes on from the newest event now, and nothing after it is missed.
-			newest, nerr := presence.Newest(ctx, s.events)
+			newest, nerr := a.cfg.Events.Newest(ctx)
 			if nerr != nil {
-				if !s.pause(ctx) {
+				if !pause(ctx) {
 					return
 				}
 				continue
 			}
 			after = newest
-			st.Event(s.seal.sealRandom(sealEvent, newest), "reset", []byte(`{"reason":"gap"}`))
+			st.Event(a.cfg.EventIDs.SealRandom(newest), "reset", []byte(`{"reason":"gap"}`))
 			continue
 		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Debug("presence: event log read failed", "err", err)
-			if !s.pause(ctx) {
+			a.log.Debug("presence: event log read failed", "err", err)
+			if !pause(ctx) {
 				return
 			}
 			continue
@@ -116,7 +115,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !claims.MayReach(e.HostID) {
 				continue // nothing written, not even the position: see above
 			}
-			e.ID = s.seal.seal(sealEvent, e.ID)
+			e.ID = a.cfg.EventIDs.Seal(e.ID)
 			data, err := json.Marshal(e)
 			if err != nil {
 				continue
@@ -127,13 +126,35 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // pause waits a second before retrying a failing log, and reports false if ctx ended meanwhile.
-func (s *Server) pause(ctx context.Context) bool {
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
+func pause(ctx context.Context) bool {
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-time.After(time.Second): // collected once unreferenced (Go 1.23), so no Stop is owed
 		return true
 	}
+}
+
+// metrics count event streams and refused positions.
+type metrics struct {
+	subscribers prometheus.Gauge
+	refused     *prometheus.CounterVec // kind: cursor, event_id
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "switchboard", Name: "presence_subscribers",
+			Help: "Open GET /v1/presence/events streams on this replica.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "switchboard", Name: "positions_refused_total",
+			Help: "GET /v1/hosts cursors (400 invalid_cursor) and presence Last-Event-IDs (answered with a reset) that this cluster did not issue, by kind: forged, altered, or sealed under another cluster secret.",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{"cursor", "event_id"} {
+		m.refused.WithLabelValues(k)
+	}
+	reg.MustRegister(m.subscribers, m.refused)
+	return m
 }
