@@ -23,7 +23,7 @@ const sseBatch = 100
 // reconnects, to another replica, with Last-Event-ID).
 //
 // Nothing on the stream depends on hosts outside the token's scope. Their events are skipped without a byte: no
-// id-only block, and no wake-up that writes. Event ids are sealed log positions (seal.go), so the ids of two
+// id-only block, and no wake-up that writes. Event ids are sealed log positions (Config.EventIDs), so the ids of two
 // events the caller sees do not count the events between them. Heartbeats come on a fixed schedule from the
 // stream's start, whatever the log does. A position the relay did not seal is answered like one that fell out of
 // the log: event: reset, then the present.
