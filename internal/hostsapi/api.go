@@ -8,7 +8,7 @@
 // to callers (listing cursors, event ids) are sealed (Sealer), so they reveal nothing and cannot be forged.
 //
 // The API depends on small interfaces rather than on the relay: the directory's records (Records, and a
-// directory.Lister for listings), the presence fan-out (Events), sealing (Sealer) and the relay that mounts it
+// Lister for listings), the presence fan-out (Events), sealing (Sealer) and the relay that mounts it
 // (Relay: its host URLs, whether it is stopping, and the tie of a long-lived stream to its token's revocation).
 // The relay (internal/relay) builds one API in its New and mounts it with Route. Errors are written by package
 // reply, as the relay writes its own.
@@ -37,6 +37,13 @@ type Records interface {
 	// Records returns what is known of each of hostIDs, in the same order; a host never seen has a Record with
 	// only HostID set.
 	Records(ctx context.Context, hostIDs []string) ([]directory.Record, error)
+}
+
+// Lister lists the hosts the directory knows (directory.Memory and directory.Redis).
+type Lister interface {
+	// ListHosts returns up to limit ids of known hosts that start with prefix and sort after `after` (byte order),
+	// in byte order. Fewer than limit means there are no more.
+	ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error)
 }
 
 // Events serves presence events from the log to many streams (presence.Fanout).
@@ -77,7 +84,7 @@ type Config struct {
 	// Directory gives the hosts' records. Required.
 	Directory Records
 	// Lister lists the hosts of the directory for GET /v1/hosts without ids. If nil, such a call is answered 400.
-	Lister directory.Lister
+	Lister Lister
 	// Events serves GET /v1/presence/events. Required.
 	Events Events
 	// Cursors seals GET /v1/hosts cursors, EventIDs presence event ids. Required.

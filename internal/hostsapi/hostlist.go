@@ -158,7 +158,7 @@ func listScopeOf(c auth.Claims, q string) listScope {
 // with another, so their ranges of ids are disjoint and in the prefixes' order: next reads them in turn, skipping
 // those wholly at or before `after`, until it has n; over a whole listing each prefix is read about once, however
 // many the token has. The exact ids, outside every range, are merged in.
-func (ls listScope) next(ctx context.Context, lister directory.Lister, after string, n int) ([]string, bool, error) {
+func (ls listScope) next(ctx context.Context, lister Lister, after string, n int) ([]string, bool, error) {
 	var ranged []string
 	for _, p := range ls.prefixes {
 		if len(ranged) == n {

@@ -5,14 +5,13 @@ import (
 	"net/http"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
-	"github.com/switchboard-relay/switchboard/internal/directory"
 	"github.com/switchboard-relay/switchboard/internal/hostsapi"
 )
 
 // newHostsAPI builds the hosts and presence API (GET /v1/hosts, /v1/hosts/{id}, /v1/presence/events; package
 // hostsapi) on this Server's directory, event fan-out, sealer and verifier.
 func (s *Server) newHostsAPI() (*hostsapi.API, error) {
-	lister, _ := s.dir.Directory.(directory.Lister)
+	lister, _ := s.dir.Directory.(hostsapi.Lister) // nil if the directory cannot list hosts
 	return hostsapi.New(hostsapi.Config{
 		Verifier:        s.cfg.Verifier,
 		Directory:       s.dir,
