@@ -26,6 +26,10 @@ const (
 	codeWrongReplica     = reply.CodeWrongReplica
 	codeReplicaBusy      = reply.CodeReplicaBusy
 
+	codeDirectoryUnavailable = reply.CodeDirectoryUnavailable
+	codeConflict             = reply.CodeConflict
+	codeReplicaUnreachable   = reply.CodeReplicaUnreachable
+
 	codeCORSOriginNotAllowed   = reply.CodeCORSOriginNotAllowed
 	codeCrossOriginRefused     = reply.CodeCrossOriginRefused
 	codeUpstreamHeaderTooLarge = reply.CodeUpstreamHeaderTooLarge

@@ -31,6 +31,10 @@ const (
 	CodeReplicaBusy      = "replica_busy"
 	CodeInvalidCursor    = "invalid_cursor"
 
+	CodeDirectoryUnavailable = "directory_unavailable" // an admin write the directory did not take
+	CodeConflict             = "conflict"              // an admin write the directory refused (a list is full)
+	CodeReplicaUnreachable   = "replica_unreachable"   // an admin call another replica did not answer
+
 	CodeCORSOriginNotAllowed = "cors_origin_not_allowed"
 	CodeCrossOriginRefused   = "cross_origin_refused"
 )
