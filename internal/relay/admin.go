@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -260,20 +259,33 @@ func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
 	lq.Limit++
 	all := s.localTunnels(lq)
 	page := TunnelPage{Unreachable: []ReplicaView{}}
-	if q.Replica == "" || q.Replica != s.cfg.Replica {
-		for _, a := range s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil) {
-			var got struct {
-				Tunnels []TunnelView `json:"tunnels"`
-			}
-			if a.err == nil {
-				a.err = decodePeerJSON(a.body, &got)
-			}
-			if a.err != nil {
-				page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
-				continue
-			}
-			all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
+	var answers []peerAnswer
+	switch {
+	case q.Replica == s.cfg.Replica:
+	case q.Replica == "":
+		answers = s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)
+	case len(s.cfg.ClusterSecret) > 0: // one other replica: ask it alone
+		base, err := s.adminPeerURL(ctx, q.Replica)
+		switch {
+		case errors.Is(err, errGone) || errors.Is(err, errUnknownPeer): // no such replica: an empty page
+		case err != nil:
+			answers = []peerAnswer{{replica: q.Replica, err: err}}
+		default:
+			answers = []peerAnswer{s.askPeer(ctx, q.Replica, base, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)}
 		}
+	}
+	for _, a := range answers {
+		var got struct {
+			Tunnels []TunnelView `json:"tunnels"`
+		}
+		if a.err == nil {
+			a.err = decodePeerJSON(a.body, &got)
+		}
+		if a.err != nil {
+			page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
+			continue
+		}
+		all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
 	}
 	slices.SortFunc(all, func(a, b TunnelView) int {
 		return strings.Compare(tunnelKey(a.HostID, a.Replica), tunnelKey(b.HostID, b.Replica))
@@ -486,8 +498,9 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request, admin
 	s.logAdmin(r, admin, actRevoke, "jti", rv.TokenID, "sub", rv.Subject, "until", rv.Until.Format(time.RFC3339))
 	s.revoked.add(rv)
 	res := revokeResult{Revocation: rv, Closed: s.cutRevoked(), Unreachable: []ReplicaView{}}
-	fwd, _ := json.Marshal(revokeRequest{JTI: rv.TokenID, Sub: rv.Subject, Until: rv.Until.Format(time.RFC3339Nano)})
-	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, "", fwd) {
+	// In the query, which the hop signature covers (the body it does not).
+	fwd := url.Values{"jti": {rv.TokenID}, "sub": {rv.Subject}, "until": {rv.Until.Format(time.RFC3339Nano)}}.Encode()
+	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, fwd, nil) {
 		n, err := 0, a.err
 		if err == nil {
 			n, err = strconv.Atoi(strings.TrimSpace(string(a.body)))

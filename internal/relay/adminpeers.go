@@ -26,7 +26,7 @@ import (
 //	GET  /internal/v1/admin/tunnels?limit&prefix&after&replica&label…  → {"tunnels": [TunnelView…]}
 //	POST /internal/v1/admin/kick?host=ID&msg=M         → true if a tunnel of ID was here and is closing, else false
 //	POST /internal/v1/admin/drain?exit=B               → drainResult
-//	POST /internal/v1/admin/revoked  (body: the revoke request) → how many tunnels and sessions were closed
+//	POST /internal/v1/admin/revoked?jti=J&sub=S&until=T  → how many tunnels and sessions were closed
 const (
 	adminReplicaPath = "/internal/v1/admin/replica"
 	adminTunnelsPath = "/internal/v1/admin/tunnels"
@@ -213,11 +213,7 @@ func (s *Server) serveAdminInternal(w http.ResponseWriter, r *http.Request, from
 		s.log.Info("admin drain from a peer", "from_replica", from, "exit", exit)
 		writeJSON(w, drainResult{Replica: s.cfg.Replica, Started: s.requestDrain(exit), Exit: exit})
 	case r.URL.Path == adminRevokedPath && r.Method == http.MethodPost:
-		body, ok := readAdminBody(w, r)
-		if !ok {
-			return true
-		}
-		rv, err := parseRevoke(body, time.Now())
+		rv, err := revokeRequest{JTI: q.Get("jti"), Sub: q.Get("sub"), Until: q.Get("until")}.revocation(time.Now())
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "revoke: "+err.Error())
 			return true

@@ -65,6 +65,11 @@ func parseRevoke(body []byte, now time.Time) (directory.Revocation, error) {
 	if err := decodeAdminBody(body, &q); err != nil {
 		return directory.Revocation{}, err
 	}
+	return q.revocation(now)
+}
+
+// revocation checks q and makes it a revocation, relative to now.
+func (q revokeRequest) revocation(now time.Time) (directory.Revocation, error) {
 	rv := directory.Revocation{TokenID: q.JTI, Subject: q.Sub}
 	switch {
 	case (q.JTI == "") == (q.Sub == ""):
