@@ -134,13 +134,6 @@ func accessOf(w http.ResponseWriter) *accessEntry {
 	}
 }
 
-// noteAccessCode records the error code of the relay's answer on w's access entry, if it has one.
-func noteAccessCode(w http.ResponseWriter, code string) {
-	if e := accessOf(w); e != nil && e.code == "" {
-		e.code = code
-	}
-}
-
 // setAccessRoute records how the exchange left this replica, if w has an access entry.
 func (s *Server) setAccessRoute(w http.ResponseWriter, route, kind string) {
 	if s.cfg.AccessLog == nil {
@@ -174,6 +167,13 @@ func (w *accessWriter) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	w.e.out.Add(int64(n))
 	return n, err
+}
+
+// NoteCode records the error code of the relay's answer (reply.Note), unless one was noted already.
+func (w *accessWriter) NoteCode(code string) {
+	if w.e.code == "" {
+		w.e.code = code
+	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/hostsapi"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/version"
 )
@@ -221,11 +222,11 @@ func (s *Server) localTunnels(q TunnelQuery) []TunnelView {
 	if q.Replica != "" && q.Replica != s.cfg.Replica {
 		return []TunnelView{}
 	}
-	f := listFilter{labels: q.Labels}
+	f := hostsapi.Filter{Labels: q.Labels}
 	out := []TunnelView{}
 	for _, t := range s.snapshot() {
 		if !strings.HasPrefix(t.hostID, q.Prefix) || tunnelKey(t.hostID, s.cfg.Replica) <= q.After ||
-			!f.keep(directory.Record{HostID: t.hostID, Online: true, ConnectedAt: t.connectedAt, Metadata: t.meta}) {
+			!f.Keep(directory.Record{HostID: t.hostID, Online: true, ConnectedAt: t.connectedAt, Metadata: t.meta}) {
 			continue
 		}
 		out = append(out, s.tunnelView(t))
@@ -308,15 +309,15 @@ func tunnelQueryString(q TunnelQuery) string {
 }
 
 func (s *Server) handleAdminTunnels(w http.ResponseWriter, r *http.Request, admin auth.Claims) {
-	lq, ok := s.parseListQuery(w, r, func(c string) bool {
+	lq, ok := s.hosts.ParseListQuery(w, r, func(c string) bool {
 		id, replica, ok := strings.Cut(c, "\x00")
 		return ok && validHostID(id) && replica != ""
 	})
 	if !ok {
 		return
 	}
-	q := TunnelQuery{Prefix: lq.prefix, Labels: lq.filter.labels, Replica: r.URL.Query().Get("replica"),
-		Limit: lq.limit, After: lq.after}
+	q := TunnelQuery{Prefix: lq.Prefix, Labels: lq.Filter.Labels, Replica: r.URL.Query().Get("replica"),
+		Limit: lq.Limit, After: lq.After}
 	s.logAdmin(r, admin, actTunnels)
 	writeJSON(w, s.ClusterTunnels(r.Context(), q))
 }

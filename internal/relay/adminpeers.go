@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/hostsapi"
 	"github.com/switchboard-relay/switchboard/internal/peering"
 )
 
@@ -180,7 +181,7 @@ func (s *Server) serveAdminInternal(w http.ResponseWriter, r *http.Request, from
 		writeJSON(w, s.selfView())
 	case r.URL.Path == adminTunnelsPath && r.Method == http.MethodGet:
 		limit, err := strconv.Atoi(q.Get("limit"))
-		if err != nil || limit < 1 || limit > listMaxLimit+1 {
+		if err != nil || limit < 1 || limit > hostsapi.MaxListLimit+1 {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "limit out of range")
 			return true
 		}

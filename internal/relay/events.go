@@ -217,12 +217,10 @@ func (s *Server) eventLost(e presence.Event, err error) {
 	s.log.Warn("presence: event not recorded", "host_id", e.HostID, "type", e.Kind, "epoch", e.Epoch, "err", err)
 }
 
-// eventMetrics count presence events and SSE subscribers.
+// eventMetrics count presence events (the event streams' own metrics are package hostsapi's).
 type eventMetrics struct {
-	appended    *prometheus.CounterVec // type
-	failed      prometheus.Counter
-	subscribers prometheus.Gauge
-	refused     *prometheus.CounterVec // kind: cursor, event_id
+	appended *prometheus.CounterVec // type
+	failed   prometheus.Counter
 }
 
 func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
@@ -235,21 +233,10 @@ func newEventMetrics(reg prometheus.Registerer) *eventMetrics {
 			Namespace: "switchboard", Name: "presence_event_errors_total",
 			Help: "Presence events this replica failed to append to the log.",
 		}),
-		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "switchboard", Name: "presence_subscribers",
-			Help: "Open GET /v1/presence/events streams on this replica.",
-		}),
-	}
-	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "switchboard", Name: "positions_refused_total",
-		Help: "GET /v1/hosts cursors (400 invalid_cursor) and presence Last-Event-IDs (answered with a reset) that this cluster did not issue, by kind: forged, altered, or sealed under another cluster secret.",
-	}, []string{"kind"})
-	for _, k := range []string{"cursor", "event_id"} {
-		m.refused.WithLabelValues(k)
 	}
 	for _, k := range []presence.Kind{presence.Online, presence.Offline, presence.Moved, presence.Updated} {
 		m.appended.WithLabelValues(string(k))
 	}
-	reg.MustRegister(m.appended, m.failed, m.subscribers, m.refused)
+	reg.MustRegister(m.appended, m.failed)
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/switchboard-relay/switchboard/internal/peering"
+	"github.com/switchboard-relay/switchboard/internal/reply"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -284,7 +285,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-		noteAccessCode(r.ResponseWriter, cutStalledReader)
+		reply.Note(r.ResponseWriter, cutStalledReader)
 	}
 	r.s.metrics.bytes.WithLabelValues("to_client").Add(float64(n))
 	return n, err
@@ -298,7 +299,7 @@ func (r *recorder) FlushError() error {
 	if err != nil && isTimeout(err) && r.outcome != "timeout" {
 		r.outcome = "timeout"
 		r.s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-		noteAccessCode(r.ResponseWriter, cutStalledReader)
+		reply.Note(r.ResponseWriter, cutStalledReader)
 	}
 	return err
 }

@@ -10,6 +10,9 @@
 // the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
 // it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
 //
+// The hosts and presence API (GET /v1/hosts, /v1/hosts/{id}, /v1/presence/events) is package hostsapi, which New
+// builds on this Server's directory, event fan-out and sealer, and mounts (hostsapi.go).
+//
 // Locks. Every mutex in the package is a leaf: none is held while another is taken, nor across a call to the
 // directory, a peer or a callback. The one lock held across I/O is tunnelConn.ctrlMu, for one control-message write to
 // the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
@@ -41,6 +44,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/hostsapi"
 	"github.com/switchboard-relay/switchboard/internal/peering"
 	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
@@ -194,6 +198,7 @@ type Server struct {
 	mux     *http.ServeMux
 	events  presence.Log
 	hub     *presence.Fanout // serves every event stream of this replica from one reader of events
+	hosts   *hostsapi.API    // GET /v1/hosts, /v1/hosts/{id}, /v1/presence/events (hostsapi.go)
 	cors    corsPolicy
 	evm     *eventMetrics
 	seal    *sealer // list cursors and event ids (seal.go)
@@ -330,9 +335,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReplaceGrace <= 0 {
 		cfg.ReplaceGrace = 30 * time.Second
 	}
-	if cfg.MaxBatchIDs <= 0 {
-		cfg.MaxBatchIDs = 100
-	}
 	if cfg.FlapWindow == 0 {
 		cfg.FlapWindow = DefaultFlapWindow
 	} else if cfg.FlapWindow < 0 {
@@ -340,9 +342,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HopNonceCache <= 0 {
 		cfg.HopNonceCache = 1_000_000
-	}
-	if cfg.EventsHeartbeat <= 0 {
-		cfg.EventsHeartbeat = 15 * time.Second
 	}
 	if cfg.Events == nil {
 		cfg.Events = presence.NewMemory(presence.MemoryConfig{})
@@ -421,9 +420,10 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET "+tunnel.Path, s.handleTunnel)
-	s.mux.HandleFunc("GET /v1/hosts/{id}", s.handleHost)
-	s.mux.HandleFunc("GET /v1/hosts", s.handleHosts)
-	s.mux.HandleFunc("GET /v1/presence/events", s.handleEvents)
+	if s.hosts, err = s.newHostsAPI(); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	s.hosts.Route(s.mux) // hostsapi.go
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.routeAdmin()

@@ -6,15 +6,14 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"errors"
 	"html/template"
 	"net/http"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/presence"
+	"github.com/switchboard-relay/switchboard/internal/sse"
 )
 
 // The status page (docs/operations.md, "Status page"): GET /status shows the cluster to an operator — replicas,
@@ -218,18 +217,11 @@ func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.ctx, cancel)
 	defer stop()
 
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-
+	st := sse.Start(w, s.cfg.StallTimeout, s.bounds.cuts.WithLabelValues(cutStalledReader))
 	var prev *statusView
 	t := time.NewTicker(statusInterval)
 	defer t.Stop()
-	var buf bytes.Buffer
-	buf.WriteString("retry: 2000\n\n")
+	st.Append("retry: 2000\n\n")
 	for {
 		v := s.statusSnapshot(ctx, prev)
 		if ctx.Err() != nil {
@@ -239,19 +231,10 @@ func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		writeSSE(&buf, "", "snapshot", data)
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
-		_, err = w.Write(buf.Bytes())
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				s.bounds.cuts.WithLabelValues(cutStalledReader).Inc()
-			}
+		st.Event("", "snapshot", data)
+		if st.Flush() != nil {
 			return
 		}
-		buf.Reset()
 		prev = &v
 		select {
 		case <-ctx.Done():

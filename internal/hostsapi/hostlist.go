@@ -1,4 +1,4 @@
-package relay
+package hostsapi
 
 import (
 	"context"
@@ -9,31 +9,35 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/reply"
+	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
 // Bounds of GET /v1/hosts listing.
 const (
 	listDefaultLimit = 100
-	listMaxLimit     = 1000
+	// MaxListLimit is the largest page a listing (ParseListQuery's limit) may ask for.
+	MaxListLimit = 1000
 	// listScanFactor bounds the hosts one call examines to this many times its limit, so a selective filter over a
 	// large directory answers a short page with a cursor rather than scanning everything.
 	listScanFactor = 10
 )
 
-// listFilter is what a listing keeps.
-type listFilter struct {
-	online *bool
-	labels [][2]string // every key=value must hold
+// Filter is what a listing keeps.
+type Filter struct {
+	Online *bool       // if not nil, only hosts online (or offline)
+	Labels [][2]string // every key=value must hold
 }
 
-func (f listFilter) keep(rec directory.Record) bool {
+// Keep reports whether the listing keeps rec: a host seen and not expired that matches f.
+func (f Filter) Keep(rec directory.Record) bool {
 	if rec.ConnectedAt.IsZero() && !rec.Online {
 		return false // never seen, or its record expired
 	}
-	if f.online != nil && rec.Online != *f.online {
+	if f.Online != nil && rec.Online != *f.Online {
 		return false
 	}
-	for _, kv := range f.labels {
+	for _, kv := range f.Labels {
 		if got, ok := rec.Metadata.Labels[kv[0]]; !ok || got != kv[1] {
 			return false
 		}
@@ -43,17 +47,17 @@ func (f listFilter) keep(rec directory.Record) bool {
 
 // listHosts answers GET /v1/hosts?[online=true|false][&label=k=v...][&prefix=p][&limit=n][&cursor=c]: the hosts
 // the token may reach, in id order, one page at a time; next_cursor is "" on the last page.
-func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.Claims) {
-	lister, ok := s.dir.Directory.(directory.Lister)
-	if !ok {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "this directory cannot list hosts; query ids=a,b,c")
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request, claims auth.Claims) {
+	lister := a.cfg.Lister
+	if lister == nil {
+		reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "this directory cannot list hosts; query ids=a,b,c")
 		return
 	}
-	lq, ok := s.parseListQuery(w, r, validHostID)
+	lq, ok := a.ParseListQuery(w, r, tunnel.ValidHostID)
 	if !ok {
 		return
 	}
-	f, limit, prefix, after := lq.filter, lq.limit, lq.prefix, lq.after
+	f, limit, prefix, after := lq.Filter, lq.Limit, lq.Prefix, lq.After
 	scope := listScopeOf(claims, prefix)
 
 	out := struct {
@@ -62,15 +66,15 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 	}{Hosts: []hostView{}}
 	scanned := 0
 	for {
-		batch := min(limit-len(out.Hosts)+16, listMaxLimit)
+		batch := min(limit-len(out.Hosts)+16, MaxListLimit)
 		ids, more, err := scope.next(r.Context(), lister, after, batch)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
+			reply.Error(w, http.StatusServiceUnavailable, reply.CodeHostOffline, "directory unavailable")
 			return
 		}
-		recs, err := s.dir.Records(r.Context(), ids)
+		recs, err := a.cfg.Directory.Records(r.Context(), ids)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
+			reply.Error(w, http.StatusServiceUnavailable, reply.CodeHostOffline, "directory unavailable")
 			return
 		}
 		byID := make(map[string]directory.Record, len(recs))
@@ -80,8 +84,8 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 		full := false
 		for _, id := range ids {
 			after = id
-			if rec, ok := byID[id]; ok && f.keep(rec) {
-				out.Hosts = append(out.Hosts, s.viewOf(r, rec))
+			if rec, ok := byID[id]; ok && f.Keep(rec) {
+				out.Hosts = append(out.Hosts, a.viewOf(r, rec))
 				if len(out.Hosts) == limit {
 					full = true
 					break
@@ -91,13 +95,13 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 		scanned += len(ids)
 		switch {
 		case !more && (!full || after == ids[len(ids)-1]):
-			writeJSON(w, out) // the end
+			reply.JSON(w, out) // the end
 			return
 		case full, scanned >= listScanFactor*limit:
 			// after is a host the caller may reach (the scope's sources hold nothing else), sealed all the same:
 			// a cursor reveals nothing, and one the relay did not issue is refused.
-			out.NextCursor = s.seal.seal(sealCursor, after)
-			writeJSON(w, out)
+			out.NextCursor = a.cfg.Cursors.Seal(after)
+			reply.JSON(w, out)
 			return
 		}
 	}
@@ -128,7 +132,7 @@ func listScopeOf(c auth.Claims, q string) listScope {
 			case strings.HasPrefix(pre, q):
 				prefixes = append(prefixes, pre)
 			}
-		} else if strings.HasPrefix(p, q) && validHostID(p) {
+		} else if strings.HasPrefix(p, q) && tunnel.ValidHostID(p) {
 			exact = append(exact, p)
 		}
 	}
@@ -154,7 +158,7 @@ func listScopeOf(c auth.Claims, q string) listScope {
 // with another, so their ranges of ids are disjoint and in the prefixes' order: next reads them in turn, skipping
 // those wholly at or before `after`, until it has n; over a whole listing each prefix is read about once, however
 // many the token has. The exact ids, outside every range, are merged in.
-func (ls listScope) next(ctx context.Context, lister directory.Lister, after string, n int) ([]string, bool, error) {
+func (ls listScope) next(ctx context.Context, lister Lister, after string, n int) ([]string, bool, error) {
 	var ranged []string
 	for _, p := range ls.prefixes {
 		if len(ranged) == n {
@@ -190,46 +194,46 @@ func (ls listScope) next(ctx context.Context, lister directory.Lister, after str
 	return ids, more, nil
 }
 
-// listQuery is what a listing's query asks: GET /v1/hosts and GET /v1/admin/tunnels read it alike.
-type listQuery struct {
-	filter listFilter
-	limit  int
-	prefix string
-	after  string // the opened cursor; "" for the first page
+// ListQuery is what a listing's query asks: GET /v1/hosts and the relay's GET /v1/admin/tunnels read it alike.
+type ListQuery struct {
+	Filter Filter
+	Limit  int
+	Prefix string
+	After  string // the opened cursor; "" for the first page
 }
 
-// parseListQuery reads [online=true|false][&label=k=v...][&prefix=p][&limit=n][&cursor=c] from r; validCursor
-// checks an opened cursor's content. On failure it has answered 400.
-func (s *Server) parseListQuery(w http.ResponseWriter, r *http.Request, validCursor func(string) bool) (listQuery, bool) {
+// ParseListQuery reads [online=true|false][&label=k=v...][&prefix=p][&limit=n][&cursor=c] from r, opening the
+// cursor with Config.Cursors; validCursor checks an opened cursor's content. On failure it has answered 400.
+func (a *API) ParseListQuery(w http.ResponseWriter, r *http.Request, validCursor func(string) bool) (ListQuery, bool) {
 	q := r.URL.Query()
-	var f listFilter
+	var f Filter
 	switch v := q.Get("online"); v {
 	case "":
 	case "true", "false":
 		b := v == "true"
-		f.online = &b
+		f.Online = &b
 	default:
-		writeError(w, http.StatusBadRequest, codeBadRequest, "online must be true or false")
-		return listQuery{}, false
+		reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "online must be true or false")
+		return ListQuery{}, false
 	}
 	if len(q["label"]) > 16 {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "at most 16 label filters")
-		return listQuery{}, false
+		reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "at most 16 label filters")
+		return ListQuery{}, false
 	}
 	for _, kv := range q["label"] {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "label must be key=value")
-			return listQuery{}, false
+			reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "label must be key=value")
+			return ListQuery{}, false
 		}
-		f.labels = append(f.labels, [2]string{k, v})
+		f.Labels = append(f.Labels, [2]string{k, v})
 	}
 	limit := listDefaultLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > listMaxLimit {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "limit must be 1-"+strconv.Itoa(listMaxLimit))
-			return listQuery{}, false
+		if err != nil || n < 1 || n > MaxListLimit {
+			reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "limit must be 1-"+strconv.Itoa(MaxListLimit))
+			return ListQuery{}, false
 		}
 		limit = n
 	}
@@ -237,11 +241,11 @@ func (s *Server) parseListQuery(w http.ResponseWriter, r *http.Request, validCur
 	after := ""
 	if c := q.Get("cursor"); c != "" {
 		var err error
-		if after, err = s.seal.open(sealCursor, c); err != nil || !validCursor(after) {
-			s.evm.refused.WithLabelValues("cursor").Inc()
-			writeError(w, http.StatusBadRequest, codeInvalidCursor, "cursor is not one this API returned")
-			return listQuery{}, false
+		if after, err = a.cfg.Cursors.Open(c); err != nil || !validCursor(after) {
+			a.metrics.refused.WithLabelValues("cursor").Inc()
+			reply.Error(w, http.StatusBadRequest, reply.CodeInvalidCursor, "cursor is not one this API returned")
+			return ListQuery{}, false
 		}
 	}
-	return listQuery{filter: f, limit: limit, prefix: prefix, after: after}, true
+	return ListQuery{Filter: f, Limit: limit, Prefix: prefix, After: after}, true
 }

@@ -1,4 +1,4 @@
-package relay
+package hostsapi
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func TestListScopeNext(t *testing.T) {
 
 // countingLister counts ListHosts calls.
 type countingLister struct {
-	directory.Lister
+	Lister
 	calls int
 }
 
