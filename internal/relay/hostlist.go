@@ -44,11 +44,6 @@ func (f listFilter) keep(rec directory.Record) bool {
 // listHosts answers GET /v1/hosts?[online=true|false][&label=k=v...][&prefix=p][&limit=n][&cursor=c]: the hosts
 // the token may reach, in id order, one page at a time; next_cursor is "" on the last page.
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.Claims) {
-	lister, ok := s.dir.Directory.(directory.Lister)
-	if !ok {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "this directory cannot list hosts; query ids=a,b,c")
-		return
-	}
 	lq, ok := s.parseListQuery(w, r, validHostID)
 	if !ok {
 		return
@@ -63,7 +58,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, claims auth.C
 	scanned := 0
 	for {
 		batch := min(limit-len(out.Hosts)+16, listMaxLimit)
-		ids, more, err := scope.next(r.Context(), lister, after, batch)
+		ids, more, err := scope.next(r.Context(), s.dir, after, batch)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable")
 			return
@@ -154,7 +149,7 @@ func listScopeOf(c auth.Claims, q string) listScope {
 // with another, so their ranges of ids are disjoint and in the prefixes' order: next reads them in turn, skipping
 // those wholly at or before `after`, until it has n; over a whole listing each prefix is read about once, however
 // many the token has. The exact ids, outside every range, are merged in.
-func (ls listScope) next(ctx context.Context, lister directory.Lister, after string, n int) ([]string, bool, error) {
+func (ls listScope) next(ctx context.Context, lister directory.Directory, after string, n int) ([]string, bool, error) {
 	var ranged []string
 	for _, p := range ls.prefixes {
 		if len(ranged) == n {

@@ -43,7 +43,7 @@ func TestListScopeNext(t *testing.T) {
 	dir := directory.NewMemory()
 	defer dir.Close()
 	for _, id := range strings.Fields("a:1 a:2 a:3 ab:1 b:1 b:2 c:1 c:2 d:1") {
-		if _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
+		if _, _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,13 +73,13 @@ func TestListScopeNext(t *testing.T) {
 
 // countingLister counts ListHosts calls.
 type countingLister struct {
-	directory.Lister
+	directory.Directory
 	calls int
 }
 
 func (c *countingLister) ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error) {
 	c.calls++
-	return c.Lister.ListHosts(ctx, prefix, after, limit)
+	return c.Directory.ListHosts(ctx, prefix, after, limit)
 }
 
 // TestListScopeNextManyPrefixes: a token with many prefix patterns, most of them empty, costs about one directory
@@ -94,17 +94,17 @@ func TestListScopeNextManyPrefixes(t *testing.T) {
 			for j := range 3 {
 				id := fmt.Sprintf("t%02d:h%d", i, j)
 				want = append(want, id)
-				if _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
+				if _, _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 	}
-	if _, err := dir.Claim(context.Background(), "u:1", "r", directory.Metadata{}); err != nil {
+	if _, _, err := dir.Claim(context.Background(), "u:1", "r", directory.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	ls := listScopeOf(auth.Claims{Kind: auth.KindClient, Hosts: hosts}, "")
-	lister := &countingLister{Lister: dir}
+	lister := &countingLister{Directory: dir}
 	var got []string
 	after, pages := "", 0
 	for more := true; more; pages++ {

@@ -124,17 +124,17 @@ func (v revokingVerifier) Verify(ctx context.Context, token string) (auth.Claims
 	return c, nil
 }
 
-// revokeLoop keeps the revocation copy up to date until ctx ends (see revokePoll), if the directory holds one.
-func (s *Server) revokeLoop(ctx context.Context, a directory.Admin) {
+// revokeLoop keeps the revocation copy up to date until ctx ends (see revokePoll).
+func (s *Server) revokeLoop(ctx context.Context) {
 	t := time.NewTicker(revokePoll)
 	defer t.Stop()
 	for {
-		list, err := a.Revocations(ctx)
+		list, err := s.dir.Revocations(ctx)
 		if err == nil {
 			// What this replica holds and the directory lacks is written back: a revocation must survive the
 			// directory losing data as long as one replica remembers it.
 			for _, r := range s.revoked.replace(list, time.Now()) {
-				if err := a.Revoke(ctx, r); err != nil {
+				if err := s.dir.Revoke(ctx, r); err != nil {
 					s.log.Debug("revocation not written back", "err", err)
 				}
 			}
