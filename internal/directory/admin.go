@@ -263,12 +263,3 @@ func (r *Redis) Revocations(ctx context.Context) ([]Revocation, error) {
 	}
 	return out, nil
 }
-
-// LeaseRefreshed returns when this replica last refreshed its lease, or the zero time if it has not yet.
-func (r *Redis) LeaseRefreshed() time.Time {
-	ms := r.leaseAt.Load()
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms)
-}

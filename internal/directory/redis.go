@@ -310,6 +310,16 @@ func (r *Redis) refreshLease(ctx context.Context) (string, error) {
 	return prev, nil
 }
 
+// LeaseRefreshed implements Directory: when this replica last refreshed its lease, or the zero time if it has not
+// yet.
+func (r *Redis) LeaseRefreshed() time.Time {
+	ms := r.leaseAt.Load()
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 // Resign deletes this replica's lease if it still holds it, so that every entry of this replica stops being
 // routable at once. Call it after draining and before exit; Close alone leaves the entries routable until the lease
 // expires.
