@@ -336,3 +336,59 @@ func TestStatusPageSelfContained(t *testing.T) {
 		t.Fatalf("the page refers to another origin:\n%s", body)
 	}
 }
+
+// TestStatusStreamsBounded: one replica serves at most 16 status streams at once (each asks every peer for its
+// figures every second); the next is refused with 429 rate_limited, and a place freed by a leaving page is taken
+// again.
+func TestStatusStreamsBounded(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	admin := adminToken(t, "ops")
+	open := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, err := http.NewRequestWithContext(ctx, "GET", r.MetricsURL+"/status/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+admin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, cancel
+	}
+	var cancels []context.CancelFunc
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	for i := range 16 {
+		resp, cancel := open()
+		cancels = append(cancels, cancel)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream %d: %d", i+1, resp.StatusCode)
+		}
+	}
+	resp, cancel := open()
+	cancels = append(cancels, cancel)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("stream 17: %d, want 429", resp.StatusCode)
+	}
+	if b, _ := io.ReadAll(resp.Body); !strings.Contains(string(b), `"rate_limited"`) {
+		t.Fatalf("stream 17: %d %s, want 429 rate_limited", resp.StatusCode, b)
+	}
+	cancels[0]() // a page leaves: its place is free once the relay notices
+	waitUntil(t, "a freed place to be taken", func() bool {
+		resp, cancel := open()
+		if resp.StatusCode == 200 {
+			cancels = append(cancels, cancel)
+			return true
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		cancel()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("after a page left: %d", resp.StatusCode)
+		}
+		return false
+	})
+}
