@@ -69,7 +69,7 @@ type Record struct {
 
 // Directory is the shared table of tunnel owners and host presence, and of what every replica must share: the
 // replicas' internal addresses, host bans and token revocations. Memory and Redis implement all of it, and
-// Instrumented wraps all of it, so callers never probe for a capability.
+// Instrumented wraps all of it, so callers never test for a capability.
 //
 // All methods are safe for concurrent use. After Close, every method that takes a context returns ErrClosed.
 type Directory interface {

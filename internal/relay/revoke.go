@@ -13,7 +13,7 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
-// Revocation (POST /v1/admin/revoke). The list lives in the directory (directory.Admin), shared by every replica,
+// Revocation (POST /v1/admin/revoke). The list lives in the directory (Directory.Revoke), shared by every replica,
 // each entry until the operator's time. Every replica keeps a copy in memory, which the verifier checks on every
 // token use (a map lookup, no directory read per request). The copy is brought up to date two ways:
 //
