@@ -228,9 +228,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 
 // Outcomes of an exchange, as UpstreamOptions.Exchange is told.
 const (
-	outcomeOK          = "ok"
-	outcomeUnreachable = "upstream_unreachable"
-	outcomeClientGone  = "client_gone"
+	OutcomeOK          = "ok"                   // the upstream answered (any status), or the upgrade went through
+	OutcomeUnreachable = "upstream_unreachable" // the agent could not reach the service and answered 502 itself
+	OutcomeClientGone  = "client_gone"          // cancelled (client or relay went away) before an answer
 )
 
 // exchange carries one request and its response; it reports whether the stream may carry another.
@@ -242,7 +242,7 @@ func (s *bridgeStream) exchange(req *head) (more bool) {
 			kind = "websocket"
 		}
 		done := b.opts.Exchange(kind)
-		s.outcome = outcomeOK
+		s.outcome = OutcomeOK
 		defer func() { done(s.outcome) }()
 	}
 	out := outBufs.Get().(*[]byte)
@@ -269,7 +269,7 @@ func (s *bridgeStream) exchange(req *head) (more bool) {
 		case res.err != nil && !res.started:
 			uc.close()
 			if res.clientGone {
-				s.outcome = outcomeClientGone
+				s.outcome = OutcomeClientGone
 				return false
 			}
 			return s.upstreamFailed(req, res.err, res.reqDone)
@@ -471,9 +471,9 @@ func (s *bridgeStream) stopBody(w *watcher, bodyDone chan error, res *roundTripR
 // upstreamFailed answers 502 for an exchange the upstream failed before any response byte; it logs once. keep
 // tells whether the request was read whole, so the stream can carry another.
 func (s *bridgeStream) upstreamFailed(req *head, err error, keep bool) bool {
-	s.outcome = outcomeUnreachable
+	s.outcome = OutcomeUnreachable
 	s.b.log.Warn("upstream failed", "method", string(req.bytes(req.first[0])), "path", pathOf(req.bytes(req.first[1])), "err", err)
-	return s.answer(http.StatusBadGateway, outcomeUnreachable, "the host agent could not reach its upstream", !keep) && keep
+	return s.answer(http.StatusBadGateway, OutcomeUnreachable, "the host agent could not reach its upstream", !keep) && keep
 }
 
 // answer writes a JSON error response (the relay's error shape); it reports whether the write went through.
@@ -481,7 +481,7 @@ func (s *bridgeStream) answer(status int, code, message string, closeConn bool) 
 	body := `{"error":{"code":` + strconv.Quote(code) + `,"message":` + strconv.Quote(message) + "}}\n"
 	h := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nContent-Type: application/json\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
-	if code == outcomeUnreachable { // the relay counts it as its own outcome, not as the service's 502
+	if code == OutcomeUnreachable { // the relay counts it as its own outcome, not as the service's 502
 		h += tunnel.HeaderUpstreamError + ": " + tunnel.UpstreamUnreachable + "\r\n"
 	}
 	if closeConn {

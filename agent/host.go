@@ -46,8 +46,7 @@ type UpstreamOptions struct {
 	Wrap func(http.Handler) http.Handler
 	// Exchange, if set, is called as the bridge (NewBridge, Host) starts each exchange, with its kind ("http", or
 	// "websocket" for an upgrade); the function it returns is called when the exchange ends, with its outcome:
-	// "ok" (the upstream answered, whatever its status), "upstream_unreachable" (the agent answered 502 itself) or
-	// "client_gone" (the relay gave up before an answer).
+	// OutcomeOK, OutcomeUnreachable or OutcomeClientGone.
 	Exchange func(kind string) (done func(outcome string))
 	// Listening, if set, is called with Host's listener once it is created (for example to export its Stats).
 	Listening func(*Listener)

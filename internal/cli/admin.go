@@ -3,19 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/switchboard-relay/switchboard/internal/relay"
 )
 
 // AdminCmd is `switchboard admin`: the admin API (docs/operations.md, "Admin API") from the command line.
@@ -57,16 +56,10 @@ func (f *adminFlags) call(ctx context.Context, method, path string, query url.Va
 	}
 	client := &http.Client{Timeout: f.Timeout}
 	if f.RelayCA != "" {
-		pem, err := os.ReadFile(f.RelayCA)
+		tr, err := relayCATransport(f.RelayCA)
 		if err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--relay-ca: %w", err)}
+			return nil, &exitError{code: 2, err: err}
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--relay-ca %s: no PEM certificate in it", f.RelayCA)}
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 		client.Transport = tr
 	}
 	u := base.JoinPath(path)
@@ -123,20 +116,6 @@ func (f *adminFlags) print(g *Globals, raw []byte, table func(w *tabwriter.Write
 	return w.Flush()
 }
 
-// adminReplica mirrors relay.ReplicaView.
-type adminReplica struct {
-	ID          string     `json:"id"`
-	InternalURL string     `json:"internal_url"`
-	Reachable   bool       `json:"reachable"`
-	Error       string     `json:"error"`
-	Version     string     `json:"version"`
-	Started     *time.Time `json:"started"`
-	Draining    bool       `json:"draining"`
-	Tunnels     int        `json:"tunnels"`
-	Exchanges   int64      `json:"exchanges_in_flight"`
-	LeaseAge    *float64   `json:"lease_age_seconds"`
-}
-
 // AdminReplicasCmd is `switchboard admin replicas`.
 type AdminReplicasCmd struct {
 	adminFlags `embed:""`
@@ -147,7 +126,7 @@ func (c *AdminReplicasCmd) Run(ctx context.Context, g *Globals) error {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	var out struct {
-		Replicas []adminReplica `json:"replicas"`
+		Replicas []relay.ReplicaView `json:"replicas"`
 	}
 	raw, err := c.call(ctx, http.MethodGet, "/v1/admin/replicas", nil, nil, &out)
 	if err != nil {
@@ -168,27 +147,13 @@ func (c *AdminReplicasCmd) Run(ctx context.Context, g *Globals) error {
 			if r.Started != nil {
 				up = roundAge(time.Since(*r.Started))
 			}
-			if r.LeaseAge != nil {
-				lease = roundAge(time.Duration(*r.LeaseAge * float64(time.Second)))
+			if r.LeaseAgeSeconds != nil {
+				lease = roundAge(time.Duration(*r.LeaseAgeSeconds * float64(time.Second)))
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, state, r.Version, up, r.Tunnels, r.Exchanges,
 				lease, orDash(r.InternalURL))
 		}
 	})
-}
-
-// adminTunnel mirrors relay.TunnelView.
-type adminTunnel struct {
-	HostID       string    `json:"host_id"`
-	Replica      string    `json:"replica"`
-	ConnectedAt  time.Time `json:"connected_at"`
-	RemoteAddr   string    `json:"remote_addr"`
-	Transport    string    `json:"transport"`
-	AgentVersion string    `json:"agent_version"`
-	StreamsOpen  int       `json:"streams_open"`
-	BytesIn      int64     `json:"bytes_in"`
-	BytesOut     int64     `json:"bytes_out"`
-	RTT          *float64  `json:"last_ping_rtt_seconds"`
 }
 
 // AdminTunnelsCmd is `switchboard admin tunnels`.
@@ -215,9 +180,9 @@ func (c *AdminTunnelsCmd) Run(ctx context.Context, g *Globals) error {
 		q.Add("label", l)
 	}
 	var out struct {
-		Tunnels     []adminTunnel  `json:"tunnels"`
-		NextCursor  string         `json:"next_cursor"`
-		Unreachable []adminReplica `json:"unreachable"`
+		Tunnels     []relay.TunnelView  `json:"tunnels"`
+		NextCursor  string              `json:"next_cursor"`
+		Unreachable []relay.ReplicaView `json:"unreachable"`
 	}
 	raw, err := c.call(ctx, http.MethodGet, "/v1/admin/tunnels", q, nil, &out)
 	if err != nil {
@@ -227,8 +192,8 @@ func (c *AdminTunnelsCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintln(w, "HOST\tREPLICA\tUP\tREMOTE\tTRANSPORT\tAGENT\tSTREAMS\tIN\tOUT\tRTT")
 		for _, t := range out.Tunnels {
 			rtt := "-"
-			if t.RTT != nil {
-				rtt = time.Duration(*t.RTT * float64(time.Second)).Round(10 * time.Microsecond).String()
+			if t.PingRTTSeconds != nil {
+				rtt = time.Duration(*t.PingRTTSeconds * float64(time.Second)).Round(10 * time.Microsecond).String()
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.HostID, t.Replica,
 				roundAge(time.Since(t.ConnectedAt)), orDash(t.RemoteAddr), t.Transport, orDash(t.AgentVersion),
@@ -266,10 +231,10 @@ func (c *AdminKickCmd) Run(ctx context.Context, g *Globals) error {
 		body = map[string]string{"ban": c.Ban.String()}
 	}
 	var out struct {
-		HostID      string         `json:"host_id"`
-		Closed      []string       `json:"closed_on"`
-		BannedUntil *time.Time     `json:"banned_until"`
-		Unreachable []adminReplica `json:"unreachable"`
+		HostID      string              `json:"host_id"`
+		Closed      []string            `json:"closed_on"`
+		BannedUntil *time.Time          `json:"banned_until"`
+		Unreachable []relay.ReplicaView `json:"unreachable"`
 	}
 	raw, err := c.call(ctx, http.MethodPost, "/v1/admin/hosts/"+url.PathEscape(c.Host)+"/kick", nil, body, &out)
 	if err != nil {
@@ -357,8 +322,8 @@ func (c *AdminRevokeCmd) Run(ctx context.Context, g *Globals) error {
 			Sub   string    `json:"sub"`
 			Until time.Time `json:"until"`
 		} `json:"revocation"`
-		Closed      int            `json:"closed"`
-		Unreachable []adminReplica `json:"unreachable"`
+		Closed      int                 `json:"closed"`
+		Unreachable []relay.ReplicaView `json:"unreachable"`
 	}
 	raw, err := c.call(ctx, http.MethodPost, "/v1/admin/revoke", nil, body, &out)
 	if err != nil {

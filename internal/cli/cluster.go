@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -115,13 +114,9 @@ func (c *ServeCmd) internalTLS(log *slog.Logger, reg prometheus.Registerer) (ser
 	}
 	var pool *x509.CertPool
 	if c.InternalCA != "" {
-		pem, err := os.ReadFile(c.InternalCA)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--internal-ca: %w", err)
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("--internal-ca %s: no PEM certificate in it", c.InternalCA)
+		var err error
+		if pool, err = loadCAPool("--internal-ca", c.InternalCA); err != nil {
+			return nil, nil, err
 		}
 		peer = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

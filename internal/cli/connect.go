@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -53,16 +51,10 @@ func (f *tcpClientFlags) dialOptions() (tcpstream.DialOptions, error) {
 	if f.RelayCA == "" {
 		return tcpstream.DialOptions{}, nil
 	}
-	pem, err := os.ReadFile(f.RelayCA)
+	tr, err := relayCATransport(f.RelayCA)
 	if err != nil {
-		return tcpstream.DialOptions{}, fmt.Errorf("--relay-ca: %w", err)
+		return tcpstream.DialOptions{}, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return tcpstream.DialOptions{}, fmt.Errorf("--relay-ca %s: no PEM certificate in it", f.RelayCA)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	return tcpstream.DialOptions{HTTPClient: &http.Client{Transport: tr}}, nil
 }
 

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -136,13 +134,9 @@ func (c *HostCmd) upstreamTLS() (*tls.Config, error) {
 	case c.UpstreamInsecureSkipVerify:
 		return &tls.Config{InsecureSkipVerify: true}, nil // asked for by name
 	case c.UpstreamCA != "":
-		pem, err := os.ReadFile(c.UpstreamCA)
+		pool, err := loadCAPool("--upstream-ca", c.UpstreamCA)
 		if err != nil {
-			return nil, fmt.Errorf("--upstream-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", c.UpstreamCA)
+			return nil, err
 		}
 		return &tls.Config{RootCAs: pool}, nil
 	}

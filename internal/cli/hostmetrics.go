@@ -19,13 +19,6 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/version"
 )
 
-// Outcomes of switchboard_agent_exchanges_total.
-const (
-	agentOutcomeOK          = "ok"                   // the upstream answered (any status), or the upgrade went through
-	agentOutcomeUnreachable = "upstream_unreachable" // the agent could not reach the service and answered 502 itself
-	agentOutcomeClientGone  = "client_gone"          // the exchange was cancelled (client or relay went away) before an answer
-)
-
 // hostMetrics are the agent's own series (`switchboard host --metrics-listen`), on a registry of their own.
 type hostMetrics struct {
 	reg       *prometheus.Registry
@@ -50,7 +43,7 @@ func newHostMetrics() *hostMetrics {
 		Help: "Exchanges (streams) the relay opened to this agent, by kind (http, websocket, tcp) and outcome (ok, upstream_unreachable, client_gone).",
 	}, []string{"kind", "outcome"})
 	for _, k := range []string{"http", "websocket", "tcp"} {
-		for _, o := range []string{agentOutcomeOK, agentOutcomeUnreachable, agentOutcomeClientGone} {
+		for _, o := range []string{agent.OutcomeOK, agent.OutcomeUnreachable, agent.OutcomeClientGone} {
 			m.exchanges.WithLabelValues(k, o)
 		}
 	}
@@ -129,12 +122,12 @@ func (m *hostMetrics) wrap(h http.Handler) http.Handler {
 		defer m.active.Dec()
 		sw := &statusWriter{ResponseWriter: w}
 		h.ServeHTTP(sw, r)
-		outcome := agentOutcomeOK
+		outcome := agent.OutcomeOK
 		switch {
 		case sw.unreachable:
-			outcome = agentOutcomeUnreachable
+			outcome = agent.OutcomeUnreachable
 		case sw.status == 0 && r.Context().Err() != nil:
-			outcome = agentOutcomeClientGone
+			outcome = agent.OutcomeClientGone
 		}
 		m.exchanges.WithLabelValues(kind, outcome).Inc()
 	})

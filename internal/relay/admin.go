@@ -2,11 +2,11 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,20 +255,33 @@ func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
 	lq.Limit++
 	all := s.localTunnels(lq)
 	page := TunnelPage{Unreachable: []ReplicaView{}}
-	if q.Replica == "" || q.Replica != s.cfg.Replica {
-		for _, a := range s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil) {
-			var got struct {
-				Tunnels []TunnelView `json:"tunnels"`
-			}
-			if a.err == nil {
-				a.err = decodePeerJSON(a.body, &got)
-			}
-			if a.err != nil {
-				page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
-				continue
-			}
-			all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
+	var answers []peerAnswer
+	switch {
+	case q.Replica == s.cfg.Replica:
+	case q.Replica == "":
+		answers = s.askAll(ctx, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)
+	case len(s.cfg.ClusterSecret) > 0: // one other replica: ask it alone
+		base, err := s.adminPeerURL(ctx, q.Replica)
+		switch {
+		case errors.Is(err, errGone) || errors.Is(err, errUnknownPeer): // no such replica: an empty page
+		case err != nil:
+			answers = []peerAnswer{{replica: q.Replica, err: err}}
+		default:
+			answers = []peerAnswer{s.askPeer(ctx, q.Replica, base, http.MethodGet, adminTunnelsPath, tunnelQueryString(q), nil)}
 		}
+	}
+	for _, a := range answers {
+		var got struct {
+			Tunnels []TunnelView `json:"tunnels"`
+		}
+		if a.err == nil {
+			a.err = decodePeerJSON(a.body, &got)
+		}
+		if a.err != nil {
+			page.Unreachable = append(page.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
+			continue
+		}
+		all = append(all, got.Tunnels[:min(len(got.Tunnels), lq.Limit)]...)
 	}
 	slices.SortFunc(all, func(a, b TunnelView) int {
 		return strings.Compare(tunnelKey(a.HostID, a.Replica), tunnelKey(b.HostID, b.Replica))
@@ -284,13 +297,11 @@ func (s *Server) ClusterTunnels(ctx context.Context, q TunnelQuery) TunnelPage {
 
 // tunnelQueryString encodes q for a peer.
 func tunnelQueryString(q TunnelQuery) string {
-	v := make([]string, 0, 4+len(q.Labels))
-	v = append(v, "limit="+strconv.Itoa(q.Limit+1), "prefix="+urlQueryEscape(q.Prefix), "after="+urlQueryEscape(q.After),
-		"replica="+urlQueryEscape(q.Replica))
+	v := url.Values{"limit": {strconv.Itoa(q.Limit + 1)}, "prefix": {q.Prefix}, "after": {q.After}, "replica": {q.Replica}}
 	for _, kv := range q.Labels {
-		v = append(v, "label="+urlQueryEscape(kv[0]+"="+kv[1]))
+		v.Add("label", kv[0]+"="+kv[1])
 	}
-	return strings.Join(v, "&")
+	return v.Encode()
 }
 
 func (s *Server) handleAdminTunnels(w http.ResponseWriter, r *http.Request, admin auth.Claims) {
@@ -336,11 +347,11 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 		until := time.Now().Add(ban).UTC().Truncate(time.Millisecond)
 		if err := s.dir.Ban(r.Context(), id, until); err != nil {
 			if errors.Is(err, directory.ErrInvalid) {
-				writeError(w, http.StatusConflict, codeBadRequest, "ban refused: "+err.Error())
+				writeError(w, http.StatusConflict, codeConflict, "ban refused: "+err.Error())
 				return
 			}
 			s.log.Warn("ban not stored", "host_id", id, "err", err)
-			writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable: the ban was not stored")
+			writeError(w, http.StatusServiceUnavailable, codeDirectoryUnavailable, "directory unavailable: the ban was not stored")
 			return
 		}
 		res.BannedUntil = &until
@@ -350,7 +361,7 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 	if s.kickLocal(id, msg) {
 		res.Closed = append(res.Closed, s.cfg.Replica)
 	}
-	for _, a := range s.askAll(r.Context(), http.MethodPost, adminKickPath, "host="+urlQueryEscape(id)+"&msg="+urlQueryEscape(msg), nil) {
+	for _, a := range s.askAll(r.Context(), http.MethodPost, adminKickPath, url.Values{"host": {id}, "msg": {msg}}.Encode(), nil) {
 		switch {
 		case a.err != nil:
 			res.Unreachable = append(res.Unreachable, ReplicaView{ID: a.replica, InternalURL: a.url, Error: a.err.Error()})
@@ -403,19 +414,23 @@ func (s *Server) handleAdminDrain(w http.ResponseWriter, r *http.Request, admin 
 		writeError(w, http.StatusNotFound, codeNotFound, "no such replica")
 		return
 	}
-	base, err := s.peer(r.Context(), id)
-	if err != nil {
+	base, err := s.adminPeerURL(r.Context(), id)
+	switch {
+	case errors.Is(err, errGone) || errors.Is(err, errUnknownPeer):
 		writeError(w, http.StatusNotFound, codeNotFound, "no such replica (it advertises no internal URL)")
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, codeDirectoryUnavailable, "the replica's internal URL could not be read: "+err.Error())
 		return
 	}
 	a := s.askPeer(r.Context(), id, base, http.MethodPost, adminDrainPath, "exit="+strconv.FormatBool(exit), nil)
 	if a.err != nil {
-		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "replica "+id+" did not take the drain request: "+a.err.Error())
+		writeError(w, http.StatusBadGateway, codeReplicaUnreachable, "replica "+id+" did not take the drain request: "+a.err.Error())
 		return
 	}
 	var res drainResult
 	if err := decodePeerJSON(a.body, &res); err != nil {
-		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "replica "+id+" answered: "+err.Error())
+		writeError(w, http.StatusBadGateway, codeReplicaUnreachable, "replica "+id+" answered: "+err.Error())
 		return
 	}
 	writeJSON(w, res)
@@ -459,18 +474,19 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request, admin
 	}
 	if err := s.dir.Revoke(r.Context(), rv); err != nil {
 		if errors.Is(err, directory.ErrInvalid) { // e.g. the list is full: not the directory being down
-			writeError(w, http.StatusConflict, codeBadRequest, "revocation refused: "+err.Error())
+			writeError(w, http.StatusConflict, codeConflict, "revocation refused: "+err.Error())
 			return
 		}
 		s.log.Warn("revocation not stored", "err", err)
-		writeError(w, http.StatusServiceUnavailable, codeHostOffline, "directory unavailable: the revocation was not stored")
+		writeError(w, http.StatusServiceUnavailable, codeDirectoryUnavailable, "directory unavailable: the revocation was not stored")
 		return
 	}
 	s.logAdmin(r, admin, actRevoke, "jti", rv.TokenID, "sub", rv.Subject, "until", rv.Until.Format(time.RFC3339))
 	s.revoked.add(rv)
 	res := revokeResult{Revocation: rv, Closed: s.cutRevoked(), Unreachable: []ReplicaView{}}
-	fwd, _ := json.Marshal(revokeRequest{JTI: rv.TokenID, Sub: rv.Subject, Until: rv.Until.Format(time.RFC3339Nano)})
-	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, "", fwd) {
+	// In the query, which the hop signature covers (the body it does not).
+	fwd := url.Values{"jti": {rv.TokenID}, "sub": {rv.Subject}, "until": {rv.Until.Format(time.RFC3339Nano)}}.Encode()
+	for _, a := range s.askAll(r.Context(), http.MethodPost, adminRevokedPath, fwd, nil) {
 		n, err := 0, a.err
 		if err == nil {
 			n, err = strconv.Atoi(strings.TrimSpace(string(a.body)))

@@ -40,21 +40,7 @@ func (rt *rawTunnel) refusedCode(t *testing.T) websocket.StatusCode {
 // adminCall sends an admin request with token and returns the status and body.
 func adminCall(t *testing.T, method, url, token, body string) (int, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
+	resp := relaytest.DoBody(t, method, url, token, body)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
@@ -549,6 +535,14 @@ func TestAdminCluster(t *testing.T) {
 	adminJSON(t, "GET", a.URL+"/v1/admin/tunnels", admin, "", &page)
 	if len(page.Tunnels) != 2 || len(page.Unreachable) != 1 || page.Unreachable[0].ID != "C" {
 		t.Fatalf("tunnels with C down: %+v", page)
+	}
+	adminJSON(t, "GET", a.URL+"/v1/admin/tunnels?replica=B", admin, "", &page) // B alone is asked
+	if len(page.Tunnels) != 1 || page.Tunnels[0].HostID != "on-b" || len(page.Unreachable) != 0 {
+		t.Fatalf("replica filter with C down: %+v", page)
+	}
+	adminJSON(t, "GET", a.URL+"/v1/admin/tunnels?replica=C", admin, "", &page)
+	if len(page.Tunnels) != 0 || len(page.Unreachable) != 1 || page.Unreachable[0].ID != "C" {
+		t.Fatalf("replica filter on C, down: %+v", page)
 	}
 	c.SetInternalDown(false)
 

@@ -25,7 +25,7 @@ import (
 //	GET  /internal/v1/admin/tunnels?limit&prefix&after&replica&label…  → {"tunnels": [TunnelView…]}
 //	POST /internal/v1/admin/kick?host=ID&msg=M         → true if a tunnel of ID was here and is closing, else false
 //	POST /internal/v1/admin/drain?exit=B               → drainResult
-//	POST /internal/v1/admin/revoked  (body: the revoke request) → how many tunnels and sessions were closed
+//	POST /internal/v1/admin/revoked?jti=J&sub=S&until=T  → how many tunnels and sessions were closed
 const (
 	adminReplicaPath = "/internal/v1/admin/replica"
 	adminTunnelsPath = "/internal/v1/admin/tunnels"
@@ -81,19 +81,9 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		wg.Go(func() {
-			raw := all[id]
-			if !s.health.isDown() { // else the listing came from memory, with the last URLs read
-				cur, err := s.dir.PeerURL(ctx, id)
-				if errors.Is(err, directory.ErrNotFound) {
-					out[i] = peerAnswer{replica: id, url: raw, err: errGone}
-					return
-				} else if err == nil {
-					raw = cur
-				}
-			}
-			base, err := url.Parse(raw)
-			if err != nil || base.Host == "" {
-				out[i] = peerAnswer{replica: id, url: raw, err: fmt.Errorf("bad internal url %q", raw)}
+			base, err := s.adminPeerURL(ctx, id)
+			if err != nil {
+				out[i] = peerAnswer{replica: id, url: all[id], err: err}
 				return
 			}
 			out[i] = s.askPeer(ctx, id, base, method, path, query, body)
@@ -112,6 +102,39 @@ var errNotAsked = fmt.Errorf("not asked: one admin call asks at most %d peers", 
 
 // errGone marks a listed replica whose advertisement has expired.
 var errGone = errors.New("replica gone")
+
+// errUnknownPeer: the directory cannot be read and the peer list kept in memory does not hold the replica.
+var errUnknownPeer = errors.New("replica not in the peer list")
+
+// adminPeerURL finds replica id's internal URL for an admin call: from the directory, or, while the directory is
+// known down or does not answer, from the peer list kept in memory (the last URLs read). errGone: the directory
+// says id advertises none.
+func (s *Server) adminPeerURL(ctx context.Context, id string) (*url.URL, error) {
+	var dirErr error
+	if !s.health.isDown() {
+		raw, err := s.dir.PeerURL(ctx, id)
+		switch {
+		case errors.Is(err, directory.ErrNotFound):
+			return nil, errGone
+		case err == nil:
+			base, err := url.Parse(raw)
+			if err != nil || base.Host == "" {
+				return nil, fmt.Errorf("bad internal url %q", raw)
+			}
+			return base, nil
+		}
+		dirErr = err
+	}
+	if p := s.knownPeers.Load(); p != nil {
+		if u, ok := p.urls[id]; ok {
+			return u, nil
+		}
+	}
+	if dirErr != nil {
+		return nil, dirErr
+	}
+	return nil, errUnknownPeer
+}
 
 // askPeer sends one signed internal request to the peer replica at base.
 func (s *Server) askPeer(ctx context.Context, replica string, base *url.URL, method, path, query string, body []byte) peerAnswer {
@@ -154,8 +177,6 @@ func decodePeerJSON(b []byte, v any) error {
 	return nil
 }
 
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-
 // serveAdminInternal answers a peer's admin request; it reports false if path is not an admin endpoint. The hop
 // is verified already.
 func (s *Server) serveAdminInternal(w http.ResponseWriter, r *http.Request, from string) bool {
@@ -191,11 +212,7 @@ func (s *Server) serveAdminInternal(w http.ResponseWriter, r *http.Request, from
 		s.log.Info("admin drain from a peer", "from_replica", from, "exit", exit)
 		writeJSON(w, drainResult{Replica: s.cfg.Replica, Started: s.requestDrain(exit), Exit: exit})
 	case r.URL.Path == adminRevokedPath && r.Method == http.MethodPost:
-		body, ok := readAdminBody(w, r)
-		if !ok {
-			return true
-		}
-		rv, err := parseRevoke(body, time.Now())
+		rv, err := revokeRequest{JTI: q.Get("jti"), Sub: q.Get("sub"), Until: q.Get("until")}.revocation(time.Now())
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "revoke: "+err.Error())
 			return true

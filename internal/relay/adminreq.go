@@ -65,6 +65,11 @@ func parseRevoke(body []byte, now time.Time) (directory.Revocation, error) {
 	if err := decodeAdminBody(body, &q); err != nil {
 		return directory.Revocation{}, err
 	}
+	return q.revocation(now)
+}
+
+// revocation checks q and makes it a revocation, relative to now.
+func (q revokeRequest) revocation(now time.Time) (directory.Revocation, error) {
 	rv := directory.Revocation{TokenID: q.JTI, Subject: q.Sub}
 	switch {
 	case (q.JTI == "") == (q.Sub == ""):
@@ -92,7 +97,7 @@ func parseRevoke(body []byte, now time.Time) (directory.Revocation, error) {
 	case rv.Until.Sub(now) > maxRevocation:
 		return rv, fmt.Errorf("until is more than %v ahead; a token that lives longer should be refused by its issuer", maxRevocation)
 	}
-	rv.Until = rv.Until.UTC()
+	rv.Until = rv.Until.UTC().Truncate(time.Millisecond) // the directory's precision
 	return rv, nil
 }
 
@@ -100,9 +105,6 @@ func parseRevoke(body []byte, now time.Time) (directory.Revocation, error) {
 func decodeAdminBody(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
-	}
-	if len(body) > maxAdminBody {
-		return fmt.Errorf("body longer than %d bytes", maxAdminBody)
 	}
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
@@ -124,10 +126,10 @@ func parseAdminDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// truncateText shortens s quoted in an error.
+// truncateText shortens s quoted in an error, at a character boundary, and marks the cut.
 func truncateText(s string, n int) string {
 	if len(s) > n {
-		return s[:n] + "…"
+		return truncate(s, n) + "…"
 	}
 	return s
 }

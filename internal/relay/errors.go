@@ -27,6 +27,10 @@ const (
 	codeReplicaBusy      = "replica_busy"
 	codeInvalidCursor    = "invalid_cursor"
 
+	codeDirectoryUnavailable = "directory_unavailable" // an admin write the directory did not take
+	codeConflict             = "conflict"              // an admin write the directory refused (a list is full)
+	codeReplicaUnreachable   = "replica_unreachable"   // an admin call another replica did not answer
+
 	codeCORSOriginNotAllowed = "cors_origin_not_allowed"
 	codeCrossOriginRefused   = "cross_origin_refused"
 )

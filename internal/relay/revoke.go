@@ -64,8 +64,8 @@ func (rv *revocations) add(r directory.Revocation) {
 	if *m == nil {
 		*m = make(map[string]time.Time)
 	}
-	if r.Until.After((*m)[key]) {
-		(*m)[key] = r.Until
+	if u := r.Until.Truncate(time.Millisecond); u.After((*m)[key]) {
+		(*m)[key] = u
 	}
 	rv.any.Store(true)
 }
@@ -73,7 +73,9 @@ func (rv *revocations) add(r directory.Revocation) {
 // replace installs the list read from the directory, plus what was added locally and is not over yet (a
 // revocation this replica took or was sent may reach the directory's read replica after this poll began). It
 // returns those local ones the list lacks (or has with an earlier end): the directory may have lost them (Redis
-// restarted empty, flushed, or failed over before replicating), and the caller writes them back.
+// restarted empty, flushed, or failed over before replicating), and the caller writes them back. Ends are compared
+// in whole milliseconds, the directory's precision (add keeps no finer), so that a revocation read back is not
+// taken for a lost one and written again at every poll.
 func (rv *revocations) replace(list []directory.Revocation, now time.Time) (missing []directory.Revocation) {
 	jti, sub := make(map[string]time.Time), make(map[string]time.Time)
 	for _, r := range list {
@@ -87,7 +89,7 @@ func (rv *revocations) replace(list []directory.Revocation, now time.Time) (miss
 	defer rv.mu.Unlock()
 	for i, pair := range [2][2]map[string]time.Time{{rv.jti, jti}, {rv.sub, sub}} {
 		for k, u := range pair[0] {
-			if now.Before(u) && u.After(pair[1][k]) {
+			if now.Before(u) && u.UnixMilli() > pair[1][k].UnixMilli() {
 				pair[1][k] = u
 				r := directory.Revocation{Subject: k, Until: u}
 				if i == 0 {
@@ -153,6 +155,9 @@ func (s *Server) revokeLoop(ctx context.Context) {
 // cutRevoked closes every tunnel and live client session of this replica whose token is revoked, and returns how
 // many it closed.
 func (s *Server) cutRevoked() int {
+	if !s.revoked.any.Load() {
+		return 0 // nothing is revoked: no tunnel or exchange to look at
+	}
 	now := time.Now()
 	n := 0
 	for _, t := range s.snapshot() {
@@ -207,7 +212,8 @@ func (l *liveUses) track(ctx context.Context, c auth.Claims) (context.Context, f
 	}
 }
 
-// cut ends every live exchange whose claims match, and returns how many.
+// cut ends every live exchange whose claims match, and returns how many it ended (one the poll or another
+// revocation already cut is not counted again).
 func (l *liveUses) cut(match func(auth.Claims) bool) int {
 	l.mu.Lock()
 	var hit []*liveUse
@@ -217,11 +223,14 @@ func (l *liveUses) cut(match func(auth.Claims) bool) int {
 		}
 	}
 	l.mu.Unlock()
+	n := 0
 	for _, u := range hit {
-		u.revoked.Store(true)
+		if u.revoked.CompareAndSwap(false, true) {
+			n++
+		}
 		u.cancel()
 	}
-	return len(hit)
+	return n
 }
 
 // revokedExchange reports whether the exchange running under ctx was ended by a revocation.

@@ -194,15 +194,17 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(buf.Bytes())
 }
 
-// handleStatusEvents streams a statusView every statusInterval until the client leaves, the relay drains or
-// closes, or the token expires or is revoked.
+// handleStatusEvents streams a statusView every statusInterval until the client leaves, the relay closes, or the
+// token expires or is revoked.
 func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 	statusHeaders(w.Header())
 	if _, ok := s.authorizeStatus(w, r); !ok {
 		return
 	}
-	if s.draining.Load() || s.closed.Load() {
-		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is draining; connect to another replica")
+	// A draining replica keeps serving its status page (a drain without exit leaves it up, and the page is how an
+	// operator watches it); streams end when the relay closes.
+	if s.closed.Load() {
+		writeError(w, http.StatusServiceUnavailable, codeDraining, "relay is closing")
 		return
 	}
 	if n := s.statusStreams.Add(1); n > maxStatusStreams {
@@ -255,9 +257,6 @@ func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if s.draining.Load() {
-			return
 		}
 		if _, ok := s.stillAdmin(r); !ok {
 			return // expired or revoked: the page shows the stream ended and asks for the token again

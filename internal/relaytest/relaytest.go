@@ -3,10 +3,12 @@ package relaytest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,7 +178,17 @@ func StartBridge(t testing.TB, relayURL, id string, upstream *url.URL, opts agen
 // Do sends method to url with a bearer token (if not empty) and returns the response.
 func Do(t testing.TB, method, url, token string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	return DoBody(t, method, url, token, "")
+}
+
+// DoBody is Do with a request body (none if empty).
+func DoBody(t testing.TB, method, url, token, body string) *http.Response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
