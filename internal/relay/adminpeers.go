@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 )
 
 // The admin API's internal endpoints: what a replica asks its peers to answer the admin API for the whole cluster.
@@ -59,12 +60,7 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 		all, _ = s.dir.ListPeers(ctx)
 	}
 	if all == nil {
-		if p := s.knownPeers.Load(); p != nil { // the directory is down: the peer list kept in memory
-			all = make(map[string]string, len(p.urls))
-			for id, u := range p.urls {
-				all[id] = u.String()
-			}
-		}
+		all = s.peers.Known() // the directory is down: the peer list kept in memory
 	}
 	ids := make([]string, 0, len(all))
 	for id := range all {
@@ -74,8 +70,8 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 	}
 	slices.Sort(ids)
 	var skipped []string
-	if len(ids) > maxAsked { // bounded fan-out; the rest are reported, never left out silently
-		ids, skipped = ids[:maxAsked], ids[maxAsked:]
+	if len(ids) > peering.MaxAsked { // bounded fan-out; the rest are reported, never left out silently
+		ids, skipped = ids[:peering.MaxAsked], ids[peering.MaxAsked:]
 	}
 	out := make([]peerAnswer, len(ids), len(ids)+len(skipped))
 	var wg sync.WaitGroup
@@ -97,8 +93,8 @@ func (s *Server) askAll(ctx context.Context, method, path, query string, body []
 	return slices.DeleteFunc(out, func(a peerAnswer) bool { return errors.Is(a.err, errGone) })
 }
 
-// errNotAsked marks a replica beyond the maxAsked one admin call asks.
-var errNotAsked = fmt.Errorf("not asked: one admin call asks at most %d peers", maxAsked)
+// errNotAsked marks a replica beyond the peering.MaxAsked one admin call asks.
+var errNotAsked = fmt.Errorf("not asked: one admin call asks at most %d peers", peering.MaxAsked)
 
 // errGone marks a listed replica whose advertisement has expired.
 var errGone = errors.New("replica gone")
@@ -125,10 +121,8 @@ func (s *Server) adminPeerURL(ctx context.Context, id string) (*url.URL, error) 
 		}
 		dirErr = err
 	}
-	if p := s.knownPeers.Load(); p != nil {
-		if u, ok := p.urls[id]; ok {
-			return u, nil
-		}
+	if u, ok := s.peers.KnownURL(id); ok {
+		return u, nil
 	}
 	if dirErr != nil {
 		return nil, dirErr
@@ -152,7 +146,7 @@ func (s *Server) askPeer(ctx context.Context, replica string, base *url.URL, met
 		a.err = err
 		return a
 	}
-	s.signHop(req, "")
+	s.hops.Sign(req, "")
 	resp, err := s.peerTransport.RoundTrip(req)
 	if err != nil {
 		a.err = fmt.Errorf("unreachable: %w", err)

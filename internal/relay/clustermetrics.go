@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 )
 
 // clusterMetrics are the series of routing between replicas and of the directory.
@@ -14,9 +15,9 @@ type clusterMetrics struct {
 	missWaits  *prometheus.CounterVec   // outcome
 	drainMoves prometheus.Counter
 	dirUp      prometheus.Gauge       // the directory's health state (dirhealth.go)
-	asks       *prometheus.CounterVec // result (askFound, …)
+	asks       *prometheus.CounterVec // result (peering.AskFound, …)
 
-	hopRejections *prometheus.CounterVec // reason (hopReason)
+	hopRejections *prometheus.CounterVec // reason (peering.Reason)
 }
 
 // Forward outcomes (switchboard_forwards_total). The first group is counted by the replica that forwards, the
@@ -77,7 +78,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			"does not know, too many were asked for this second (busy). Requests that " +
 			"joined a round in flight for the same host are not counted.",
 	}, []string{"result"})
-	for _, r := range []string{askFound, askNotFound, askCached, askBusy} {
+	for _, r := range []string{peering.AskFound, peering.AskNotFound, peering.AskCached, peering.AskBusy} {
 		m.asks.WithLabelValues(r)
 	}
 	m.hopRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -108,7 +109,7 @@ func registerHopMetrics(reg prometheus.Registerer, s *Server) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "switchboard", Name: "hop_nonces",
 		Help: "Nonces of accepted hops remembered to refuse replays (capped by --hop-nonce-cache).",
-	}, func() float64 { return float64(s.hopNonces.len()) }))
+	}, func() float64 { return float64(s.hops.Nonces()) }))
 }
 
 // registerCacheMetrics exposes the directory's lookup cache hits and misses; 0 if it has no cache (Memory), so

@@ -111,3 +111,13 @@ func (s *Server) advertise(ctx context.Context) bool {
 	s.advertisedOnce.Store(true)
 	return true
 }
+
+// refreshPeers refreshes the peer list (peering.Peers.Refresh). A listing without this replica means the directory
+// lost data: this replica advertises itself again at once.
+func (s *Server) refreshPeers(ctx context.Context) {
+	if !s.peers.Refresh(ctx) && s.advertisedOnce.Load() {
+		s.log.Warn("the directory's peer list lacks this replica (redis restarted empty or was flushed); " +
+			"keeping the last list and advertising again")
+		s.advertise(ctx)
+	}
+}

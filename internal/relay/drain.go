@@ -138,7 +138,7 @@ func (d *drainRun) run(ctx context.Context) error {
 			if d.ended(t, st) {
 				continue
 			}
-			if cluster && !st.moved && (s.evictions.supersedes(t.hostID, t.epoch) || lookup && s.movedInDirectory(ctx, t)) {
+			if cluster && !st.moved && (s.evictions.Supersedes(t.hostID, t.epoch) || lookup && s.movedInDirectory(ctx, t)) {
 				st.moved = true
 				s.cluster.drainMoves.Inc()
 				t.retiring.Store(true)

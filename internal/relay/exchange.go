@@ -753,7 +753,7 @@ func (s *Server) writeRequestHead(bw *bufio.Writer, r *http.Request, ex *exchang
 		_, _ = bw.WriteString("Te: trailers\r\n")
 	}
 	if ex.hop {
-		// As the peer replica that forwarded the request set and signed them (verifyHop checked them).
+		// As the peer replica that forwarded the request set and signed them (the hop's verification checked them).
 		for _, k := range forwardedHeaders {
 			for _, v := range r.Header[k] {
 				writeField(bw, k, v)

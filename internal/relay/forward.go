@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
@@ -45,10 +43,11 @@ type forwardEx struct {
 	passedOn bool
 }
 
-// routeMiss serves a request for a host with no tunnel serving here, as resolveRoute (route.go) decides: forward
-// it to the replica that holds the tunnel (or ask Fly to replay it there), else hold it up to MissWait for the
-// host to connect anywhere, then answer 503.
-func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, kind, subject string) {
+// routeExchange carries an exchange for tg's host where resolveRoute (route.go) decides: over the tunnel serving
+// it here; forwarded to the replica that holds it (or replayed there by Fly); held up to MissWait for the host to
+// connect anywhere; or answered 503. hop marks an exchange a peer forwarded here: it is served here or answered,
+// and passed on only from a tunnel retiring here (passOn).
+func (s *Server) routeExchange(w http.ResponseWriter, r *http.Request, tg target, kind, subject string, hop bool) {
 	id := tg.id
 	var deadline time.Time
 	var tick *time.Ticker // set when a hold-on-miss wait begins
@@ -57,20 +56,32 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 			tick.Stop()
 		}
 	}()
+	tried := false // serving it here was tried and failed (resolveHop)
 	for {
-		if t := s.serving(id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, false) {
-			s.countMissWait(tick, missAppeared)
-			return
-		}
-		mayWait := s.cfg.MissWait > 0 && (tick == nil || time.Now().Before(deadline))
-		v := s.viewRoute(r.Context(), id, mayWait)
+		mayWait := !hop && s.cfg.MissWait > 0 && (tick == nil || time.Now().Before(deadline))
+		v, t := s.viewHere(id, hop, tried, mayWait)
 		d := resolveRoute(v)
-		if d.kind == routeAsk {
-			v = s.askView(v, id)
+		for d.kind == routeLookup || d.kind == routeAsk { // gather what the decision asks for, then decide again
+			if d.kind == routeLookup {
+				v = s.viewDirectory(r.Context(), v, id)
+			} else {
+				v = s.askView(v, id)
+			}
 			d = resolveRoute(v)
 		}
 		switch d.kind {
+		case routeServe:
+			if s.serveLocal(w, r, t, kind, tg, subject, hop) {
+				s.countServedHere(tick, hop)
+				return
+			}
+			tried = true
+			continue // t began retiring meanwhile: route the exchange as if it were gone
 		case routeRemote:
+			if hop {
+				s.passOn(w, r, d.peer, subject)
+				return
+			}
 			if v.asked {
 				s.cluster.forwards.WithLabelValues(fwdAskedPeers).Inc()
 			}
@@ -79,9 +90,13 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 			return
 		case routeClaimed:
 			// A tunnel between its claim and its registration here is waited for, whatever MissWait says.
-			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, false) {
-				s.countMissWait(tick, missAppeared)
+			tried = true
+			if t := s.awaitLocal(r.Context(), id); t != nil && s.serveLocal(w, r, t, kind, tg, subject, hop) {
+				s.countServedHere(tick, hop)
 				return
+			}
+			if hop {
+				continue
 			}
 			if !mayWait {
 				s.countMissWait(tick, missTimedOut)
@@ -89,7 +104,11 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 				return
 			}
 		case routeOffline:
-			s.countMissWait(tick, missTimedOut)
+			if hop {
+				s.cluster.forwards.WithLabelValues(fwdReceivedMiss).Inc()
+			} else {
+				s.countMissWait(tick, missTimedOut)
+			}
 			s.answerOffline(w, kind)
 			return
 		}
@@ -105,6 +124,16 @@ func (s *Server) routeMiss(w http.ResponseWriter, r *http.Request, tg target, ki
 		case <-tick.C:
 		}
 	}
+}
+
+// countServedHere counts an exchange served over a tunnel here: a hop received, or the end of a client's
+// hold-on-miss wait if one began (tick is its ticker).
+func (s *Server) countServedHere(tick *time.Ticker, hop bool) {
+	if hop {
+		s.cluster.forwards.WithLabelValues(fwdReceived).Inc()
+		return
+	}
+	s.countMissWait(tick, missAppeared)
 }
 
 // answerOffline answers 503 host_offline.
@@ -220,7 +249,7 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	// A request passed on keeps the forwarding headers the first replica set and signed.
 	s.setForwarding(out.Header, pr.In, fw.passedOn)
 	out.Host = pr.In.Host
-	s.signHop(out, fw.subject)
+	s.hops.Sign(out, fw.subject)
 	out.Trailer = pr.In.Trailer
 	guardTrailers(out)
 }
@@ -257,37 +286,6 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 		s.log.Debug("forward failed", "err", err)
 		writeError(w, http.StatusBadGateway, codeUpstreamFailed, "forwarding to the replica holding the host's tunnel failed")
 	}
-}
-
-// peerURLs caches parsed internal URLs of peers.
-type peerURLs struct {
-	mu   sync.Mutex
-	byID map[string]*url.URL // raw URL → parsed
-}
-
-// peer returns the internal base URL of replica.
-func (s *Server) peer(ctx context.Context, replica string) (*url.URL, error) {
-	if len(s.cfg.ClusterSecret) == 0 {
-		return nil, errors.New("forwarding disabled: no cluster secret")
-	}
-	raw, err := s.dir.PeerURL(ctx, replica)
-	if err != nil {
-		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
-	}
-	s.peerURLs.mu.Lock()
-	defer s.peerURLs.mu.Unlock()
-	if u, ok := s.peerURLs.byID[raw]; ok {
-		return u, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
-	}
-	if len(s.peerURLs.byID) > 1024 {
-		clear(s.peerURLs.byID)
-	}
-	s.peerURLs.byID[raw] = u
-	return u, nil
 }
 
 // claim claims hostID for this replica and returns the other replica whose entry it replaced, to be told to close

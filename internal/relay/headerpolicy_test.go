@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -81,31 +80,4 @@ func FuzzStripReserved(f *testing.F) {
 			}
 		}
 	})
-}
-
-func TestHopNoncesReplayExpiryAndCap(t *testing.T) {
-	c := hopNonces{max: 2}
-	n1, n2, n3 := [16]byte{1}, [16]byte{2}, [16]byte{3}
-	if err := c.admit(n1, 130, 100); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.admit(n1, 130, 101); !errors.Is(err, errHopReplayed) {
-		t.Fatalf("replay: %v, want errHopReplayed", err)
-	}
-	if err := c.admit(n2, 131, 101); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.admit(n3, 132, 102); !errors.Is(err, errHopCacheFull) {
-		t.Fatalf("past the cap: %v, want errHopCacheFull", err)
-	}
-	// Once n1's hop has left the window it is forgotten, which makes room.
-	if err := c.admit(n3, 162, 131); err != nil {
-		t.Fatalf("after n1 expired: %v", err)
-	}
-	if c.len() != 2 {
-		t.Fatalf("held %d nonces, want 2", c.len())
-	}
-	if err := c.admit(n2, 131, 131); !errors.Is(err, errHopReplayed) {
-		t.Fatalf("n2 within its window: %v, want errHopReplayed", err)
-	}
 }

@@ -163,7 +163,7 @@ func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forward
 		if attempt == 0 {
 			c = s.peerConns.get(addr)
 		} else {
-			s.signHop(out, fw.subject) // a fresh nonce: the peer may have seen the first one
+			s.hops.Sign(out, fw.subject) // a fresh nonce: the peer may have seen the first one
 		}
 		reused := c != nil
 		if c == nil {

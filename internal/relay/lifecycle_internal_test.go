@@ -130,31 +130,6 @@ func TestFlapWindow(t *testing.T) {
 	})
 }
 
-// TestEvictionNoteExpires: an eviction notice supersedes older epochs for registerWindow, then is forgotten.
-func TestEvictionNoteExpires(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var ev evictions
-		ev.note("h", "B", 7)
-		if !ev.supersedes("h", 6) || ev.supersedes("h", 7) {
-			t.Fatal("a fresh notice for epoch 7 must supersede 6 and not 7")
-		}
-		if r, ok := ev.newOwner("h", 6); !ok || r != "B" {
-			t.Fatalf("newOwner: %q %v", r, ok)
-		}
-		time.Sleep(registerWindow - time.Millisecond)
-		if !ev.supersedes("h", 6) {
-			t.Fatal("the notice was forgotten before registerWindow")
-		}
-		time.Sleep(2 * time.Millisecond)
-		if ev.supersedes("h", 6) {
-			t.Fatal("the notice still counts after registerWindow")
-		}
-		if _, ok := ev.newOwner("h", 6); ok {
-			t.Fatal("newOwner still answers after registerWindow")
-		}
-	})
-}
-
 // TestRetireWaitsForExchanges: a retiring tunnel admits nothing new and retire returns once its last exchange
 // ended, however long that takes; retire gives up when its context ends.
 func TestRetireWaitsForExchanges(t *testing.T) {

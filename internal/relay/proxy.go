@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/switchboard-relay/switchboard/internal/peering"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
@@ -112,10 +113,7 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request, tg targe
 		defer done()
 		r = r.WithContext(ctx)
 	}
-	if t := s.serving(tg.id); t != nil && s.serveLocal(w, r, t, kind, tg, claims.Subject, false) {
-		return
-	}
-	s.routeMiss(w, r, tg, kind, claims.Subject) // forward.go
+	s.routeExchange(w, r, tg, kind, claims.Subject, false) // forward.go
 }
 
 // serveLocal carries an exchange over t, a tunnel registered here. hop marks a request forwarded by a peer, whose
@@ -177,8 +175,8 @@ func (s *Server) countExchange(kind, outcome string, status int) {
 	s.tally.note(outcome)
 }
 
-// forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards.
-var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+// forwardedHeaders are the forwarding headers a peer replica sets on a request it forwards (and signs).
+var forwardedHeaders = peering.ForwardedHeaders
 
 // setPath points u at the escaped path p.
 func setPath(u *url.URL, p string) {

@@ -1,6 +1,11 @@
 // Package relay is the Switchboard relay as a library: relay.Server accepts host tunnels on /v1/tunnel and carries
 // client exchanges to them on /hosts/{id}/... It does not listen on its own; main owns listeners and http.Server.
 //
+// It owns the tunnel registry, the routing decision for every request (route.go), local proxying, forwarding to
+// peers, the drain and the relay's metrics. The protocol between replicas (signed hops, eviction notices, the peer
+// list and asking it, the internal listener's handler) is package peering; the relay serves that handler through
+// peering.Local (internal.go).
+//
 // The admin API (/v1/admin/, admin.go) is for admin tokens only: Server.AuthorizeAdmin and Server.RequireAdmin are
 // the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
 // it lists, for the whole cluster, as Go values (ReplicaView, TunnelPage).
@@ -10,9 +15,9 @@
 // the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
-// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, peerURLs.mu,
-// evictions.mu, peerAsker.mu, hopNonces.mu, ipLimiter.mu, revocations.mu, liveUses.mu, tally.mu, AccessLog.mu
-// and a drain's workQueue.mu (drain.go).
+// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, ipLimiter.mu,
+// revocations.mu, liveUses.mu, tally.mu, AccessLog.mu and a drain's workQueue.mu (drain.go). The locks of package
+// peering are leaves too (its doc lists them), and none is held while the relay is called back (peering.Local).
 // A new lock keeps to this, or this paragraph gains the order.
 package relay
 
@@ -33,10 +38,10 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/peering"
 	"github.com/switchboard-relay/switchboard/internal/presence"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
@@ -207,14 +212,12 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerConns     peerPool                // keep-alive connections of the lean forward (leanforward.go)
-	peerURLs      peerURLs                // has its own lock
-	evictions     evictions               // has its own lock
-	knownPeers    atomic.Pointer[peerSet] // other replicas; replaced whole by refreshPeers (askpeers.go)
-	asks          *peerAsker              // ask-peers answers and rounds; has its own lock
-	missAsks      *rate.Limiter           // rounds for hosts the directory does not know (askpeers.go)
-	health        dirHealth               // is the directory known down (dirhealth.go)
-	hopNonces     hopNonces               // has its own lock
+	peerClient    peering.Client     // this replica's own requests to peers
+	peerConns     peerPool           // keep-alive connections of the lean forward (leanforward.go)
+	evictions     *peering.Evictions // eviction notices received; has its own lock
+	peers         *peering.Peers     // the other replicas: URLs, list, asking them; has its own locks
+	health        dirHealth          // is the directory known down (dirhealth.go)
+	hops          *peering.Signer    // signs and verifies hops; has its own lock
 	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
 	advertisedOnce atomic.Bool
 
@@ -389,14 +392,12 @@ func New(cfg Config) (*Server, error) {
 		tunnels:    make(map[string]*tunnelConn),
 		behind:     make(map[string]directory.Entry),
 		unreleased: make(map[string]release),
-		peerURLs:   peerURLs{byID: make(map[string]*url.URL)},
 		events:     cfg.Events,
 		hub:        presence.NewFanout(cfg.Events, 0),
 		evm:        newEventMetrics(cfg.Registerer),
-		hopNonces:  hopNonces{max: cfg.HopNonceCache},
+		hops:       peering.NewSigner(cfg.Replica, cfg.ClusterSecret, cfg.HopNonceCache),
 		cors:       cors,
-		asks:       newPeerAsker(),
-		missAsks:   rate.NewLimiter(missAskRate, missAskRate),
+		evictions:  peering.NewEvictions(registerWindow),
 	}
 	s.health.gauge = s.cluster.dirUp
 	s.health.log = s.log.Warn
@@ -410,6 +411,8 @@ func New(cfg Config) (*Server, error) {
 	registerHopMetrics(cfg.Registerer, s)
 	dir.OnReaped(s.moveReaped)
 	s.peerTransport = s.newPeerTransport()
+	s.peerClient = peering.Client{Signer: s.hops, Transport: s.peerTransport}
+	s.peers = peering.NewPeers(cfg.Replica, cfg.InternalURL, s.dir, s.peerClient)
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = http.NewServeMux()

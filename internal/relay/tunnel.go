@@ -192,7 +192,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 // serveTunnel registers t, tells the agent it is routable and watches it until it ends; it owns the tunnel.
 func (s *Server) serveTunnel(t *tunnelConn, remote string) {
 	old, current := s.register(t)
-	if current && s.evictions.supersedes(t.hostID, t.epoch) {
+	if current && s.evictions.Supersedes(t.hostID, t.epoch) {
 		// Another replica claimed the host with a newer epoch and said so before this tunnel registered.
 		if old != nil {
 			closeOld := func() { old.close(tunnel.CloseReplaced, "replaced by a newer tunnel", "replaced") }

@@ -244,7 +244,7 @@ func (s *Server) upgradeRequest(r *http.Request, ex *exchange) *http.Request {
 }
 
 // setForwarding writes X-Forwarded-For, -Host and -Proto on out for the request in: as the peer replica that
-// forwarded in set and signed them when signed (verifyHop checked them), else by this relay's own trust rules.
+// forwarded in set and signed them when signed (the hop's verification checked them), else by this relay's own trust rules.
 func (s *Server) setForwarding(out http.Header, in *http.Request, signed bool) {
 	if !signed {
 		setForwarded(out, in, s.cfg.TrustForwardedFor, s.clientProto(in))

@@ -1,41 +1,124 @@
-package relay
+package peering
 
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"maps"
-	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
-// This file holds the fallback for a directory that cannot say where a host is: a replica asks its peers which of
-// them holds the host's tunnel. Answers are cached briefly per host and rounds are single-flighted per host, so
-// any number of requests waiting for one host cost one round of questions at a time.
+// This file holds a replica's list of its peers and their internal URLs, and the fallback for a directory that
+// cannot say where a host is: a replica asks its peers which of them holds the host's tunnel. Answers are cached
+// briefly per host and rounds are single-flighted per host, so any number of requests waiting for one host cost
+// one round of questions at a time.
 
-// hasPath is the internal endpoint that answers whether a host's tunnel is here: GET /internal/v1/has?host=ID →
-// 204 if it is, 404 if not.
-const hasPath = "/internal/v1/has"
+// Directory is what Peers reads of the directory: the internal URLs the replicas advertise.
+type Directory interface {
+	// PeerURL returns the internal URL replica advertised.
+	PeerURL(ctx context.Context, replica string) (string, error)
+	// ListPeers returns every advertised replica's internal URL by replica id; nil if the directory cannot tell.
+	ListPeers(ctx context.Context) (map[string]string, error)
+}
+
+// Peers is this replica's view of the other replicas: their internal URLs, the list of them kept from the
+// directory's listings (for when the directory is down), and the asking of them which holds a host. Its methods
+// are safe for concurrent use.
+type Peers struct {
+	// Immutable after NewPeers.
+	self     string // this replica's id
+	selfURL  string // its advertised internal URL; "" if none
+	dir      Directory
+	client   Client
+	asks     *peerAsker    // has its own lock
+	missAsks *rate.Limiter // rounds for hosts the directory does not know
+
+	list atomic.Pointer[peerSet] // replaced whole by Refresh
+	urls urlCache                // has its own lock
+}
+
+// NewPeers returns the Peers of replica self, which advertises selfURL ("" if it advertises none), reading dir and
+// asking with client. Without a cluster secret (client.Signer not Enabled) no peer is reachable.
+func NewPeers(self, selfURL string, dir Directory, client Client) *Peers {
+	return &Peers{self: self, selfURL: selfURL, dir: dir, client: client, asks: newPeerAsker(),
+		missAsks: rate.NewLimiter(missAskRate, missAskRate), urls: urlCache{byRaw: make(map[string]*url.URL)}}
+}
+
+// urlCache caches parsed internal URLs of peers.
+type urlCache struct {
+	mu    sync.Mutex
+	byRaw map[string]*url.URL // raw URL → parsed
+}
+
+// URL returns the internal base URL of replica.
+func (p *Peers) URL(ctx context.Context, replica string) (*url.URL, error) {
+	if !p.client.Signer.Enabled() {
+		return nil, errors.New("forwarding disabled: no cluster secret")
+	}
+	raw, err := p.dir.PeerURL(ctx, replica)
+	if err != nil {
+		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
+	}
+	p.urls.mu.Lock()
+	defer p.urls.mu.Unlock()
+	if u, ok := p.urls.byRaw[raw]; ok {
+		return u, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("internal url of %s: %w", replica, err)
+	}
+	if len(p.urls.byRaw) > 1024 {
+		clear(p.urls.byRaw)
+	}
+	p.urls.byRaw[raw] = u
+	return u, nil
+}
+
+// KnownURL returns the internal URL of replica in the list kept from the directory's listings.
+func (p *Peers) KnownURL(replica string) (*url.URL, bool) {
+	l := p.list.Load()
+	if l == nil {
+		return nil, false
+	}
+	u, ok := l.urls[replica]
+	return u, ok
+}
+
+// Known returns the peers of the list kept from the directory's listings: replica id → internal URL.
+func (p *Peers) Known() map[string]string {
+	l := p.list.Load()
+	if l == nil {
+		return nil
+	}
+	out := make(map[string]string, len(l.urls))
+	for id, u := range l.urls {
+		out[id] = u.String()
+	}
+	return out
+}
 
 // askTimeout bounds one round of asking peers.
 const askTimeout = 500 * time.Millisecond
 
-// maxAsked bounds how many peers one round asks.
-const maxAsked = 64
+// MaxAsked bounds how many peers one round asks.
+const MaxAsked = 64
 
 // How long a round's answer is reused for its host: a peer that holds it (found), or none (not found). A host
 // that moves between replicas during an outage is misrouted for at most askFoundTTL; a host that connects is
-// found at most askMissTTL late (a held request asks again every missPoll).
+// found at most askMissTTL late (a request held on a miss asks again as it looks again).
 const (
 	askFoundTTL = time.Second
 	askMissTTL  = 250 * time.Millisecond
 )
 
-// Bounds of the ask-peers machinery: rounds in flight at once over all hosts (each asks up to maxAsked peers),
+// Bounds of the ask-peers machinery: rounds in flight at once over all hosts (each asks up to MaxAsked peers),
 // hosts whose answers are cached, and the rate of rounds for hosts the directory says are connected nowhere (a
 // client whose token reaches many host ids must not turn each request for an unknown one into a fan-out to every
 // peer; while the directory is down, only maxAskRounds bounds them).
@@ -50,16 +133,15 @@ const (
 // replica knew means the directory lost data: the peer is kept until it advertises again, or for peerForget.
 const peerForget = time.Minute
 
-// Results of switchboard_ask_peers_total.
+// Results of Ask, a closed set of values for a metric label (switchboard_ask_peers_total).
 const (
-	askFound    = "found"
-	askNotFound = "not_found"
-	askCached   = "cached"
-	askBusy     = "busy"
+	AskFound    = "found"
+	AskNotFound = "not_found"
+	AskCached   = "cached"
+	AskBusy     = "busy"
 )
 
-// peerSet is this replica's list of peers. It is replaced whole (copy on write) by refreshPeers and read by
-// askPeers.
+// peerSet is this replica's list of peers. It is replaced whole (copy on write) by Refresh and read by Ask.
 type peerSet struct {
 	urls map[string]*url.URL  // replica id → internal URL, other replicas only
 	seen map[string]time.Time // replica id → when a listing last named it
@@ -104,23 +186,19 @@ func mergePeers(prev *peerSet, listed map[string]string, self, selfURL string, n
 	return next, true
 }
 
-// refreshPeers lists the advertised replicas and merges them into the peer list (mergePeers). A listing without
-// this replica means the directory lost data: this replica advertises itself again at once.
-func (s *Server) refreshPeers(ctx context.Context) {
-	m, err := s.dir.ListPeers(ctx)
+// Refresh lists the advertised replicas and merges them into the peer list (mergePeers). It reports false when
+// the listing lacks this replica at its URL: the directory lost data, and this replica should advertise itself
+// again. A listing that fails keeps the last list.
+func (p *Peers) Refresh(ctx context.Context) bool {
+	m, err := p.dir.ListPeers(ctx)
 	if err != nil || m == nil {
-		return // keep the last list
+		return true // keep the last list
 	}
-	next, trusted := mergePeers(s.knownPeers.Load(), m, s.cfg.Replica, s.cfg.InternalURL, time.Now())
-	if !trusted {
-		if s.advertisedOnce.Load() {
-			s.log.Warn("the directory's peer list lacks this replica (redis restarted empty or was flushed); " +
-				"keeping the last list and advertising again")
-			s.advertise(ctx)
-		}
-		return
+	next, trusted := mergePeers(p.list.Load(), m, p.self, p.selfURL, time.Now())
+	if trusted {
+		p.list.Store(next)
 	}
-	s.knownPeers.Store(next)
+	return trusted
 }
 
 // askAnswer is one round's answer for a host: the peer that holds it, if found.
@@ -174,7 +252,7 @@ func (a *peerAsker) remember(hostID string, ans askAnswer, now time.Time) {
 // free) or "" (joined another caller's round).
 func (a *peerAsker) find(hostID string, round func() (askAnswer, error)) (askAnswer, string) {
 	if ans, ok := a.cached(hostID, time.Now()); ok {
-		return ans, askCached
+		return ans, AskCached
 	}
 	led := false // set by the fn, which runs only in the leader's goroutine
 	v, err, _ := a.flights.Do(hostID, func() (any, error) {
@@ -206,11 +284,11 @@ func (a *peerAsker) find(hostID string, round func() (askAnswer, error)) (askAns
 	case !led:
 		return ans, ""
 	case err != nil:
-		return askAnswer{}, askBusy
+		return askAnswer{}, AskBusy
 	case ans.found:
-		return ans, askFound
+		return ans, AskFound
 	default:
-		return ans, askNotFound
+		return ans, AskNotFound
 	}
 }
 
@@ -218,40 +296,41 @@ func (a *peerAsker) find(hostID string, round func() (askAnswer, error)) (askAns
 // is not looked for this time.
 var errAskBusy = errors.New("too many ask-peers rounds in flight")
 
-// askPeers finds which peer holds hostID's tunnel, from the cache or by asking every known peer at once. unknown
-// says the directory answered that the host is connected nowhere: such rounds are rate-limited (missAskRate).
-// A round runs under the Server's lifetime, not the request's: other requests may be waiting for its answer.
-func (s *Server) askPeers(hostID string, unknown bool) (replica string, base *url.URL, ok bool) {
-	p := s.knownPeers.Load()
-	if p == nil || len(p.urls) == 0 || len(s.cfg.ClusterSecret) == 0 {
-		return "", nil, false
+// Ask finds which peer holds hostID's tunnel, from the cache or by asking every known peer at once, and returns
+// the result to count (AskFound, …; "" for a caller that joined another's round). unknown says the directory
+// answered that the host is connected nowhere: such rounds are rate-limited (missAskRate). A round runs under ctx,
+// which should be the replica's lifetime, not a request's: other requests may be waiting for its answer.
+func (p *Peers) Ask(ctx context.Context, hostID string, unknown bool) (replica string, base *url.URL, result string) {
+	l := p.list.Load()
+	if l == nil || len(l.urls) == 0 || !p.client.Signer.Enabled() {
+		return "", nil, ""
 	}
-	ans, result := s.asks.find(hostID, func() (askAnswer, error) {
-		if unknown && !s.missAsks.Allow() {
+	ans, result := p.asks.find(hostID, func() (askAnswer, error) {
+		if unknown && !p.missAsks.Allow() {
 			return askAnswer{}, errAskBusy
 		}
-		return s.askRound(s.ctx, p, hostID), nil
+		return p.askRound(ctx, l, hostID), nil
 	})
-	if result != "" {
-		s.cluster.asks.WithLabelValues(result).Inc()
+	if !ans.found {
+		return "", nil, result
 	}
-	return ans.replica, ans.base, ans.found
+	return ans.replica, ans.base, result
 }
 
-// askRound asks up to maxAsked peers of p at once whether they hold hostID's tunnel and returns the first that
+// askRound asks up to MaxAsked peers of l at once whether they hold hostID's tunnel and returns the first that
 // does.
-func (s *Server) askRound(ctx context.Context, p *peerSet, hostID string) askAnswer {
+func (p *Peers) askRound(ctx context.Context, l *peerSet, hostID string) askAnswer {
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
 	found := make(chan askAnswer, 1)
 	var wg sync.WaitGroup
 	n := 0
-	for id, u := range p.urls {
-		if n++; n > maxAsked {
+	for id, u := range l.urls {
+		if n++; n > MaxAsked {
 			break
 		}
 		wg.Go(func() {
-			if s.peerHas(ctx, u, hostID) {
+			if p.client.Has(ctx, u, hostID) {
 				select {
 				case found <- askAnswer{replica: id, base: u, found: true}:
 					cancel() // the others can stop
@@ -267,33 +346,4 @@ func (s *Server) askRound(ctx context.Context, p *peerSet, hostID string) askAns
 	default:
 		return askAnswer{}
 	}
-}
-
-// peerHas asks the peer at base whether it holds hostID's tunnel.
-func (s *Server) peerHas(ctx context.Context, base *url.URL, hostID string) bool {
-	u := *base
-	u.Path = hasPath
-	u.RawQuery = url.Values{"host": {hostID}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return false
-	}
-	s.signHop(req, "")
-	resp, err := s.peerTransport.RoundTrip(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusNoContent
-}
-
-// handleHas answers a peer's question whether a host's tunnel is here.
-func (s *Server) handleHas(w http.ResponseWriter, r *http.Request) {
-	// serving, not lookup: a tunnel retiring here takes no new exchange, so a peer must not be sent here for it.
-	if id := r.URL.Query().Get("host"); validHostID(id) && s.serving(id) != nil {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	w.WriteHeader(http.StatusNotFound)
 }
