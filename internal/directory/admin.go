@@ -11,20 +11,8 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Admin holds what operators decide through the relay's admin API and every replica must obey: host bans and token
-// revocations. Each lives until a time the operator gave and then disappears on its own (a TTL in Redis), so the
-// directory never accumulates them. Memory and Redis implement it.
-type Admin interface {
-	// Ban refuses registration of hostID until the given time. A later ban of the same host replaces an earlier
-	// one, shorter or longer; a time in the past lifts the ban.
-	Ban(ctx context.Context, hostID string, until time.Time) error
-	// BannedUntil returns the end of hostID's ban, or the zero time if it is not banned.
-	BannedUntil(ctx context.Context, hostID string) (time.Time, error)
-	// Revoke records rv until rv.Until. A revocation of the same token id or subject keeps the later time.
-	Revoke(ctx context.Context, rv Revocation) error
-	// Revocations returns every revocation not yet past its Until, at most MaxRevocations of them.
-	Revocations(ctx context.Context) ([]Revocation, error)
-}
+// This file holds the directory's admin state: host bans and token revocations (see Directory.Ban and
+// Directory.Revoke).
 
 // Revocation refuses tokens until Until: the one whose "jti" is TokenID, or every token whose "sub" is Subject.
 // Exactly one of TokenID and Subject is set.
@@ -40,11 +28,6 @@ const MaxRevocations = 10_000
 
 // maxRevocationValue bounds a revoked token id or subject in bytes.
 const maxRevocationValue = 256
-
-var (
-	_ Admin = (*Memory)(nil)
-	_ Admin = (*Redis)(nil)
-)
 
 // member is how rv is stored: "jti:<id>" or "sub:<subject>".
 func (rv Revocation) member() (string, error) {
@@ -71,7 +54,7 @@ func revocationOf(member string, until time.Time) (Revocation, bool) {
 	return Revocation{}, false
 }
 
-// memAdmin is Memory's share of Admin. Guarded by its own mutex, never held with Memory.mu.
+// memAdmin is Memory's bans and revocations. Guarded by its own mutex, never held with Memory.mu.
 type memAdmin struct {
 	mu      sync.Mutex
 	bans    map[string]time.Time
@@ -85,7 +68,7 @@ func (m *Memory) admin() *memAdmin {
 	return m.adm
 }
 
-// Ban implements Admin.
+// Ban implements Directory.
 func (m *Memory) Ban(ctx context.Context, hostID string, until time.Time) error {
 	if err := checkIDs(hostID, "-"); err != nil {
 		return fmt.Errorf("ban %s: %w", hostID, err)
@@ -109,7 +92,7 @@ func (m *Memory) Ban(ctx context.Context, hostID string, until time.Time) error 
 	return nil
 }
 
-// BannedUntil implements Admin.
+// BannedUntil implements Directory.
 func (m *Memory) BannedUntil(ctx context.Context, hostID string) (time.Time, error) {
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, fmt.Errorf("banned %s: %w", hostID, err)
@@ -123,7 +106,7 @@ func (m *Memory) BannedUntil(ctx context.Context, hostID string) (time.Time, err
 	return time.Time{}, nil
 }
 
-// Revoke implements Admin.
+// Revoke implements Directory.
 func (m *Memory) Revoke(ctx context.Context, rv Revocation) error {
 	key, err := rv.member()
 	if err != nil {
@@ -156,7 +139,7 @@ func (m *Memory) Revoke(ctx context.Context, rv Revocation) error {
 	return nil
 }
 
-// Revocations implements Admin.
+// Revocations implements Directory.
 func (m *Memory) Revocations(ctx context.Context) ([]Revocation, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("revocations: %w", err)
@@ -180,7 +163,7 @@ func (r *Redis) banKey(hostID string) string { return r.cfg.Prefix + "{" + hostI
 // milliseconds. The key itself expires with its latest member.
 func (r *Redis) revokedKey() string { return r.cfg.Prefix + "revoked" }
 
-// Ban implements Admin: one SET with PXAT (or a DEL to lift it).
+// Ban implements Directory: one SET with PXAT (or a DEL to lift it).
 func (r *Redis) Ban(ctx context.Context, hostID string, until time.Time) error {
 	if err := checkIDs(hostID, "-"); err != nil {
 		return fmt.Errorf("ban %s: %w", hostID, err)
@@ -200,7 +183,7 @@ func (r *Redis) Ban(ctx context.Context, hostID string, until time.Time) error {
 	return nil
 }
 
-// BannedUntil implements Admin: one GET, beside the claim script every registration runs anyway. (Not through the
+// BannedUntil implements Directory: one GET, beside the claim script every registration runs anyway. (Not through the
 // client-side cache: its invalidation arrives asynchronously, and a ban must hold from the moment it was set.)
 func (r *Redis) BannedUntil(ctx context.Context, hostID string) (time.Time, error) {
 	if r.closed.Load() {
@@ -232,7 +215,7 @@ local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then redis.call('PEXPIREAT', KEYS[1], last[2]) end
 return 1`)
 
-// Revoke implements Admin: one script (revokeScript).
+// Revoke implements Directory: one script (revokeScript).
 func (r *Redis) Revoke(ctx context.Context, rv Revocation) error {
 	member, err := rv.member()
 	if err != nil {
@@ -259,7 +242,7 @@ func (r *Redis) Revoke(ctx context.Context, rv Revocation) error {
 	return nil
 }
 
-// Revocations implements Admin: one ZRANGE BYSCORE from now on.
+// Revocations implements Directory: one ZRANGE BYSCORE from now on.
 func (r *Redis) Revocations(ctx context.Context) ([]Revocation, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("revocations: %w", ErrClosed)
@@ -279,13 +262,4 @@ func (r *Redis) Revocations(ctx context.Context) ([]Revocation, error) {
 		}
 	}
 	return out, nil
-}
-
-// LeaseRefreshed returns when this replica last refreshed its lease, or the zero time if it has not yet.
-func (r *Redis) LeaseRefreshed() time.Time {
-	ms := r.leaseAt.Load()
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms)
 }

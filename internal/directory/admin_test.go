@@ -10,7 +10,7 @@ import (
 // runAdminContract checks bans and revocations; runContract runs it for Memory and Redis alike.
 func runAdminContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	t.Run("Bans", func(t *testing.T) {
-		a := newDir(t).(Admin)
+		a := newDir(t)
 		ctx := t.Context()
 		if u, err := a.BannedUntil(ctx, "h"); err != nil || !u.IsZero() {
 			t.Fatalf("unbanned host: %v, %v", u, err)
@@ -35,7 +35,7 @@ func runAdminContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		}
 	})
 	t.Run("BanExpires", func(t *testing.T) {
-		a := newDir(t).(Admin)
+		a := newDir(t)
 		ctx := t.Context()
 		if err := a.Ban(ctx, "h", time.Now().Add(50*time.Millisecond)); err != nil {
 			t.Fatal(err)
@@ -43,7 +43,7 @@ func runAdminContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		waitFor(t, func() bool { u, err := a.BannedUntil(ctx, "h"); return err == nil && u.IsZero() })
 	})
 	t.Run("Revocations", func(t *testing.T) {
-		a := newDir(t).(Admin)
+		a := newDir(t)
 		ctx := t.Context()
 		later := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 		for _, rv := range []Revocation{
@@ -79,7 +79,7 @@ func runAdminContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		}
 	})
 	t.Run("RevocationExpires", func(t *testing.T) {
-		a := newDir(t).(Admin)
+		a := newDir(t)
 		ctx := t.Context()
 		if err := a.Revoke(ctx, Revocation{Subject: "s", Until: time.Now().Add(50 * time.Millisecond)}); err != nil {
 			t.Fatal(err)

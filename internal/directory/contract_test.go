@@ -15,13 +15,15 @@ func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	t.Helper()
 	ctx := t.Context
 	runAdminContract(t, newDir)
+	runPeersContract(t, newDir)
+	runPresenceContract(t, newDir)
 
 	t.Run("ClaimGivesIncreasingEpochs", func(t *testing.T) {
 		d := newDir(t)
 		var last uint64
 		for i := range 5 {
 			replica := fmt.Sprintf("r%d", i%2)
-			e, err := d.Claim(ctx(), "host-a", replica, Metadata{Name: "a"})
+			e, _, err := d.Claim(ctx(), "host-a", replica, Metadata{Name: "a"})
 			if err != nil {
 				t.Fatalf("claim %d: %v", i, err)
 			}
@@ -229,10 +231,10 @@ func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 
 	t.Run("InvalidIDs", func(t *testing.T) {
 		d := newDir(t)
-		if _, err := d.Claim(ctx(), "", "r1", Metadata{}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := d.Claim(ctx(), "", "r1", Metadata{}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("claim empty host: %v, want ErrInvalid", err)
 		}
-		if _, err := d.Claim(ctx(), "host-a", "", Metadata{}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := d.Claim(ctx(), "host-a", "", Metadata{}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("claim empty replica: %v, want ErrInvalid", err)
 		}
 	})
@@ -249,7 +251,7 @@ func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		for _, replica := range []string{"r1", "r2"} {
 			wg.Go(func() {
 				for range perReplica {
-					e, err := d.Claim(ctx(), "host-a", replica, Metadata{Name: replica})
+					e, _, err := d.Claim(ctx(), "host-a", replica, Metadata{Name: replica})
 					results <- result{e, err}
 				}
 			})
@@ -314,8 +316,98 @@ func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		d := newDir(t)
 		cctx, cancel := context.WithCancel(ctx())
 		cancel()
-		if _, err := d.Claim(cctx, "host-a", "r1", Metadata{}); !errors.Is(err, context.Canceled) {
+		if _, _, err := d.Claim(cctx, "host-a", "r1", Metadata{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("claim with canceled context: %v, want context.Canceled", err)
+		}
+	})
+
+	t.Run("ClaimReportsReplaced", func(t *testing.T) {
+		d := newDir(t)
+		e1, p, err := d.Claim(ctx(), "host-r", "r0", Metadata{Name: "a"})
+		if err != nil || p.Replica != "" {
+			t.Fatalf("first claim: prior %+v, %v; want no owner", p, err)
+		}
+		e2, p, err := d.Claim(ctx(), "host-r", "r1", Metadata{})
+		if err != nil {
+			t.Fatalf("second claim: %v", err)
+		}
+		if p.Replica != "r0" || p.Epoch != e1.Epoch || e2.Epoch <= e1.Epoch {
+			t.Fatalf("second claim: %+v after %+v; want r0 epoch %d replaced by a newer epoch", e2, p, e1.Epoch)
+		}
+		if ok, err := d.Release(ctx(), "host-r", e2.Epoch); !ok || err != nil {
+			t.Fatalf("release: %v, %v", ok, err)
+		}
+		e3, p, err := d.Claim(ctx(), "host-r", "r1", Metadata{})
+		if err != nil || p.Replica != "" || e3.Epoch <= e2.Epoch {
+			t.Fatalf("claim after release: %+v after %+v, %v; want no owner replaced", e3, p, err)
+		}
+	})
+
+	t.Run("ReassertEachRules", func(t *testing.T) {
+		d := newDir(t)
+		released := mustClaim(t, d, "host-released", "r1", Metadata{})
+		if ok, err := d.Release(ctx(), "host-released", released.Epoch); err != nil || !ok {
+			t.Fatalf("release: %v, %v", ok, err)
+		}
+		stale := mustClaim(t, d, "host-stale", "r1", Metadata{})
+		newer := mustClaim(t, d, "host-stale", "r1", Metadata{Name: "newer"})
+		current := mustClaim(t, d, "host-current", "r1", Metadata{})
+		missing := Entry{HostID: "host-missing", Replica: "r1", Epoch: 42, ConnectedAt: time.Now(),
+			Metadata: Metadata{Name: "m"}}
+
+		written, err := d.ReassertEach(ctx(), []Entry{released, stale, current, missing})
+		if err != nil {
+			t.Fatalf("reassert: %v", err)
+		}
+		if want := []bool{false, false, true, true}; fmt.Sprint(written) != fmt.Sprint(want) {
+			t.Fatalf("reassert wrote %v, want %v (current and missing)", written, want)
+		}
+		tests := []struct {
+			host      string
+			wantEpoch uint64 // 0: not found
+		}{
+			{"host-released", 0},
+			{"host-stale", newer.Epoch},
+			{"host-current", current.Epoch},
+			{"host-missing", 42},
+		}
+		for _, tt := range tests {
+			got, err := d.Lookup(ctx(), tt.host)
+			if tt.wantEpoch == 0 {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("lookup %s: %v, want ErrNotFound", tt.host, err)
+				}
+				continue
+			}
+			if err != nil || got.Epoch != tt.wantEpoch {
+				t.Fatalf("lookup %s = %+v, %v; want epoch %d", tt.host, got, err, tt.wantEpoch)
+			}
+		}
+		if got, err := d.Lookup(ctx(), "host-missing"); err != nil || got.Metadata.Name != "m" {
+			t.Fatalf("lookup of the reasserted entry = %+v, %v; want its metadata", got, err)
+		}
+		if e := mustClaim(t, d, "host-missing", "r1", Metadata{}); e.Epoch <= 42 {
+			t.Fatalf("claim after reassert: epoch %d, want above the reasserted 42", e.Epoch)
+		}
+		if _, err := d.ReassertEach(ctx(), []Entry{{HostID: "", Replica: "r1"}}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("reassert of an empty host id: %v, want ErrInvalid", err)
+		}
+	})
+
+	t.Run("NoDeadReplicasToReap", func(t *testing.T) {
+		d := newDir(t)
+		mustClaim(t, d, "host-a", "r1", Metadata{})
+		if got, err := d.Reap(ctx()); err != nil || len(got) != 0 {
+			t.Fatalf("reap = %v, %v; want nothing: no replica died", got, err)
+		}
+	})
+
+	t.Run("RunEndsWithContext", func(t *testing.T) {
+		d := newDir(t)
+		rctx, cancel := context.WithCancel(ctx())
+		cancel()
+		if err := d.Run(rctx); err != nil {
+			t.Fatalf("run with an ended context = %v, want nil", err)
 		}
 	})
 
@@ -336,7 +428,7 @@ func runContract(t *testing.T, newDir func(t *testing.T) Directory) {
 // mustClaim claims hostID for replica or fails the test.
 func mustClaim(t *testing.T, d Directory, hostID, replica string, meta Metadata) Entry {
 	t.Helper()
-	e, err := d.Claim(t.Context(), hostID, replica, meta)
+	e, _, err := d.Claim(t.Context(), hostID, replica, meta)
 	if err != nil {
 		t.Fatalf("claim %s for %s: %v", hostID, replica, err)
 	}

@@ -8,20 +8,7 @@ import (
 	"strings"
 )
 
-// Lister is implemented by directories that can list the hosts they know (Memory and Redis), for GET /v1/hosts.
-type Lister interface {
-	// ListHosts returns up to limit ids of known hosts that start with prefix and sort after `after` (byte order),
-	// in byte order. Fewer than limit means there are no more. A listed host's record may have expired since
-	// (RecordTTL): Records then reports it unknown.
-	ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error)
-}
-
-var (
-	_ Lister = (*Memory)(nil)
-	_ Lister = (*Redis)(nil)
-)
-
-// ListHosts implements Lister. The sorted id list is rebuilt after new hosts appeared, once per listing.
+// ListHosts implements Directory. The sorted id list is rebuilt after new hosts appeared, once per listing.
 func (m *Memory) ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
@@ -53,7 +40,7 @@ func (m *Memory) ListHosts(ctx context.Context, prefix, after string, limit int)
 	return out, nil
 }
 
-// ListHosts implements Lister with one ZRANGE BYLEX on the host list (a single key, so one slot on a cluster).
+// ListHosts implements Directory with one ZRANGE BYLEX on the host list (a single key, so one slot on a cluster).
 func (r *Redis) ListHosts(ctx context.Context, prefix, after string, limit int) ([]string, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("list hosts: %w", ErrClosed)

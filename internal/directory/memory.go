@@ -45,31 +45,38 @@ func NewMemory() *Memory {
 	return &Memory{now: time.Now, hosts: make(map[string]*memHost)}
 }
 
-// Claim implements Directory.
-func (m *Memory) Claim(ctx context.Context, hostID, replica string, meta Metadata) (Entry, error) {
+// Claim implements Directory. Memory has no replica liveness: a recorded owner is live.
+func (m *Memory) Claim(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error) {
 	if err := checkIDs(hostID, replica); err != nil {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
+		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	now := m.now().Round(0)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return Entry{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
+		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
 	}
 	h := m.hosts[hostID]
+	var p Prior
 	if h == nil {
 		h = &memHost{}
 		m.hosts[hostID] = h
+	} else {
+		p = Prior{Known: true, Epoch: h.epoch, Announced: !h.online && h.gone == h.epoch, LastReplica: h.replica,
+			DisconnectedAt: h.disconnectedAt, Metadata: cloneMetadata(h.meta)}
+		if h.online {
+			p.Replica, p.Live = h.replica, true
+		}
 	}
 	h.epoch++
 	h.online = true
 	h.replica = replica
 	h.connectedAt = now
 	h.meta = cloneMetadata(meta)
-	return Entry{HostID: hostID, Replica: replica, Epoch: h.epoch, ConnectedAt: now, Metadata: cloneMetadata(meta)}, nil
+	return Entry{HostID: hostID, Replica: replica, Epoch: h.epoch, ConnectedAt: now, Metadata: cloneMetadata(meta)}, p, nil
 }
 
 // Release implements Directory.
@@ -143,6 +150,75 @@ func (m *Memory) Records(ctx context.Context, hostIDs []string) ([]Record, error
 	}
 	return out, nil
 }
+
+// ReassertEach implements Directory. Memory never loses an entry, so it writes back only entries accepted while a
+// claim failed: those of hosts it has no newer epoch for, and whose epoch it has not seen released.
+func (m *Memory) ReassertEach(ctx context.Context, entries []Entry) ([]bool, error) {
+	for _, e := range entries {
+		if err := checkIDs(e.HostID, e.Replica); err != nil {
+			return nil, fmt.Errorf("reassert %s: %w", e.HostID, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reassert: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, fmt.Errorf("reassert: %w", ErrClosed)
+	}
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	written := make([]bool, len(entries))
+	for i, e := range entries {
+		h := m.hosts[e.HostID]
+		if h == nil {
+			h = &memHost{}
+			m.hosts[e.HostID] = h
+		} else if h.epoch > e.Epoch || h.epoch == e.Epoch && !h.online {
+			continue
+		}
+		h.epoch, h.online, h.replica = e.Epoch, true, e.Replica
+		h.connectedAt = e.ConnectedAt
+		h.meta = cloneMetadata(e.Metadata)
+		written[i] = true
+	}
+	return written, nil
+}
+
+// Reap implements Directory: one process has no other replica to reap.
+func (m *Memory) Reap(ctx context.Context) ([]Reaped, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reap: %w", err)
+	}
+	return nil, nil
+}
+
+// OnReaped implements Directory: Memory never reaps, so f is never called.
+func (m *Memory) OnReaped(f func(hostIDs []string)) {}
+
+// ProbePeer implements Directory: Memory always answers.
+func (m *Memory) ProbePeer(ctx context.Context, replica string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("probe: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", fmt.Errorf("probe: %w", ErrClosed)
+	}
+	return m.peers[replica], nil
+}
+
+// Run implements Directory: Memory has no upkeep, so it returns nil at once.
+func (m *Memory) Run(ctx context.Context) error { return nil }
+
+// LeaseRefreshed implements Directory: Memory has no lease.
+func (m *Memory) LeaseRefreshed() time.Time { return time.Time{} }
+
+// CacheStats implements Directory: Memory has no cache.
+func (m *Memory) CacheStats() (hits, misses uint64) { return 0, 0 }
 
 // Close implements Directory. It is idempotent; afterwards every method returns ErrClosed.
 func (m *Memory) Close() error {

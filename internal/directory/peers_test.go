@@ -3,16 +3,17 @@ package directory
 import (
 	"errors"
 	"testing"
-
-	"github.com/switchboard-relay/switchboard/internal/redistest"
 )
 
 // runPeersContract checks Advertise and PeerURL on a fresh directory from newDir.
 func runPeersContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	t.Run("AdvertiseThenPeerURL", func(t *testing.T) {
-		p := newDir(t).(Peers)
+		p := newDir(t)
 		if _, err := p.PeerURL(t.Context(), "r9"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("peer url of unknown replica: %v, want ErrNotFound", err)
+		}
+		if u, err := p.ProbePeer(t.Context(), "r9"); err != nil || u != "" {
+			t.Fatalf("probe of unknown replica = %q, %v; want \"\", nil", u, err)
 		}
 		if err := p.Advertise(t.Context(), "r9", "http://10.0.0.9:7000"); err != nil {
 			t.Fatalf("advertise: %v", err)
@@ -27,16 +28,19 @@ func runPeersContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		if want := "http://10.0.0.9:7001"; got != want {
 			t.Fatalf("peer url = %q, want %q", got, want)
 		}
+		if u, err := p.ProbePeer(t.Context(), "r9"); err != nil || u != got {
+			t.Fatalf("probe = %q, %v; want %q", u, err, got)
+		}
 		if err := p.Advertise(t.Context(), "r8", "http://10.0.0.8:7000"); err != nil {
 			t.Fatalf("advertise r8: %v", err)
 		}
-		list, err := p.(PeerLister).ListPeers(t.Context())
+		list, err := p.ListPeers(t.Context())
 		if err != nil || len(list) != 2 || list["r9"] != "http://10.0.0.9:7001" || list["r8"] != "http://10.0.0.8:7000" {
 			t.Fatalf("list peers = %v, %v", list, err)
 		}
 	})
 	t.Run("AdvertiseRejectsBadInput", func(t *testing.T) {
-		p := newDir(t).(Peers)
+		p := newDir(t)
 		for _, tc := range []struct{ replica, url string }{
 			{"", "http://a:1"},
 			{"r1", ""},
@@ -49,17 +53,4 @@ func runPeersContract(t *testing.T, newDir func(t *testing.T) Directory) {
 			}
 		}
 	})
-}
-
-func TestMemoryPeers(t *testing.T) {
-	runPeersContract(t, func(t *testing.T) Directory {
-		m := NewMemory()
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
-}
-
-func TestRedisPeers(t *testing.T) {
-	addr, _ := redistest.Start(t)
-	runPeersContract(t, redisContractDir([]string{addr}))
 }

@@ -28,63 +28,15 @@ type Prior struct {
 	Metadata Metadata
 }
 
-// Presence is implemented by directories that back presence events (Memory and Redis).
-//
-// The flap window rests on MarkOffline: a replica releasing a host waits the window, then calls MarkOffline and
-// announces the offline only if it returns true; a claim reports, atomically, whether that happened before it
-// (Prior.Announced). The two decisions are made on the host's record, never on clocks, so a reconnect either
-// happened before the offline was announced (no offline, no online) or after it (offline, then online) — never a
-// mix, whichever replicas are involved.
-type Presence interface {
-	// ClaimPrior is Claim that also returns the host's state before the claim.
-	ClaimPrior(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error)
-
-	// MarkOffline records that the host's offline at epoch is announced. It reports true if and only if the host
-	// is offline, its newest epoch is epoch, and no offline was marked for that epoch before: exactly one caller
-	// announces each offline.
-	MarkOffline(ctx context.Context, hostID string, epoch uint64) (bool, error)
+// Reaped is a host whose offline Reap announced.
+type Reaped struct {
+	HostID         string
+	Epoch          uint64
+	Replica        string // the dead replica that held it; "" if it had released it already
+	DisconnectedAt time.Time
 }
 
-var (
-	_ Presence = (*Memory)(nil)
-	_ Presence = (*Redis)(nil)
-)
-
-// ClaimPrior implements Presence. Memory has no replica liveness: a recorded owner is live.
-func (m *Memory) ClaimPrior(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error) {
-	if err := checkIDs(hostID, replica); err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, err)
-	}
-	now := m.now().Round(0)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return Entry{}, Prior{}, fmt.Errorf("claim %s: %w", hostID, ErrClosed)
-	}
-	h := m.hosts[hostID]
-	var p Prior
-	if h == nil {
-		h = &memHost{}
-		m.hosts[hostID] = h
-	} else {
-		p = Prior{Known: true, Epoch: h.epoch, Announced: !h.online && h.gone == h.epoch, LastReplica: h.replica,
-			DisconnectedAt: h.disconnectedAt, Metadata: cloneMetadata(h.meta)}
-		if h.online {
-			p.Replica, p.Live = h.replica, true
-		}
-	}
-	h.epoch++
-	h.online = true
-	h.replica = replica
-	h.connectedAt = now
-	h.meta = cloneMetadata(meta)
-	return Entry{HostID: hostID, Replica: replica, Epoch: h.epoch, ConnectedAt: now, Metadata: cloneMetadata(meta)}, p, nil
-}
-
-// MarkOffline implements Presence.
+// MarkOffline implements Directory.
 func (m *Memory) MarkOffline(ctx context.Context, hostID string, epoch uint64) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("mark offline %s: %w", hostID, err)

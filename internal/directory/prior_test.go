@@ -7,40 +7,40 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/redistest"
 )
 
-// runPresenceContract checks what Presence adds to Directory, on directories made by newDir.
+// runPresenceContract checks the prior state a claim reports, host listing and MarkOffline, on directories made by
+// newDir.
 func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	t.Helper()
-	claimPrior := func(t *testing.T, d Presence, host string, meta Metadata) (Entry, Prior) {
+	claim := func(t *testing.T, d Directory, host string, meta Metadata) (Entry, Prior) {
 		t.Helper()
-		e, p, err := d.ClaimPrior(t.Context(), host, "r1", meta)
+		e, p, err := d.Claim(t.Context(), host, "r1", meta)
 		if err != nil {
-			t.Fatalf("claim prior %s: %v", host, err)
+			t.Fatalf("claim %s: %v", host, err)
 		}
 		return e, p
 	}
 
 	t.Run("PriorStates", func(t *testing.T) {
-		d := newDir(t).(Presence)
-		dir := d.(Directory)
+		d := newDir(t)
 		m1 := Metadata{Name: "one", Labels: map[string]string{"a": "1"}}
 		m2 := Metadata{Name: "two"}
-		e1, p := claimPrior(t, d, "h", m1)
+		e1, p := claim(t, d, "h", m1)
 		if p.Known || p.Replica != "" || p.Live || p.Announced {
 			t.Fatalf("first claim prior = %+v, want unknown", p)
 		}
-		e2, p := claimPrior(t, d, "h", m2)
+		e2, p := claim(t, d, "h", m2)
 		if !p.Known || p.Replica != "r1" || !p.Live || p.Epoch != e1.Epoch || p.Announced || !sameMetadata(p.Metadata, m1) {
 			t.Fatalf("claim over a live owner: prior %+v, want r1 live epoch %d metadata %+v", p, e1.Epoch, m1)
 		}
-		if ok, err := dir.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
+		if ok, err := d.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
 			t.Fatalf("release: %v %v", ok, err)
 		}
-		e3, p := claimPrior(t, d, "h", m1)
+		e3, p := claim(t, d, "h", m1)
 		if !p.Known || p.Replica != "" || p.Live || p.Announced || p.DisconnectedAt.IsZero() || p.Epoch != e2.Epoch ||
 			!sameMetadata(p.Metadata, m2) || p.LastReplica != "r1" {
 			t.Fatalf("claim after an unannounced release: prior %+v", p)
 		}
-		if ok, err := dir.Release(t.Context(), "h", e3.Epoch); err != nil || !ok {
+		if ok, err := d.Release(t.Context(), "h", e3.Epoch); err != nil || !ok {
 			t.Fatalf("release: %v %v", ok, err)
 		}
 		if ok, err := d.MarkOffline(t.Context(), "h", e3.Epoch); err != nil || !ok {
@@ -49,17 +49,16 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 		if ok, err := d.MarkOffline(t.Context(), "h", e3.Epoch); err != nil || ok {
 			t.Fatalf("second mark offline: %v %v; want false", ok, err)
 		}
-		_, p = claimPrior(t, d, "h", m1)
+		_, p = claim(t, d, "h", m1)
 		if !p.Announced || p.Replica != "" || p.Epoch != e3.Epoch {
 			t.Fatalf("claim after an announced offline: prior %+v, want announced", p)
 		}
 	})
 
 	t.Run("ListHosts", func(t *testing.T) {
-		d := newDir(t).(Presence)
-		l := d.(Lister)
+		d := newDir(t)
 		for _, h := range []string{"b2", "a1", "c", "b1", "a2", "b10"} {
-			claimPrior(t, d, h, Metadata{})
+			claim(t, d, h, Metadata{})
 		}
 		for _, tc := range []struct {
 			prefix, after string
@@ -78,7 +77,7 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 			{"x", "", 10, ""},
 			{"b1", "", 10, "b1 b10"},
 		} {
-			ids, err := l.ListHosts(t.Context(), tc.prefix, tc.after, tc.limit)
+			ids, err := d.ListHosts(t.Context(), tc.prefix, tc.after, tc.limit)
 			if err != nil {
 				t.Fatalf("list %+v: %v", tc, err)
 			}
@@ -89,20 +88,19 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	})
 
 	t.Run("MarkOfflineOnlyWhenOffline", func(t *testing.T) {
-		d := newDir(t).(Presence)
-		dir := d.(Directory)
-		e1, _ := claimPrior(t, d, "h", Metadata{})
+		d := newDir(t)
+		e1, _ := claim(t, d, "h", Metadata{})
 		if ok, err := d.MarkOffline(t.Context(), "h", e1.Epoch); err != nil || ok {
 			t.Fatalf("mark offline while online: %v %v; want false", ok, err)
 		}
-		if ok, err := dir.Release(t.Context(), "h", e1.Epoch); err != nil || !ok {
+		if ok, err := d.Release(t.Context(), "h", e1.Epoch); err != nil || !ok {
 			t.Fatalf("release: %v %v", ok, err)
 		}
-		e2, _ := claimPrior(t, d, "h", Metadata{})
+		e2, _ := claim(t, d, "h", Metadata{})
 		if ok, err := d.MarkOffline(t.Context(), "h", e1.Epoch); err != nil || ok {
 			t.Fatalf("mark offline of an epoch reconnected since: %v %v; want false", ok, err)
 		}
-		if ok, err := dir.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
+		if ok, err := d.Release(t.Context(), "h", e2.Epoch); err != nil || !ok {
 			t.Fatalf("release: %v %v", ok, err)
 		}
 		if ok, err := d.MarkOffline(t.Context(), "unknown", 1); err != nil || ok {
@@ -114,27 +112,6 @@ func runPresenceContract(t *testing.T, newDir func(t *testing.T) Directory) {
 	})
 }
 
-func TestMemoryPresence(t *testing.T) {
-	runPresenceContract(t, func(t *testing.T) Directory {
-		m := NewMemory()
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
-}
-
-func TestRedisPresence(t *testing.T) {
-	addr, _ := redistest.Start(t)
-	runPresenceContract(t, redisContractDir([]string{addr}))
-}
-
-func TestRedisClusterPresence(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	addrs, _ := redistest.StartCluster(t, 3)
-	runPresenceContract(t, redisContractDir(addrs))
-}
-
 // TestRedisReap checks that a replica announces, once, the offline of every host a dead replica still owned or
 // had released within its flap window, and leaves alone hosts that reconnected elsewhere.
 func TestRedisReap(t *testing.T) {
@@ -144,18 +121,18 @@ func TestRedisReap(t *testing.T) {
 	dead, stopDead := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r1", Prefix: prefix})
 	alive, _ := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r2", Prefix: prefix})
 
-	owned, _, err := dead.ClaimPrior(ctx, "owned", "r1", Metadata{})
+	owned, _, err := dead.Claim(ctx, "owned", "r1", Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	flapping, _, err := dead.ClaimPrior(ctx, "flapping", "r1", Metadata{})
+	flapping, _, err := dead.Claim(ctx, "flapping", "r1", Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := dead.Release(ctx, "flapping", flapping.Epoch); err != nil || !ok {
 		t.Fatalf("release: %v %v", ok, err)
 	}
-	announced, _, err := dead.ClaimPrior(ctx, "announced", "r1", Metadata{})
+	announced, _, err := dead.Claim(ctx, "announced", "r1", Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,10 +142,10 @@ func TestRedisReap(t *testing.T) {
 	if ok, err := dead.MarkOffline(ctx, "announced", announced.Epoch); err != nil || !ok {
 		t.Fatalf("mark offline: %v %v", ok, err)
 	}
-	if _, _, err := dead.ClaimPrior(ctx, "moved", "r1", Metadata{}); err != nil {
+	if _, _, err := dead.Claim(ctx, "moved", "r1", Metadata{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, p, err := alive.ClaimPrior(ctx, "moved", "r2", Metadata{}); err != nil || !p.Live || p.Replica != "r1" {
+	if _, p, err := alive.Claim(ctx, "moved", "r2", Metadata{}); err != nil || !p.Live || p.Replica != "r1" {
 		t.Fatalf("claim of a host live on r1: prior %+v, %v; want live on r1", p, err)
 	}
 
@@ -202,7 +179,7 @@ func TestRedisReap(t *testing.T) {
 	if err != nil || recs[0].Online || !recs[1].Online || recs[1].Replica != "r2" {
 		t.Fatalf("records after reap = %+v, %v; want owned offline, moved online on r2", recs, err)
 	}
-	if _, p, err := alive.ClaimPrior(ctx, "owned", "r2", Metadata{}); err != nil || !p.Announced || p.LastReplica != "r1" {
+	if _, p, err := alive.Claim(ctx, "owned", "r2", Metadata{}); err != nil || !p.Announced || p.LastReplica != "r1" {
 		t.Fatalf("claim of a reaped host: prior %+v, %v; want announced", p, err)
 	}
 	if got, err := alive.Reap(ctx); err != nil || len(got) != 0 {
@@ -220,11 +197,11 @@ func TestRedisReapedWhileAlive(t *testing.T) {
 	other, _ := startRedis(t, RedisConfig{Addrs: []string{addr}, Replica: "r2", Prefix: prefix})
 	var reported []string
 	cut.OnReaped(func(ids []string) { reported = append(reported, ids...) })
-	e, _, err := cut.ClaimPrior(ctx, "h", "r1", Metadata{})
+	e, _, err := cut.Claim(ctx, "h", "r1", Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep, _, err := cut.ClaimPrior(ctx, "k", "r1", Metadata{})
+	keep, _, err := cut.Claim(ctx, "k", "r1", Metadata{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +213,7 @@ func TestRedisReapedWhileAlive(t *testing.T) {
 		t.Fatalf("reap = %v, %v; want h and k", got, err)
 	}
 	// k reconnected elsewhere meanwhile: its newer epoch is not r1's to touch.
-	if _, _, err := other.ClaimPrior(ctx, "k", "r2", Metadata{}); err != nil {
+	if _, _, err := other.Claim(ctx, "k", "r2", Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := cut.Reassert(ctx, []Entry{e, keep})

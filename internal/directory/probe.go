@@ -9,10 +9,10 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// ProbePeer reads replica's advertised internal URL from Redis itself, never from the client-side cache: one GET.
-// It tells both whether Redis answers now (an error if it does not) and whether Redis still holds the
-// advertisement ("" if the key is gone: Redis lost its data, or replica never advertised). The relay calls it a few
-// times a second as its directory health probe.
+// ProbePeer implements Directory: it reads replica's advertised internal URL from Redis itself, never from the
+// client-side cache: one GET. It tells both whether Redis answers now (an error if it does not) and whether Redis
+// still holds the advertisement ("" if the key is gone: Redis lost its data, or replica never advertised). The
+// relay calls it a few times a second as its directory health probe.
 func (r *Redis) ProbePeer(ctx context.Context, replica string) (string, error) {
 	if r.closed.Load() {
 		return "", fmt.Errorf("probe: %w", ErrClosed)

@@ -223,9 +223,6 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	return r, nil
 }
 
-// Replica returns this replica's id.
-func (r *Redis) Replica() string { return r.cfg.Replica }
-
 // Run keeps this replica's lease alive, refreshing it every Lease/3, until ctx ends or the directory is closed; it
 // then returns nil. When it
 // finds the lease gone, or after a refresh whose answer was lost (it may have run late and found the lease gone),
@@ -313,6 +310,16 @@ func (r *Redis) refreshLease(ctx context.Context) (string, error) {
 	return prev, nil
 }
 
+// LeaseRefreshed implements Directory: when this replica last refreshed its lease, or the zero time if it has not
+// yet.
+func (r *Redis) LeaseRefreshed() time.Time {
+	ms := r.leaseAt.Load()
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 // Resign deletes this replica's lease if it still holds it, so that every entry of this replica stops being
 // routable at once. Call it after draining and before exit; Close alone leaves the entries routable until the lease
 // expires.
@@ -328,15 +335,8 @@ func (r *Redis) Resign(ctx context.Context) error {
 	return nil
 }
 
-// Claim implements Directory.
-func (r *Redis) Claim(ctx context.Context, hostID, replica string, meta Metadata) (Entry, error) {
-	_, e, err := r.claimWith(ctx, claimScript, hostID, replica, meta, 1)
-	return e, err
-}
-
-// claimWith runs script, one of the claim scripts (which share their keys and arguments and answer the new epoch
-// first), and returns its answer, which must hold want values, and the entry made.
-func (r *Redis) claimWith(ctx context.Context, script *rueidis.Lua, hostID, replica string, meta Metadata, want int) ([]string, Entry, error) {
+// claimWith runs claimScript and returns its answer and the entry made.
+func (r *Redis) claimWith(ctx context.Context, hostID, replica string, meta Metadata) ([]string, Entry, error) {
 	if err := checkIDs(hostID, replica); err != nil {
 		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
@@ -351,24 +351,16 @@ func (r *Redis) claimWith(ctx context.Context, script *rueidis.Lua, hostID, repl
 	floor := max(uint64(now.UnixMicro()), r.maxEpoch.Load()+1)
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	resp := script.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
+	res, err := claimScript.Exec(ctx, r.client, []string{r.hostKey(hostID)}, []string{
 		replica, r.incarnationFor(replica), strconv.FormatUint(floor, 10), strconv.FormatInt(now.UnixNano(), 10),
 		meta.Name, meta.OS, meta.AgentVersion, labels,
-	})
-	var res []string
-	if want == 1 {
-		var one string
-		one, err = resp.ToString()
-		res = []string{one}
-	} else {
-		res, err = resp.AsStrSlice()
-	}
+	}).AsStrSlice()
 	if err != nil {
 		return nil, Entry{}, fmt.Errorf("claim %s: %w", hostID, err)
 	}
 	r.wrote(hostID)
-	if len(res) != want {
-		return nil, Entry{}, fmt.Errorf("claim %s: script returned %d values, want %d", hostID, len(res), want)
+	if len(res) != claimAnswers {
+		return nil, Entry{}, fmt.Errorf("claim %s: script returned %d values, want %d", hostID, len(res), claimAnswers)
 	}
 	epoch, err := strconv.ParseUint(res[0], 10, 64)
 	if err != nil {
@@ -529,8 +521,8 @@ func (r *Redis) Reassert(ctx context.Context, entries []Entry) (int, error) {
 	return n, err
 }
 
-// ReassertEach is Reassert reporting, per entry, whether it was written. An entry whose script failed reads false
-// and its error is in the joined error; the others' results stand.
+// ReassertEach implements Directory: Reassert reporting, per entry, whether it was written. An entry whose script
+// failed reads false and its error is in the joined error; the others' results stand.
 func (r *Redis) ReassertEach(ctx context.Context, entries []Entry) ([]bool, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("reassert: %w", ErrClosed)

@@ -18,7 +18,7 @@ func (r *Redis) peerKey(replica string) string { return r.cfg.Prefix + "peer:" +
 // peersKey is the hash of every advertised replica: replica id → internal URL (for ListPeers).
 func (r *Redis) peersKey() string { return r.cfg.Prefix + "peers" }
 
-// Advertise implements Peers: one SET with a TTL (see peerTTL) and one HSET into the peer list, pipelined.
+// Advertise implements Directory: one SET with a TTL (see peerTTL) and one HSET into the peer list, pipelined.
 func (r *Redis) Advertise(ctx context.Context, replica, u string) error {
 	if err := checkPeer(replica, u); err != nil {
 		return fmt.Errorf("advertise %s: %w", replica, err)
@@ -39,7 +39,7 @@ func (r *Redis) Advertise(ctx context.Context, replica, u string) error {
 	return nil
 }
 
-// ListPeers implements PeerLister: one HGETALL. Replicas that stopped for good stay listed with their last URL.
+// ListPeers implements Directory: one HGETALL. Replicas that stopped for good stay listed with their last URL.
 func (r *Redis) ListPeers(ctx context.Context) (map[string]string, error) {
 	if r.closed.Load() {
 		return nil, fmt.Errorf("list peers: %w", ErrClosed)
@@ -53,7 +53,7 @@ func (r *Redis) ListPeers(ctx context.Context) (map[string]string, error) {
 	return m, nil
 }
 
-// PeerURL implements Peers. It reads through the client-side cache; a missing address is read again from Redis,
+// PeerURL implements Directory. It reads through the client-side cache; a missing address is read again from Redis,
 // because the cache may still hold the absence after a fresh Advertise (invalidations arrive asynchronously).
 func (r *Redis) PeerURL(ctx context.Context, replica string) (string, error) {
 	if r.closed.Load() {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -27,25 +26,6 @@ import (
 // Reap finds incarnations whose lease is gone (the process died, or resigned), and announces the offline of every
 // host such an incarnation still owned, or had released without announcing (it died within the flap window).
 // All these are single-key commands, so they work on a Redis Cluster.
-
-// claimPriorScript is claimScript that also returns the host's state before the claim.
-//
-// KEYS[1] host hash. ARGV: as claimScript. Returns {new epoch, previous epoch or "", replica or "", incarnation or
-// "", gone or "", disc or "", name, os, agent, labels, releasing replica or ""}.
-var claimPriorScript = rueidis.NewLuaScript(`
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'gone', 'disc', 'name', 'os', 'agent', 'labels', 'prep')
-local cur = tonumber(h[1] or '0')
-local e = cur + 1
-local floor = tonumber(ARGV[3])
-if floor > e then e = floor end
-local es = string.format('%d', e)
-redis.call('HSET', KEYS[1], 'epoch', es, 'replica', ARGV[1], 'inc', ARGV[2], 'since', ARGV[4],
-	'name', ARGV[5], 'os', ARGV[6], 'agent', ARGV[7], 'labels', ARGV[8])
-redis.call('HDEL', KEYS[1], 'pinc', 'prep')
-redis.call('PERSIST', KEYS[1])
-return {es, h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '', h[8] or '', h[9] or '',
-	h[10] or ''}
-`)
 
 // markOfflineScript marks the offline of epoch ARGV[1] announced if the host is offline at that epoch and it was
 // not marked before.
@@ -105,10 +85,10 @@ func (r *Redis) register(ctx context.Context) error {
 	return nil
 }
 
-// ClaimPrior implements Presence. Besides the claim script, it reads the previous owner's lease (when there was
-// one) and indexes the host under this incarnation and in the host list, in one pipelined round trip.
-func (r *Redis) ClaimPrior(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error) {
-	res, e, err := r.claimWith(ctx, claimPriorScript, hostID, replica, meta, 11)
+// Claim implements Directory. Besides the claim script, it reads the previous owner's lease (when there was one)
+// and indexes the host under this incarnation and in the host list, in one pipelined round trip.
+func (r *Redis) Claim(ctx context.Context, hostID, replica string, meta Metadata) (Entry, Prior, error) {
+	res, e, err := r.claimWith(ctx, hostID, replica, meta)
 	if err != nil {
 		return Entry{}, Prior{}, err
 	}
@@ -198,7 +178,7 @@ func (r *Redis) indexOwned(ctx context.Context, entries []Entry) {
 	}
 }
 
-// MarkOffline implements Presence. It also drops the host from this incarnation's index.
+// MarkOffline implements Directory. It also drops the host from this incarnation's index.
 func (r *Redis) MarkOffline(ctx context.Context, hostID string, epoch uint64) (bool, error) {
 	if r.closed.Load() {
 		return false, fmt.Errorf("mark offline %s: %w", hostID, ErrClosed)
@@ -223,14 +203,6 @@ func (r *Redis) MarkOffline(ctx context.Context, hostID string, epoch uint64) (b
 // lease comes back and does not write them back: they were announced offline, and an online at the same epoch
 // would read as stale. The caller should close their tunnels, so that their agents reconnect under a new epoch.
 func (r *Redis) OnReaped(f func(hostIDs []string)) { r.onReaped.Store(&f) }
-
-// Reaped is a host whose offline Reap announced.
-type Reaped struct {
-	HostID         string
-	Epoch          uint64
-	Replica        string // the dead replica that held it; "" if it had released it already
-	DisconnectedAt time.Time
-}
 
 // Reap announces the offline of the hosts of dead incarnations (see the top of this file) and returns them. Every
 // replica may call it: a lock per dead incarnation lets one reap it at a time, and the per-host script announces

@@ -22,21 +22,29 @@ import "github.com/redis/rueidis"
 // would print large numbers in exponent form. Epochs are Unix microseconds at most a few increments ahead, so they
 // stay far below 2^53 until the year 2255.
 
-// claimScript makes ARGV[1] the owner with an epoch above both the stored one and the floor ARGV[3].
+// claimScript makes ARGV[1] the owner with an epoch above both the stored one and the floor ARGV[3], and returns
+// the host's state before the claim.
 //
-// KEYS[1] host hash. ARGV: replica, incarnation, floor epoch, since, name, os, agent, labels.
-// Returns the new epoch as a string.
+// KEYS[1] host hash. ARGV: replica, incarnation, floor epoch, since, name, os, agent, labels. Returns claimAnswers
+// values: {new epoch, previous epoch or "", replica or "", incarnation or "", gone or "", disc or "", name, os,
+// agent, labels, releasing replica or ""}.
 var claimScript = rueidis.NewLuaScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local h = redis.call('HMGET', KEYS[1], 'epoch', 'replica', 'inc', 'gone', 'disc', 'name', 'os', 'agent', 'labels', 'prep')
+local cur = tonumber(h[1] or '0')
 local e = cur + 1
 local floor = tonumber(ARGV[3])
 if floor > e then e = floor end
 local es = string.format('%d', e)
 redis.call('HSET', KEYS[1], 'epoch', es, 'replica', ARGV[1], 'inc', ARGV[2], 'since', ARGV[4],
 	'name', ARGV[5], 'os', ARGV[6], 'agent', ARGV[7], 'labels', ARGV[8])
+redis.call('HDEL', KEYS[1], 'pinc', 'prep')
 redis.call('PERSIST', KEYS[1])
-return es
+return {es, h[1] or '', h[2] or '', h[3] or '', h[4] or '', h[5] or '', h[6] or '', h[7] or '', h[8] or '', h[9] or '',
+	h[10] or ''}
 `)
+
+// claimAnswers is how many values claimScript returns.
+const claimAnswers = 11
 
 // releaseScript takes the host offline if and only if it is online with epoch ARGV[1], records the disconnect time,
 // and keeps the rest of the record.

@@ -40,7 +40,7 @@ func TestRedisSentinelFailoverReassert(t *testing.T) {
 	}
 	defer r.Close()
 	ctx := t.Context()
-	e1, err := r.Claim(ctx, "h1", "r1", Metadata{Name: "one"})
+	e1, _, err := r.Claim(ctx, "h1", "r1", Metadata{Name: "one"})
 	if err != nil {
 		t.Fatalf("claim h1: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestRedisSentinelFailoverReassert(t *testing.T) {
 		}
 	}
 	g.CutReplication()
-	e2, err := r.Claim(ctx, "h2", "r1", Metadata{Name: "two"})
+	e2, _, err := r.Claim(ctx, "h2", "r1", Metadata{Name: "two"})
 	if err != nil {
 		t.Fatalf("claim h2: %v", err)
 	}
@@ -94,7 +94,7 @@ func TestRedisSentinelFailoverReassert(t *testing.T) {
 		t.Fatalf("h1 after failover: %+v, %v", e, err)
 	}
 	// A new claim goes to the promoted primary and gets a newer epoch.
-	e3, err := r.Claim(ctx, "h2", "r1", Metadata{})
+	e3, _, err := r.Claim(ctx, "h2", "r1", Metadata{})
 	if err != nil || e3.Epoch <= e2.Epoch {
 		t.Fatalf("claim after failover: %+v, %v; want epoch above %d", e3, err, e2.Epoch)
 	}

@@ -48,7 +48,7 @@ func startAPI(t *testing.T, relay Relay) string {
 	dir := directory.NewMemory()
 	t.Cleanup(func() { _ = dir.Close() })
 	for _, id := range []string{"a:1", "b:1"} {
-		if _, err := dir.Claim(context.Background(), id, "r1", directory.Metadata{Name: id}); err != nil {
+		if _, _, err := dir.Claim(context.Background(), id, "r1", directory.Metadata{Name: id}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -43,7 +43,7 @@ func TestListScopeNext(t *testing.T) {
 	dir := directory.NewMemory()
 	defer dir.Close()
 	for _, id := range strings.Fields("a:1 a:2 a:3 ab:1 b:1 b:2 c:1 c:2 d:1") {
-		if _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
+		if _, _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,13 +94,13 @@ func TestListScopeNextManyPrefixes(t *testing.T) {
 			for j := range 3 {
 				id := fmt.Sprintf("t%02d:h%d", i, j)
 				want = append(want, id)
-				if _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
+				if _, _, err := dir.Claim(context.Background(), id, "r", directory.Metadata{}); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 	}
-	if _, err := dir.Claim(context.Background(), "u:1", "r", directory.Metadata{}); err != nil {
+	if _, _, err := dir.Claim(context.Background(), "u:1", "r", directory.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	ls := listScopeOf(auth.Claims{Kind: auth.KindClient, Hosts: hosts}, "")

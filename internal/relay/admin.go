@@ -42,8 +42,7 @@ const (
 
 // Error codes of the admin API.
 const (
-	codeAdminRequired  = "admin_required"  // a valid token that is not an admin token
-	codeNotImplemented = "not_implemented" // the directory cannot hold bans or revocations
+	codeAdminRequired = "admin_required" // a valid token that is not an admin token
 )
 
 type adminMetrics struct {
@@ -140,11 +139,9 @@ func (s *Server) selfView() ReplicaView {
 	s.mu.Lock()
 	v.Tunnels = len(s.tunnels)
 	s.mu.Unlock()
-	if l, ok := s.dir.Directory.(interface{ LeaseRefreshed() time.Time }); ok {
-		if at := l.LeaseRefreshed(); !at.IsZero() {
-			age := time.Since(at).Seconds()
-			v.LeaseAgeSeconds = &age
-		}
+	if at := s.dir.LeaseRefreshed(); !at.IsZero() {
+		age := time.Since(at).Seconds()
+		v.LeaseAgeSeconds = &age
 	}
 	return v
 }
@@ -348,13 +345,8 @@ func (s *Server) handleAdminKick(w http.ResponseWriter, r *http.Request, admin a
 	res := kickResult{HostID: id, Closed: []string{}, Unreachable: []ReplicaView{}}
 	msg := "kicked by an operator"
 	if ban > 0 {
-		a, ok := s.dir.Directory.(directory.Admin)
-		if !ok {
-			writeError(w, http.StatusNotImplemented, codeNotImplemented, "this directory cannot hold bans")
-			return
-		}
 		until := time.Now().Add(ban).UTC().Truncate(time.Millisecond)
-		if err := a.Ban(r.Context(), id, until); err != nil {
+		if err := s.dir.Ban(r.Context(), id, until); err != nil {
 			if errors.Is(err, directory.ErrInvalid) {
 				writeError(w, http.StatusConflict, codeConflict, "ban refused: "+err.Error())
 				return
@@ -481,12 +473,7 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request, admin
 		writeError(w, http.StatusBadRequest, codeBadRequest, "revoke: "+err.Error())
 		return
 	}
-	a, ok := s.dir.Directory.(directory.Admin)
-	if !ok {
-		writeError(w, http.StatusNotImplemented, codeNotImplemented, "this directory cannot hold revocations")
-		return
-	}
-	if err := a.Revoke(r.Context(), rv); err != nil {
+	if err := s.dir.Revoke(r.Context(), rv); err != nil {
 		if errors.Is(err, directory.ErrInvalid) { // e.g. the list is full: not the directory being down
 			writeError(w, http.StatusConflict, codeConflict, "revocation refused: "+err.Error())
 			return
@@ -537,15 +524,13 @@ func (s *Server) checkRegistration(ctx context.Context, hostID string, meta dire
 				s.cfg.MinAgentVersion + "; upgrade the agent", false
 		}
 	}
-	if a, ok := s.dir.Directory.(directory.Admin); ok {
-		until, err := a.BannedUntil(ctx, hostID)
-		if err != nil {
-			s.log.Warn("ban not checked: directory unavailable; the tunnel is accepted", "host_id", hostID, "err", err)
-			return 0, "", true
-		}
-		if !until.IsZero() {
-			return tunnel.CloseKicked, "host banned by an operator until " + until.UTC().Format(time.RFC3339), false
-		}
+	until, err := s.dir.BannedUntil(ctx, hostID)
+	if err != nil {
+		s.log.Warn("ban not checked: directory unavailable; the tunnel is accepted", "host_id", hostID, "err", err)
+		return 0, "", true
+	}
+	if !until.IsZero() {
+		return tunnel.CloseKicked, "host banned by an operator until " + until.UTC().Format(time.RFC3339), false
 	}
 	return 0, "", true
 }

@@ -112,23 +112,9 @@ func registerHopMetrics(reg prometheus.Registerer, s *Server) {
 	}, func() float64 { return float64(s.hops.Nonces()) }))
 }
 
-// cacheStatser is implemented by directories with a client-side cache (directory.Redis).
-type cacheStatser interface {
-	CacheStats() (hits, misses uint64)
-}
-
-// noCache is the cacheStatser of a directory without a client-side cache (directory.Memory): always 0, so the
-// family exists on every replica.
-type noCache struct{}
-
-func (noCache) CacheStats() (hits, misses uint64) { return 0, 0 }
-
-// registerCacheMetrics exposes the directory's lookup cache hits and misses; 0 if it has no cache.
-func registerCacheMetrics(reg prometheus.Registerer, dir any) {
-	c, ok := dir.(cacheStatser)
-	if !ok {
-		c = noCache{}
-	}
+// registerCacheMetrics exposes the directory's lookup cache hits and misses; 0 if it has no cache (Memory), so
+// the family exists on every replica.
+func registerCacheMetrics(reg prometheus.Registerer, c directory.Directory) {
 	const name, help = "directory_cache_lookups_total", "Directory lookups by result: hit (answered from the client-side cache) or miss (read from Redis)."
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "switchboard", Name: name, Help: help,

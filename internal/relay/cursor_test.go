@@ -31,7 +31,7 @@ func TestListCursorRevealsNothing(t *testing.T) {
 		if i%2 == 0 {
 			id = fmt.Sprintf("a:z%02d", i) // after a:2, outside both narrow tokens
 		}
-		if _, err := dir.Claim(context.Background(), id, "elsewhere", directory.Metadata{}); err != nil {
+		if _, _, err := dir.Claim(context.Background(), id, "elsewhere", directory.Metadata{}); err != nil {
 			t.Fatal(err)
 		}
 	}

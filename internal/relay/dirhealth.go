@@ -24,12 +24,6 @@ const (
 	probeTimeout = 500 * time.Millisecond
 )
 
-// prober is implemented by directories that can be probed without a cache (directory.Redis). A directory without
-// it (directory.Memory) is never down.
-type prober interface {
-	ProbePeer(ctx context.Context, replica string) (string, error)
-}
-
 // dirHealth is the directory's health state. Its zero value reads up.
 type dirHealth struct {
 	down  atomic.Bool
@@ -73,14 +67,14 @@ func (h *dirHealth) observe(ctx context.Context, err error) {
 // healthLoop probes the directory every probeEvery until ctx ends. A probe that finds this replica's advertised
 // internal URL missing while it has advertised one (Redis restarted empty, or FLUSHALL) advertises it again at once,
 // so that the peer list does not lose this replica.
-func (s *Server) healthLoop(ctx context.Context, p prober) {
+func (s *Server) healthLoop(ctx context.Context) {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		advertised := s.advertisedOnce.Load() // before the probe: an advertisement racing it is not a loss
 		start := time.Now()
-		u, err := p.ProbePeer(pctx, s.cfg.Replica)
+		u, err := s.dir.ProbePeer(pctx, s.cfg.Replica)
 		s.cluster.dirSeconds.WithLabelValues(directory.OpProbe).Observe(time.Since(start).Seconds())
 		cancel()
 		switch {

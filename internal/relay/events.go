@@ -86,17 +86,13 @@ func (s *Server) announceClaim(e directory.Entry, p directory.Prior) {
 // Close abandons the wait: with Redis, the replica's death (its lease) lets another replica reap the offline; with
 // the memory directory, the log goes with the process.
 func (s *Server) scheduleOffline(hostID string, epoch uint64, at time.Time) {
-	pd, ok := s.dir.Directory.(directory.Presence)
-	if !ok {
-		return
-	}
 	s.spawn(func() {
 		if !s.sleep(s.cfg.FlapWindow) {
 			return
 		}
 		var gone bool
 		if err := s.retry(func(ctx context.Context) (err error) {
-			gone, err = pd.MarkOffline(ctx, hostID, epoch)
+			gone, err = s.dir.MarkOffline(ctx, hostID, epoch)
 			return err
 		}); err != nil {
 			s.log.Warn("presence: offline not recorded", "host_id", hostID, "epoch", epoch, "err", err)
@@ -149,12 +145,6 @@ func (s *Server) sleep(d time.Duration) bool {
 	}
 }
 
-// reapedNotifier is implemented by directories that report hosts of this replica that another replica reaped
-// while this one was cut off from the directory (directory.Redis).
-type reapedNotifier interface {
-	OnReaped(f func(hostIDs []string))
-}
-
 // moveReaped asks the agents of hosts reaped by another replica (announced offline while this replica was cut off
 // from the directory, its tunnels still up) to open a new tunnel: the directory no longer routes to the old one,
 // and the new claim announces the host online again under a new epoch.
@@ -167,13 +157,8 @@ func (s *Server) moveReaped(hostIDs []string) {
 	}
 }
 
-// reaper is implemented by directories that can find the hosts of dead replicas (directory.Redis).
-type reaper interface {
-	Reap(ctx context.Context) ([]directory.Reaped, error)
-}
-
 // reapLoop announces the offline of hosts whose replica died, until ctx ends.
-func (s *Server) reapLoop(ctx context.Context, r reaper) {
+func (s *Server) reapLoop(ctx context.Context) {
 	t := time.NewTicker(reapInterval)
 	defer t.Stop()
 	for {
@@ -182,7 +167,7 @@ func (s *Server) reapLoop(ctx context.Context, r reaper) {
 			return
 		case <-t.C:
 		}
-		got, err := r.Reap(ctx)
+		got, err := s.dir.Reap(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("presence: reaping dead replicas failed", "err", err)
 		}

@@ -289,43 +289,22 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // claim claims hostID for this replica and returns the other replica whose entry it replaced, to be told to close
-// its older tunnel ("" if none, or if forwarding is off), and the host's state before the claim for presence events
-// (nil if the directory cannot tell, see directory.Presence). A directory that cannot report the replaced entry
-// atomically (not a directory.Replacer) is asked before the claim, which misses a claim racing this one.
+// its older tunnel ("" if none, or if forwarding is off), and the host's state before the claim for presence events.
+// The directory reports the replaced entry atomically with the claim, so a claim racing this one is never missed.
 func (s *Server) claim(ctx context.Context, hostID string, meta directory.Metadata) (directory.Entry, string, *directory.Prior, error) {
-	forwarding := len(s.cfg.ClusterSecret) > 0
-	var before string
-	if _, atomic := s.dir.Directory.(directory.Replacer); forwarding && !atomic {
-		lctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond) // an unreachable directory must not slow this
-		if e, err := s.dir.Lookup(lctx, hostID); err == nil {
-			before = e.Replica
-		}
-		cancel()
-	}
-	e, prev, hasPrior, err := s.dir.ClaimPrior(ctx, hostID, s.cfg.Replica, meta)
+	e, prior, err := s.dir.Claim(ctx, hostID, s.cfg.Replica, meta)
 	if err != nil {
 		return e, "", nil, err
 	}
-	var prior *directory.Prior
-	if hasPrior {
-		prior = &prev
+	if len(s.cfg.ClusterSecret) == 0 || prior.Replica == s.cfg.Replica {
+		return e, "", &prior, nil
 	}
-	if prev.Replica != "" {
-		before = prev.Replica
-	}
-	if !forwarding || before == s.cfg.Replica {
-		return e, "", prior, nil
-	}
-	return e, before, prior, nil
+	return e, prior.Replica, &prior, nil
 }
 
 // claimLocally accepts a tunnel while the directory is unreachable: the entry gets an epoch from this replica's
-// clock (Unix microseconds, the directory's own floor) and is written behind by the cluster loop. It reports false
-// when the directory cannot take entries written behind (it has no Reassert).
-func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Entry, bool) {
-	if _, ok := s.dir.Directory.(reasserter); !ok {
-		return directory.Entry{}, false
-	}
+// clock (Unix microseconds, the directory's own floor) and is written behind by the cluster loop (ReassertEach).
+func (s *Server) claimLocally(id string, meta directory.Metadata) directory.Entry {
 	now := time.Now()
 	s.behindMu.Lock()
 	defer s.behindMu.Unlock()
@@ -333,7 +312,7 @@ func (s *Server) claimLocally(id string, meta directory.Metadata) (directory.Ent
 	s.lastLocalEpoch = epoch
 	e := directory.Entry{HostID: id, Replica: s.cfg.Replica, Epoch: epoch, ConnectedAt: now, Metadata: meta}
 	s.behind[id] = e
-	return e, true
+	return e
 }
 
 // writeBehind writes the entries accepted while the directory was unreachable, for tunnels still registered here,

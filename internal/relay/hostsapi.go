@@ -11,11 +11,10 @@ import (
 // newHostsAPI builds the hosts and presence API (GET /v1/hosts, /v1/hosts/{id}, /v1/presence/events; package
 // hostsapi) on this Server's directory, event fan-out, sealer and verifier.
 func (s *Server) newHostsAPI() (*hostsapi.API, error) {
-	lister, _ := s.dir.Directory.(hostsapi.Lister) // nil if the directory cannot list hosts
 	return hostsapi.New(hostsapi.Config{
 		Verifier:        s.cfg.Verifier,
 		Directory:       s.dir,
-		Lister:          lister,
+		Lister:          s.dir,
 		Events:          s.hub,
 		Cursors:         sealedAs{s.seal, sealCursor},
 		EventIDs:        sealedAs{s.seal, sealEvent},

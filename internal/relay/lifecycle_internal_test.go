@@ -100,7 +100,7 @@ func TestFlapWindow(t *testing.T) {
 		const flap = 5 * time.Second
 		s := newBubbleServer(t, func(c *Config) { c.FlapWindow = flap })
 		ctx := context.Background()
-		e, err := s.dir.Claim(ctx, "h", s.cfg.Replica, directory.Metadata{})
+		e, _, err := s.dir.Claim(ctx, "h", s.cfg.Replica, directory.Metadata{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 )
 
-// Revocation (POST /v1/admin/revoke). The list lives in the directory (directory.Admin), shared by every replica,
+// Revocation (POST /v1/admin/revoke). The list lives in the directory (Directory.Revoke), shared by every replica,
 // each entry until the operator's time. Every replica keeps a copy in memory, which the verifier checks on every
 // token use (a map lookup, no directory read per request). The copy is brought up to date two ways:
 //
@@ -126,17 +126,17 @@ func (v revokingVerifier) Verify(ctx context.Context, token string) (auth.Claims
 	return c, nil
 }
 
-// revokeLoop keeps the revocation copy up to date until ctx ends (see revokePoll), if the directory holds one.
-func (s *Server) revokeLoop(ctx context.Context, a directory.Admin) {
+// revokeLoop keeps the revocation copy up to date until ctx ends (see revokePoll).
+func (s *Server) revokeLoop(ctx context.Context) {
 	t := time.NewTicker(revokePoll)
 	defer t.Stop()
 	for {
-		list, err := a.Revocations(ctx)
+		list, err := s.dir.Revocations(ctx)
 		if err == nil {
 			// What this replica holds and the directory lacks is written back: a revocation must survive the
 			// directory losing data as long as one replica remembers it.
 			for _, r := range s.revoked.replace(list, time.Now()) {
-				if err := a.Revoke(ctx, r); err != nil {
+				if err := s.dir.Revoke(ctx, r); err != nil {
 					s.log.Debug("revocation not written back", "err", err)
 				}
 			}

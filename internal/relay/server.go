@@ -98,8 +98,7 @@ type Config struct {
 	// MaxBatchIDs bounds GET /v1/hosts?ids=. Zero means 100.
 	MaxBatchIDs int
 	// Events is the log presence events are appended to and GET /v1/presence/events reads (docs/presence.md). Give
-	// every replica of a cluster the same shared log (presence.Redis). If nil, a fresh presence.Memory. Events are
-	// emitted only with a Directory that implements directory.Presence (Memory and Redis do).
+	// every replica of a cluster the same shared log (presence.Redis). If nil, a fresh presence.Memory.
 	Events presence.Log
 	// FlapWindow is how long a host may be gone before its offline is announced: a reconnect within it announces
 	// no offline/online pair. Zero means DefaultFlapWindow; negative means no wait.
@@ -190,7 +189,7 @@ type Config struct {
 type Server struct {
 	// Immutable after New.
 	cfg     Config
-	dir     *directory.Instrumented
+	dir     *directory.Instrumented // measures its calls and feeds each result to the health state (dirhealth.go)
 	ownDir  bool
 	log     *slog.Logger
 	metrics *metrics
@@ -410,9 +409,7 @@ func New(cfg Config) (*Server, error) {
 	s.dir = directory.Instrument(dir, directory.OpMetrics{Seconds: s.cluster.dirSeconds, Errors: s.cluster.dirErrors}, s.health.observe)
 	registerCacheMetrics(cfg.Registerer, dir)
 	registerHopMetrics(cfg.Registerer, s)
-	if n, ok := dir.(reapedNotifier); ok {
-		n.OnReaped(s.moveReaped)
-	}
+	dir.OnReaped(s.moveReaped)
 	s.peerTransport = s.newPeerTransport()
 	s.peerClient = peering.Client{Signer: s.hops, Transport: s.peerTransport}
 	s.peers = peering.NewPeers(cfg.Replica, cfg.InternalURL, s.dir, s.peerClient)
@@ -494,22 +491,14 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.idleLoop(ctx) })
 	wg.Go(func() { s.clusterLoop(ctx) })
 	wg.Go(func() { s.hub.Run(ctx) })
-	if r, ok := s.dir.Directory.(reaper); ok {
-		wg.Go(func() { s.reapLoop(ctx, r) })
-	}
-	if p, ok := s.dir.Directory.(prober); ok {
-		wg.Go(func() { s.healthLoop(ctx, p) })
-	}
-	if a, ok := s.dir.Directory.(directory.Admin); ok {
-		wg.Go(func() { s.revokeLoop(ctx, a) })
-	}
-	if r, ok := s.dir.Directory.(runner); ok {
-		wg.Go(func() {
-			if err := r.Run(ctx); err != nil {
-				s.log.Error("directory upkeep stopped", "err", err)
-			}
-		})
-	}
+	wg.Go(func() { s.reapLoop(ctx) })
+	wg.Go(func() { s.healthLoop(ctx) })
+	wg.Go(func() { s.revokeLoop(ctx) })
+	wg.Go(func() {
+		if err := s.dir.Run(ctx); err != nil {
+			s.log.Error("directory upkeep stopped", "err", err)
+		}
+	})
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

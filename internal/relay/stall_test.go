@@ -233,7 +233,7 @@ func TestHostilePeerHugeHead(t *testing.T) {
 	if err := dir.Advertise(ctx, "P", peer); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dir.Claim(ctx, "ghost", "P", directory.Metadata{}); err != nil {
+	if _, _, err := dir.Claim(ctx, "ghost", "P", directory.Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	relaytest.StartHost(t, b.URL, "good", pong, nil)

@@ -172,14 +172,7 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	entry, prev, prior, err := s.claim(cctx, id, meta) // prev: another replica to be told it lost the host
 	cancel()
 	if err != nil {
-		var ok bool
-		if entry, ok = s.claimLocally(id, meta); !ok {
-			s.log.Error("directory claim failed", "host_id", id, "err", err)
-			s.metrics.registrations.WithLabelValues(regFailed).Inc()
-			t.close(tunnel.CloseInternal, "directory unavailable", "setup_failed")
-			return
-		}
-		prev, prior = "", nil
+		entry, prev, prior = s.claimLocally(id, meta), "", nil
 		s.log.Warn("directory claim failed; tunnel accepted here and written behind", "host_id", id,
 			"epoch", entry.Epoch, "err", err)
 	}

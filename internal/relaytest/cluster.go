@@ -94,12 +94,10 @@ func startRelayOn(t testing.TB, dir directory.Directory, pki *InternalPKI, mutat
 		internal.CloseClientConnections()
 		internal.Close()
 	})
-	if p, ok := dir.(directory.Peers); ok {
-		Eventually(t, 10*time.Second, "replica "+id+" advertised", func() bool {
-			u, err := p.PeerURL(context.Background(), id)
-			return err == nil && u == internalURL
-		})
-	}
+	Eventually(t, 10*time.Second, "replica "+id+" advertised", func() bool {
+		u, err := dir.PeerURL(context.Background(), id)
+		return err == nil && u == internalURL
+	})
 	return rep
 }
 
