@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -209,7 +210,7 @@ func withDefaultPort(hostport, defaultPort string) (string, error) {
 		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 		port = defaultPort
 	}
-	if host == "" || strings.ContainsAny(host, "[]/?#@ \t\r\n,") {
+	if !validHost(host) {
 		return "", errors.New("is not host[:port]")
 	}
 	n, err := strconv.Atoi(port)
@@ -217,6 +218,24 @@ func withDefaultPort(hostport, defaultPort string) (string, error) {
 		return "", errors.New("has a port that is not a number from 1 to 65535")
 	}
 	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}
+
+// validHost reports whether host is an IP address or a DNS name (letters, digits, '.', '-', '_'). Anything else
+// (an '=', a '%', a space) is a typo or a misplaced piece of the URL, and refusing it keeps such a piece, perhaps a
+// password, out of the addresses that are logged.
+func validHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	for _, c := range host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // netDialer is the dialer for Redis connections.
@@ -260,6 +279,10 @@ func redactURL(s string) string {
 		b.WriteString(redacted + "@")
 	}
 	b.WriteString(p.hosts)
+	// A fragment before any query, which the parser ignores, is hidden whole: it may hold anything.
+	if i := strings.IndexAny(p.tail, "?#"); i >= 0 && p.tail[i] == '#' {
+		return b.String() + p.tail[:i] + "#" + redacted
+	}
 	path, query, ok := strings.Cut(p.tail, "?")
 	b.WriteString(path)
 	if !ok {
