@@ -254,13 +254,13 @@ func (c *idleConn) classify(err error) error {
 	}
 }
 
-// recorder notes the status and body bytes of a proxied response for metrics.
 // upstreamFailed reports whether an answer with code and header h is the agent's report that the host's upstream
 // failed (tunnel.HeaderUpstreamError on a 5xx), not an answer of the host's: its own outcome and error code.
 func upstreamFailed(code int, h http.Header) bool {
 	return code >= 500 && h.Get(tunnel.HeaderUpstreamError) != ""
 }
 
+// recorder notes the status and body bytes of a proxied response for metrics.
 type recorder struct {
 	http.ResponseWriter
 	s       *Server
