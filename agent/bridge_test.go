@@ -493,6 +493,7 @@ func TestBridgeBadRequests(t *testing.T) {
 	}{
 		{"both framings", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
 		{"differing lengths", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
+		{"lengths spelt differently", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 03\r\nContent-Length: 3\r\n\r\nabc", 400},
 		{"unknown coding", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
 		{"obsolete folding", "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n", 400},
 		{"absolute target", "GET http://evil.example/ HTTP/1.1\r\nHost: h\r\n\r\n", 400},

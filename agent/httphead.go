@@ -213,6 +213,7 @@ func (h *head) addLine(line []byte, off int32) error {
 // message two parsers could delimit differently is how requests get smuggled.
 func (h *head) finish(response bool) error {
 	var keepAlive, connUpgrade, hasUpgrade, hasTE bool
+	var firstCL []byte // the first Content-Length as written
 	for _, l := range h.lines {
 		name, v := h.bytes(l.name), h.bytes(l.value)
 		switch {
@@ -221,10 +222,12 @@ func (h *head) finish(response bool) error {
 			if err != nil {
 				return err
 			}
-			if h.contentLength >= 0 && h.contentLength != n {
+			// Repeated lines must be spelt alike, not merely equal in value ("3" and "03"): the head is passed on
+			// as it is, and net/http, like other parsers, refuses repeats that differ in their text.
+			if h.contentLength >= 0 && !bytes.Equal(firstCL, v) {
 				return fmt.Errorf("%w: differing Content-Length values", errBadHead)
 			}
-			h.contentLength = n
+			h.contentLength, firstCL = n, v
 		case asciiEqualFold(name, "Transfer-Encoding"):
 			if hasTE || !asciiEqualFold(v, "chunked") {
 				return fmt.Errorf("%w: Transfer-Encoding %q (only a single chunked is supported)", errBadHead, clip(v))

@@ -227,10 +227,15 @@ func validHost(host string) bool {
 	if host == "" {
 		return false
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Zone() == "" || nameChars(ip.Zone()) // a zone (fe80::1%eth0) is an interface name
 	}
-	for _, c := range host {
+	return nameChars(host)
+}
+
+// nameChars reports whether s is made of letters, digits, '.', '-' and '_' only.
+func nameChars(s string) bool {
+	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
 			return false
 		}

@@ -153,7 +153,7 @@ type accessWriter struct {
 func (w *accessWriter) WriteHeader(code int) {
 	if w.e.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.e.status = code
-		if code >= 500 && w.e.code == "" && w.Header().Get(tunnel.HeaderUpstreamError) != "" {
+		if w.e.code == "" && upstreamFailed(code, w.Header()) {
 			w.e.code = outcomeUpstreamUnreachable
 		}
 	}

@@ -512,7 +512,9 @@ func readAdminBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 }
 
 // checkRegistration refuses a tunnel of a banned host or of an agent older than Config.MinAgentVersion: it
-// returns the close code and message to close the tunnel with, before it is claimed, or ok.
+// returns the close code and message to close the tunnel with, before it is claimed, or ok. Bans live in the
+// directory: while it is down (known down, or failing this call) a ban cannot be read, and the tunnel is accepted,
+// as its claim is (docs/operations.md, "Kick").
 func (s *Server) checkRegistration(ctx context.Context, hostID string, meta directory.Metadata) (websocket.StatusCode, string, bool) {
 	if s.minAgent != nil {
 		if v, err := parseAgentVersion(meta.AgentVersion); err != nil || v.less(*s.minAgent) {
@@ -523,6 +525,9 @@ func (s *Server) checkRegistration(ctx context.Context, hostID string, meta dire
 			return tunnel.CloseAgentTooOld, "agent version " + truncateText(got, 64) + " is older than the relay's minimum " +
 				s.cfg.MinAgentVersion + "; upgrade the agent", false
 		}
+	}
+	if s.health.isDown() {
+		return 0, "", true // not asked: it would only wait for its timeout (the claim is not asked either)
 	}
 	until, err := s.dir.BannedUntil(ctx, hostID)
 	if err != nil {

@@ -156,8 +156,14 @@ func TestClusterRedisBlackholed(t *testing.T) {
 	})
 
 	px.blackhole()
-	// A tunnel opened now is accepted locally: its claim times out and is written behind.
+	// A tunnel opened once B knows the directory is down is accepted locally without asking it (a claim would only
+	// wait for its timeout), and written behind.
+	waitDirUp(t, false, b)
+	claims := histogramCount(t, b.Relay, "switchboard_directory_op_seconds", directory.OpClaim)
 	relaytest.StartHost(t, b.URL, "during", textHandler("during"), func(c *agent.Config) { c.Relays = []string{b.URL} })
+	if got := histogramCount(t, b.Relay, "switchboard_directory_op_seconds", directory.OpClaim); got != claims {
+		t.Fatalf("B asked the directory known to be down for %d claims", got-claims)
+	}
 	for _, tc := range []struct{ via, host string }{{a.URL, "before"}, {b.URL, "during"}} {
 		relaytest.Eventually(t, 15*time.Second, tc.host+" served locally while Redis is blackholed", func() bool {
 			code, body := getText(t, tc.via+"/hosts/"+tc.host+"/", tok)

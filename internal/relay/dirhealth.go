@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 // and on a failed probe; only a probe that succeeds turns it up again. The probe runs every probeEvery with a
 // deadline of probeTimeout, so an outage that no call happens to meet (a blackholed Redis: no reset, no answer) is
 // known within probeEvery + probeTimeout, and a recovery within probeEvery plus one round trip.
+
+// errDirectoryDown stands for a directory call not made because the directory is known to be down.
+var errDirectoryDown = errors.New("directory known to be down; not asked")
 
 // Directory health probe cadence and deadline.
 const (

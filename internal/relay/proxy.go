@@ -254,6 +254,12 @@ func (c *idleConn) classify(err error) error {
 	}
 }
 
+// upstreamFailed reports whether an answer with code and header h is the agent's report that the host's upstream
+// failed (tunnel.HeaderUpstreamError on a 5xx), not an answer of the host's: its own outcome and error code.
+func upstreamFailed(code int, h http.Header) bool {
+	return code >= 500 && h.Get(tunnel.HeaderUpstreamError) != ""
+}
+
 // recorder notes the status and body bytes of a proxied response for metrics.
 type recorder struct {
 	http.ResponseWriter
@@ -269,7 +275,7 @@ func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
 		r.s.metrics.latency.WithLabelValues("http").Observe(time.Since(r.start).Seconds())
-		if code >= 500 && r.outcome == "" && r.ResponseWriter.Header().Get(tunnel.HeaderUpstreamError) != "" {
+		if r.outcome == "" && upstreamFailed(code, r.ResponseWriter.Header()) {
 			r.outcome = outcomeUpstreamUnreachable
 		}
 	}

@@ -21,6 +21,7 @@ import (
 const (
 	sealCursor byte = 'c' // a GET /v1/hosts position: the last host id examined
 	sealEvent  byte = 'e' // a presence log position: an event id of the log
+	sealStatus byte = 's' // a status page session: an admin token's subject, id and end (status.go)
 )
 
 // errUnsealable is returned for a value this relay (or its cluster) did not seal, or sealed for another purpose.

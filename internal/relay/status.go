@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"embed"
+	"errors"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -27,12 +28,19 @@ import (
 //
 // Who may see it: admin tokens only, like the admin API it is built on (ClusterReplicas). A browser presents the
 // token once, as ?access_token= on a navigation to /status; the relay answers 303 to /status and sets
-// statusCookie, whose value is the token: HttpOnly, SameSite=Strict, Path=/status, Secure over TLS, expiring with
-// the token. The cookie is read on GET /status and /status/events only — never by the admin API, whose actions
-// take Authorization alone. A stream ends when its token expires or is revoked.
+// statusCookie: HttpOnly, SameSite=Strict, Path=/status, Secure over TLS. Its value is not the token but a status
+// session sealed for this purpose (seal.go): the token's subject and id and an end, the token's own or
+// statusSessionTTL from now, whichever is sooner. A cookie is not kept apart by port, so the public listener on the
+// same host name receives it too; sealed, it grants nothing there nor at the admin API, and it can only be read by
+// the relay that sealed it (or its cluster, which shares the key). The cookie is read on GET /status and
+// /status/events only; a revocation of the token's id or subject ends the session as it ends the token, and a stream
+// ends when its session or token ends.
 
 // statusCookie is the name of the status page's session cookie.
 const statusCookie = "switchboard_admin"
+
+// statusSessionTTL bounds a status session: a long-lived admin token does not make a long-lived cookie.
+const statusSessionTTL = 12 * time.Hour
 
 // statusInterval is how often a status stream sends a snapshot.
 const statusInterval = 2 * time.Second
@@ -105,8 +113,8 @@ func statusHeaders(h http.Header) {
 	h.Set("Referrer-Policy", "no-referrer")
 }
 
-// authorizeStatus checks that r may see the status page: an admin token in Authorization or in statusCookie. On
-// failure it has answered.
+// authorizeStatus checks that r may see the status page: an admin token in Authorization, or a status session in
+// statusCookie. On failure it has answered.
 func (s *Server) authorizeStatus(w http.ResponseWriter, r *http.Request) (auth.Claims, bool) {
 	if r.Header.Get("Authorization") != "" {
 		return s.AuthorizeAdmin(w, r)
@@ -117,17 +125,49 @@ func (s *Server) authorizeStatus(w http.ResponseWriter, r *http.Request) (auth.C
 			"the status page takes an admin token: open /status?access_token=TOKEN once (switchboard token admin)")
 		return auth.Claims{}, false
 	}
-	claims, err := s.cfg.Verifier.Verify(r.Context(), c.Value)
+	claims, err := s.openStatusSession(c.Value, time.Now())
 	if err != nil {
 		s.clearStatusCookie(w, r)
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, "the status page's session has expired or was revoked: open /status?access_token=TOKEN again")
-		return auth.Claims{}, false
-	}
-	if !claims.IsAdmin() {
-		writeError(w, http.StatusForbidden, codeAdminRequired, "the status page takes an admin token, not a host or client token")
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "the status page's session "+err.Error()+": open /status?access_token=TOKEN again")
 		return auth.Claims{}, false
 	}
 	return claims, true
+}
+
+// statusSession is what a status cookie holds, sealed.
+type statusSession struct {
+	Subject string `json:"sub"`
+	ID      string `json:"jti,omitempty"`
+	End     int64  `json:"end"` // Unix milliseconds
+}
+
+// sealStatusSession returns the cookie value for a session of claims, an admin token's, and when it ends.
+func (s *Server) sealStatusSession(claims auth.Claims, now time.Time) (string, time.Time) {
+	end := now.Add(statusSessionTTL)
+	if !claims.ExpiresAt.IsZero() && claims.ExpiresAt.Before(end) {
+		end = claims.ExpiresAt
+	}
+	end = end.Truncate(time.Millisecond)
+	b, _ := json.Marshal(statusSession{Subject: claims.Subject, ID: claims.ID, End: end.UnixMilli()})
+	return s.seal.sealRandom(sealStatus, string(b)), end
+}
+
+// openStatusSession returns the claims of the admin token a status cookie's session was started with, or an error
+// that completes "the status page's session ...".
+func (s *Server) openStatusSession(v string, now time.Time) (auth.Claims, error) {
+	plain, err := s.seal.open(sealStatus, v)
+	var ss statusSession
+	if err != nil || json.Unmarshal([]byte(plain), &ss) != nil {
+		return auth.Claims{}, errors.New("is not one this relay started")
+	}
+	claims := auth.Claims{Subject: ss.Subject, ID: ss.ID, Kind: auth.KindAdmin, ExpiresAt: time.UnixMilli(ss.End)}
+	switch {
+	case !now.Before(claims.ExpiresAt):
+		return auth.Claims{}, errors.New("has expired")
+	case s.revoked.revoked(claims, now):
+		return auth.Claims{}, errors.New("was revoked")
+	}
+	return claims, nil
 }
 
 // startStatusSession trades an admin token in ?access_token= for statusCookie: 303 to /status without it. It
@@ -146,16 +186,12 @@ func (s *Server) startStatusSession(w http.ResponseWriter, r *http.Request) bool
 	case !claims.IsAdmin():
 		writeError(w, http.StatusForbidden, codeAdminRequired, "the status page takes an admin token, not a host or client token")
 		return true
-	case !cookieSafe(tok):
-		writeError(w, http.StatusBadRequest, codeBadRequest, "this token cannot be kept in a cookie (too long or not cookie-safe); send it as Authorization: Bearer")
-		return true
 	}
-	c := &http.Cookie{Name: statusCookie, Value: tok, Path: "/status", HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: s.clientProto(r) == "https"}
-	if !claims.ExpiresAt.IsZero() {
-		c.Expires = claims.ExpiresAt
-		c.MaxAge = max(1, int(time.Until(claims.ExpiresAt).Seconds()))
-	}
+	now := time.Now()
+	session, end := s.sealStatusSession(claims, now)
+	c := &http.Cookie{Name: statusCookie, Value: session, Path: "/status", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: s.clientProto(r) == "https",
+		Expires: end, MaxAge: max(1, int(end.Sub(now).Seconds()))}
 	s.logAdmin(r, claims, actStatus)
 	h := w.Header()
 	h.Add("Set-Cookie", c.String())
@@ -247,16 +283,20 @@ func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// stillAdmin re-checks the token r was authorized with (revocations and expiry included).
+// stillAdmin re-checks what r was authorized with, as authorizeStatus read it: the token in Authorization, or else
+// the session in statusCookie (revocations and expiry included).
 func (s *Server) stillAdmin(r *http.Request) (auth.Claims, bool) {
-	tok, _ := auth.FromRequest(r)
-	if tok == "" {
-		if c, err := r.Cookie(statusCookie); err == nil {
-			tok = c.Value
-		}
+	if r.Header.Get("Authorization") != "" {
+		tok, _ := auth.FromRequest(r)
+		c, err := s.cfg.Verifier.Verify(r.Context(), tok)
+		return c, err == nil && c.IsAdmin()
 	}
-	c, err := s.cfg.Verifier.Verify(r.Context(), tok)
-	return c, err == nil && c.IsAdmin()
+	c, err := r.Cookie(statusCookie)
+	if err != nil {
+		return auth.Claims{}, false
+	}
+	claims, err := s.openStatusSession(c.Value, time.Now())
+	return claims, err == nil
 }
 
 // statusSnapshot gathers the cluster's figures; prev, the stream's previous snapshot, gives the rate.

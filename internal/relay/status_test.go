@@ -123,7 +123,8 @@ func TestStatusAccess(t *testing.T) {
 		{"no token, stream", "/status/events", "", "", 401},
 		{"client token", "/status", client, "", 403},
 		{"host token", "/status", host, "", 403},
-		{"client token as cookie", "/status", "", client, 403},
+		{"client token as cookie", "/status", "", client, 401},
+		{"admin token as cookie", "/status", "", admin, 401}, // the cookie holds a session the relay sealed, never a token
 		{"client token in query", "/status?access_token=" + client, "", "", 403},
 		{"client token, stream", "/status/events", client, "", 403},
 		{"garbage cookie", "/status", "", "x.y.z", 401},
@@ -158,8 +159,19 @@ func TestStatusAccess(t *testing.T) {
 			cookie = c
 		}
 	}
-	if cookie == nil || cookie.Value != admin || cookie.Path != "/status" || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.MaxAge <= 0 {
-		t.Fatalf("session cookie = %+v, want the token, Path=/status, HttpOnly, SameSite=Strict, expiring", cookie)
+	if cookie == nil || cookie.Value == "" || cookie.Path != "/status" || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || cookie.MaxAge <= 0 || cookie.MaxAge > 12*3600 {
+		t.Fatalf("session cookie = %+v, want a session, Path=/status, HttpOnly, SameSite=Strict, expiring within 12 h", cookie)
+	}
+	// What the cookie holds is no token: no part of the admin token, nor the token itself, shows in it.
+	for _, part := range strings.Split(admin, ".") {
+		if strings.Contains(cookie.Value, part) {
+			t.Fatalf("session cookie %q holds a part of the admin token", cookie.Value)
+		}
+	}
+	tampered := []byte(cookie.Value)
+	tampered[len(tampered)/2] ^= 1
+	if resp := get("/status", "", string(tampered)); resp.StatusCode != 401 {
+		t.Errorf("GET /status with a tampered session: %d, want 401", resp.StatusCode)
 	}
 	if got := resp.Header.Get("Referrer-Policy"); got != "no-referrer" {
 		t.Errorf("Referrer-Policy = %q", got)
@@ -186,7 +198,7 @@ func TestStatusAccess(t *testing.T) {
 	}
 }
 
-// TestStatusStreamEndsWithToken: a stream whose token is revoked ends.
+// TestStatusStreamEndsWithToken: a stream whose token is revoked ends, and so does a status session of that token.
 func TestStatusStreamEndsWithToken(t *testing.T) {
 	r := relaytest.StartRelay(t, nil)
 	admin := adminToken(t, "ops")
@@ -201,6 +213,33 @@ func TestStatusStreamEndsWithToken(t *testing.T) {
 	if err != nil || !strings.Contains(string(buf[:n]), "event: snapshot") {
 		t.Fatalf("first read: %q %v", buf[:n], err)
 	}
+	// A status session started with the token ends with it too.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	withCookie := func(session string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", r.MetricsURL+"/status", nil)
+		req.AddCookie(&http.Cookie{Name: "switchboard_admin", Value: session})
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	start, err := noRedirect.Get(r.MetricsURL + "/status?access_token=" + admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start.Body.Close()
+	var session string
+	for _, c := range start.Cookies() {
+		if c.Name == "switchboard_admin" {
+			session = c.Value
+		}
+	}
+	if got := withCookie(session); got != 200 {
+		t.Fatalf("GET /status with the session: %d, want 200", got)
+	}
 	req, _ := http.NewRequest("POST", r.URL+"/v1/admin/revoke", strings.NewReader(`{"sub":"ops","for":"1h"}`))
 	req.Header.Set("Authorization", "Bearer "+other)
 	req.Header.Set("Content-Type", "application/json")
@@ -214,6 +253,9 @@ func TestStatusStreamEndsWithToken(t *testing.T) {
 	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		t.Logf("stream ended with %v", err)
+	}
+	if got := withCookie(session); got != 401 {
+		t.Errorf("GET /status with the session of a revoked subject: %d, want 401", got)
 	}
 }
 

@@ -167,10 +167,20 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		t.close(code, msg, "refused")
 		return
 	}
-	// The request's context is the hijacked connection's; the claim is bounded on its own.
-	cctx, cancel = context.WithTimeout(s.ctx, controlAcceptTimeout)
-	entry, prev, prior, err := s.claim(cctx, id, meta) // prev: another replica to be told it lost the host
-	cancel()
+	// The request's context is the hijacked connection's; the claim is bounded on its own. A directory known to be
+	// down is not asked: the claim would only wait for its timeout, and a reconnect storm during an outage would
+	// pay that once per tunnel.
+	var (
+		entry directory.Entry
+		prev  string // another replica to be told it lost the host
+		prior *directory.Prior
+	)
+	err = errDirectoryDown
+	if !s.health.isDown() {
+		cctx, cancel = context.WithTimeout(s.ctx, controlAcceptTimeout)
+		entry, prev, prior, err = s.claim(cctx, id, meta)
+		cancel()
+	}
 	if err != nil {
 		entry, prev, prior = s.claimLocally(id, meta), "", nil
 		s.log.Warn("directory claim failed; tunnel accepted here and written behind", "host_id", id,
