@@ -9,12 +9,16 @@
 //     listings for when the directory is down, and the asking of them which holds a host (cached and
 //     single-flighted per host, bounded in rounds and answers);
 //   - the internal listener's handler (Handler): it verifies every hop, answers notices and questions, and hands
-//     forwarded client exchanges and other endpoints to the replica through a small interface (Local).
+//     forwarded client exchanges and other endpoints to the replica through a small interface (Local);
+//   - the client of the lean forward (LeanClient): bodiless requests that may be sent twice, carried on pooled
+//     keep-alive connections on the caller's goroutine, their response heads read within a byte allowance, and
+//     sent again, signed again, when a pooled connection turns out to have been closed by the peer.
 //
 // It owns the wire: header names, endpoint paths, signatures and their verification. The relay (package relay)
 // decides what to send and serves what arrives: it keeps the tunnel registry, local proxying and the drain.
 //
 // Locks. Every mutex in the package is a leaf, held for a few map operations and never across I/O, a callback or
-// another lock: the nonce cache's (nonces.mu), Evictions.mu, the URL cache's (urlCache.mu) and the ask cache's
-// (peerAsker.mu). Peers' list is replaced whole (an atomic pointer), never locked.
+// another lock: the nonce cache's (nonces.mu), Evictions.mu, the URL cache's (urlCache.mu), the ask cache's
+// (peerAsker.mu) and the lean forward's pool (LeanClient.mu). Peers' list is replaced whole (an atomic pointer),
+// never locked.
 package peering

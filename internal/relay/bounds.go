@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-relay/switchboard/internal/httphead"
 )
 
 // Bounds on the data path: what a hostile host or a client that never reads can make the relay hold.
@@ -39,9 +40,6 @@ const DefaultMaxResponseHeaderBytes = 64 << 10
 
 // peerHeadSlack is what a peer replica may add to a host's head when it forwards the answer (its own headers).
 const peerHeadSlack = 8 << 10
-
-// errHeadTooLarge reports a response head longer than the relay accepts.
-var errHeadTooLarge = errors.New("response head too large")
 
 // clientBodyError is a failure to read a client's request body: the client's fault, not the host's.
 type clientBodyError struct{ err error }
@@ -94,54 +92,6 @@ func (s *Server) admitExchange(w http.ResponseWriter, kind string) bool {
 	return false
 }
 
-// headLimit reads r, failing with errHeadTooLarge once more than the allowed bytes were read, between limit and
-// lift; its zero value (with r) has no limit. It sits under the bufio.Reader that http.ReadResponse reads a head
-// from, so a head that never ends costs at most the allowance (textproto otherwise grows a line without bound).
-type headLimit struct {
-	r    io.Reader
-	on   bool  // a limit is set
-	left int64 // bytes still allowed while on
-}
-
-func (h *headLimit) Read(p []byte) (int, error) {
-	if !h.on {
-		return h.r.Read(p)
-	}
-	if h.left <= 0 {
-		return 0, errHeadTooLarge
-	}
-	if int64(len(p)) > h.left {
-		p = p[:h.left]
-	}
-	n, err := h.r.Read(p)
-	h.left -= int64(n)
-	return n, err
-}
-
-// limit allows n more bytes; lift removes the limit (the head was read; the body follows).
-func (h *headLimit) limit(n int) { h.on, h.left = true, int64(n) }
-func (h *headLimit) lift()       { h.on = false }
-
-// readHead reads a response head from br, which reads through hl, allowing max bytes for it, and lifts the limit
-// once a final head is in. A longer head fails with errHeadTooLarge. A limit already set (by the caller, before it
-// peeked, or by an interim 1xx head read before) is kept, not renewed: interim heads and the final one share it.
-func readHead(br *bufio.Reader, hl *headLimit, req *http.Request, max int) (*http.Response, error) {
-	if !hl.on {
-		hl.limit(max)
-	}
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		if hl.left <= 0 && !errors.Is(err, errHeadTooLarge) {
-			err = fmt.Errorf("%w: %w", errHeadTooLarge, err)
-		}
-		return nil, err
-	}
-	if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-		hl.lift()
-	}
-	return resp, nil
-}
-
 // readCounter is a connection that counts the bytes read from it.
 type readCounter interface{ bytesRead() int64 }
 
@@ -160,7 +110,7 @@ func (c *countedConn) Read(p []byte) (int, error) {
 func (c *countedConn) bytesRead() int64 { return c.read.Load() }
 
 // roundTripCapped sends req on t, whose MaxResponseHeaderBytes is set, and marks an error caused by a head longer
-// than that with errHeadTooLarge: http.Transport reports it only as text. The connection t used counts its reads
+// than that with httphead.ErrTooLarge: http.Transport reports it only as text. The connection t used counts its reads
 // (t's DialContext returns a readCounter); a failure after the whole allowance was read without a head is that.
 func roundTripCapped(t *http.Transport, req *http.Request) (*http.Response, error) {
 	var (
@@ -182,7 +132,7 @@ func roundTripCapped(t *http.Transport, req *http.Request) (*http.Response, erro
 	}
 	resp, err := t.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	if err != nil && c != nil && c.bytesRead()-start >= int64(t.MaxResponseHeaderBytes) {
-		err = fmt.Errorf("%w: %w", errHeadTooLarge, err)
+		err = fmt.Errorf("%w: %w", httphead.ErrTooLarge, err)
 	}
 	return resp, err
 }

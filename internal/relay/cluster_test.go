@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -277,11 +278,10 @@ func TestClusterHopForgeryRejected(t *testing.T) {
 // without forwarding again, and A releases the stale entry.
 func TestClusterForwardedMissAnswered(t *testing.T) {
 	a, b, _ := startPair(t, nil)
-	dirA := a.Directory.(*directory.Redis)
-	n, err := dirA.Reassert(t.Context(), []directory.Entry{{HostID: "ghost", Replica: "A", Epoch: 12345,
+	wrote, err := a.Directory.ReassertEach(t.Context(), []directory.Entry{{HostID: "ghost", Replica: "A", Epoch: 12345,
 		ConnectedAt: time.Now().Add(-time.Minute)}})
-	if err != nil || n != 1 {
-		t.Fatalf("stale entry: %d, %v", n, err)
+	if err != nil || !slices.Equal(wrote, []bool{true}) {
+		t.Fatalf("stale entry: %v, %v", wrote, err)
 	}
 	resp := relaytest.Do(t, "GET", b.URL+"/hosts/ghost/x", relaytest.ClientToken(t, "c", "ghost"))
 	body, _ := io.ReadAll(resp.Body)

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/httphead"
 )
 
 // The exchange: how the relay carries one plain HTTP request to a host and its answer back, on the handler's own
@@ -693,7 +694,7 @@ func (s *Server) exchangeFailed(rec *recorder, r *http.Request, ex *exchange, er
 	case errors.As(err, &bodyErr):
 		writeError(rec, http.StatusBadRequest, codeBadRequest, "the request body could not be read (malformed or cut short)")
 		return "bad_request", http.StatusBadRequest
-	case errors.Is(err, errHeadTooLarge):
+	case errors.Is(err, httphead.ErrTooLarge):
 		s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
 		writeError(rec, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the host's response header is larger than the relay accepts")
 		return "upstream_header_too_large", http.StatusBadGateway

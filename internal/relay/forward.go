@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
 	"github.com/switchboard-relay/switchboard/internal/directory"
+	"github.com/switchboard-relay/switchboard/internal/httphead"
 )
 
 // Route modes (Config.RouteMode).
@@ -270,7 +271,7 @@ func (s *Server) forwardError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &bodyErr):
 		set(fwdBadRequest)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "the request body could not be read (malformed or cut short)")
-	case errors.Is(err, errHeadTooLarge):
+	case errors.Is(err, httphead.ErrTooLarge):
 		set(fwdPeerFailed)
 		s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
 		writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the answer of the replica holding the host's tunnel has a header larger than the relay accepts")
@@ -414,7 +415,7 @@ func (s *Server) clusterLoop(ctx context.Context) {
 		}
 		s.writeBehind(ctx)
 		s.releaseBehind(ctx)
-		s.peerConns.prune()
+		s.lean.Prune()
 		select {
 		case <-ctx.Done():
 			return

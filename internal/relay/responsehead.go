@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/switchboard-relay/switchboard/internal/httphead"
 )
 
 // The response-head parser of the exchange (exchange.go). A host's answer arrives on a yamux stream as HTTP/1.1;
@@ -23,7 +25,7 @@ import (
 //   - Transfer-Encoding: exactly "chunked", once, and never with Content-Length.
 //
 // The whole head, interim 1xx heads before it included, is read up to a byte allowance; a longer one fails with
-// errHeadTooLarge and nothing past the allowance is kept.
+// httphead.ErrTooLarge and nothing past the allowance is kept.
 
 // errMalformedHead reports a response head the relay refuses to pass on; the exchange answers 502.
 var errMalformedHead = errors.New("malformed response head")
@@ -56,7 +58,7 @@ func (r *headReader) readBlock() error {
 	for {
 		line, err := r.br.ReadSlice('\n')
 		if len(line) > r.left {
-			return errHeadTooLarge
+			return httphead.ErrTooLarge
 		}
 		r.left -= len(line)
 		r.buf = append(r.buf, line...)

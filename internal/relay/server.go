@@ -3,8 +3,8 @@
 //
 // It owns the tunnel registry, the routing decision for every request (route.go), local proxying, forwarding to
 // peers, the drain and the relay's metrics. The protocol between replicas (signed hops, eviction notices, the peer
-// list and asking it, the internal listener's handler) is package peering; the relay serves that handler through
-// peering.Local (internal.go).
+// list and asking it, the internal listener's handler, the lean forward's pooled connections) is package peering;
+// the relay serves that handler through peering.Local (internal.go).
 //
 // The admin API (/v1/admin/, admin.go) is for admin tokens only: Server.AuthorizeAdmin and Server.RequireAdmin are
 // the check, for any other operator page to reuse, and Server.ClusterReplicas and Server.ClusterTunnels return what
@@ -18,7 +18,7 @@
 // the agent (with a 5 s deadline), and nothing else is locked under it. In particular Server.mu (the tunnel registry)
 // and Server.behindMu (directory writes and releases owed after an outage) are never held together: writeBehind
 // copies the owed entries out before it looks them up in the registry. The others each guard one small structure
-// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, peerPool.mu, ipLimiter.mu,
+// and call nothing under it: tunnelConn.callersMu, streamPool.mu, bodySender.mu, ipLimiter.mu,
 // revocations.mu, liveUses.mu, tally.mu, AccessLog.mu and a drain's workQueue.mu (drain.go). The locks of package
 // peering are leaves too (its doc lists them), and none is held while the relay is called back (peering.Local).
 // A new lock keeps to this, or this paragraph gains the order.
@@ -217,12 +217,12 @@ type Server struct {
 	cluster       *clusterMetrics
 	fwd           *httputil.ReverseProxy // forwards to peers
 	peerTransport *http.Transport
-	peerClient    peering.Client     // this replica's own requests to peers
-	peerConns     peerPool           // keep-alive connections of the lean forward (leanforward.go)
-	evictions     *peering.Evictions // eviction notices received; has its own lock
-	peers         *peering.Peers     // the other replicas: URLs, list, asking them; has its own locks
-	health        dirHealth          // is the directory known down (dirhealth.go)
-	hops          *peering.Signer    // signs and verifies hops; has its own lock
+	peerClient    peering.Client      // this replica's own requests to peers
+	lean          *peering.LeanClient // the lean forward's pooled connections (leanforward.go); has its own lock
+	evictions     *peering.Evictions  // eviction notices received; has its own lock
+	peers         *peering.Peers      // the other replicas: URLs, list, asking them; has its own locks
+	health        dirHealth           // is the directory known down (dirhealth.go)
+	hops          *peering.Signer     // signs and verifies hops; has its own lock
 	// advertisedOnce is set once InternalURL was advertised: from then on, a directory without it lost data.
 	advertisedOnce atomic.Bool
 
@@ -412,6 +412,9 @@ func New(cfg Config) (*Server, error) {
 	dir.OnReaped(s.moveReaped)
 	s.peerTransport = s.newPeerTransport()
 	s.peerClient = peering.Client{Signer: s.hops, Transport: s.peerTransport}
+	// The owner answers 504 itself after its idle timeout; HeadTimeout only catches an owner that hangs.
+	s.lean = &peering.LeanClient{Signer: s.hops, MaxHeadBytes: s.cfg.MaxResponseHeaderBytes + peerHeadSlack,
+		HeadTimeout: s.cfg.IdleTimeout + 10*time.Second}
 	s.peers = peering.NewPeers(cfg.Replica, cfg.InternalURL, s.dir, s.peerClient)
 	s.fwd = s.newForwardProxy()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -561,7 +564,7 @@ func (s *Server) Close() error {
 	s.closeAll(tunnel.CloseGoingAway, "relay shutting down", "shutdown")
 	s.wg.Wait()
 	s.peerTransport.CloseIdleConnections()
-	s.peerConns.closeIdle()
+	s.lean.CloseIdle()
 	if s.ownDir {
 		return s.dir.Close()
 	}

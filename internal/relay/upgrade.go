@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard-relay/switchboard/internal/auth"
+	"github.com/switchboard-relay/switchboard/internal/httphead"
 	"github.com/switchboard-relay/switchboard/internal/tunnel"
 	"github.com/switchboard-relay/switchboard/internal/wsframe"
 )
@@ -48,13 +49,13 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 	// deadline is moved to the past, which wakes a blocked read.
 	stop := context.AfterFunc(r.Context(), func() { _ = st.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	hl := &headLimit{r: st}
+	hl := &httphead.Limiter{R: st}
 	br := bufio.NewReaderSize(hl, 16<<10)
 	// Interim answers (100 Continue, 103 Early Hints) are dropped, as the lean forward does; they share the cap
 	// with the final head, so a host cannot send them without end.
 	var resp *http.Response
 	for {
-		resp, err = readHead(br, hl, out, s.cfg.MaxResponseHeaderBytes)
+		resp, err = httphead.ReadResponse(br, hl, out, s.cfg.MaxResponseHeaderBytes)
 		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
@@ -63,7 +64,7 @@ func (s *Server) webSocketExchange(w http.ResponseWriter, r *http.Request, ex *e
 		switch {
 		case r.Context().Err() != nil:
 			return "client_gone", 499
-		case errors.Is(err, errHeadTooLarge):
+		case errors.Is(err, httphead.ErrTooLarge):
 			s.bounds.cuts.WithLabelValues(cutResponseHead).Inc()
 			writeError(w, http.StatusBadGateway, codeUpstreamHeaderTooLarge, "the host's answer to the upgrade has a header larger than the relay accepts")
 			return "upstream_header_too_large", http.StatusBadGateway

@@ -1,4 +1,4 @@
-package relay
+package httphead
 
 import (
 	"bufio"
@@ -21,10 +21,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// FuzzReadHead: whatever bytes a host sends as its answer, readHead takes at most the cap from the stream while it
-// reads the head; it says errHeadTooLarge only when the whole cap was read without a head; and after a final head
-// the body reads on without the cap.
-func FuzzReadHead(f *testing.F) {
+// FuzzReadResponse: whatever bytes a host or a peer sends as its answer, ReadResponse takes at most the cap from
+// the stream while it reads the head; it says ErrTooLarge only when the whole cap was read without a head; and
+// after a final head the body reads on without the cap.
+func FuzzReadResponse(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframes",
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -39,20 +39,20 @@ func FuzzReadHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, capBytes uint16) {
 		limit := int(capBytes%4096) + 1
 		src := &countingReader{r: bytes.NewReader(data)}
-		hl := &headLimit{r: src}
+		hl := &Limiter{R: src}
 		br := bufio.NewReaderSize(hl, 16)
-		resp, err := readHead(br, hl, httptest.NewRequest("GET", "/", nil), limit)
+		resp, err := ReadResponse(br, hl, httptest.NewRequest("GET", "/", nil), limit)
 		if src.n > limit {
 			t.Fatalf("read %d bytes for a head capped at %d", src.n, limit)
 		}
-		if errors.Is(err, errHeadTooLarge) && src.n < limit {
+		if errors.Is(err, ErrTooLarge) && src.n < limit {
 			t.Fatalf("head too large after %d of %d bytes", src.n, limit)
 		}
 		if err != nil || (resp.StatusCode < 200 && resp.StatusCode != 101) {
 			return // an interim head: the cap holds for the heads after it
 		}
-		_, _ = io.Copy(io.Discard, resp.Body) // the body is not under the head's cap: no errHeadTooLarge
-		if _, err := io.Copy(io.Discard, br); errors.Is(err, errHeadTooLarge) {
+		_, _ = io.Copy(io.Discard, resp.Body) // the body is not under the head's cap: no ErrTooLarge
+		if _, err := io.Copy(io.Discard, br); errors.Is(err, ErrTooLarge) {
 			t.Fatalf("the cap held after the head: %v", err)
 		}
 	})
