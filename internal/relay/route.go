@@ -18,10 +18,12 @@ import (
 //	a tunnel serving the host is registered here               → serve: carry it over that tunnel
 //
 //	forwarded by a peer (a hop), and not yet tried here        → claimed: wait for a tunnel registering here
-//	a hop tried here; a tunnel retiring here, and the
+//	a hop tried here; a tunnel retiring here (or retired, with
+//	  a recent eviction notice naming another replica), and the
 //	  directory neither read nor known down                    → lookup: read the directory, decide again
-//	a hop tried here; a tunnel retiring here, and the
-//	  directory names another replica, whose URL is known      → remote: pass it on to that replica, once
+//	a hop tried here; a tunnel retiring (or retired, as above)
+//	  here, and the directory names another replica, whose
+//	  URL is known                                             → remote: pass it on to that replica, once
 //	a hop, otherwise                                           → offline: 503 host_offline (never forwarded)
 //
 //	the directory neither read nor known down                  → lookup: read the directory, decide again
@@ -67,6 +69,9 @@ type routeView struct {
 	// What this replica knows without asking anyone.
 	serving  bool // a tunnel serving the host (not retiring) is registered here
 	retiring bool // a tunnel of the host is retiring here
+	// movedAway: no tunnel of the host is here, and a recent eviction notice says another replica claimed it: the
+	// tunnel here retired (a drain, a replacement) before this request arrived.
+	movedAway bool
 	hop      bool // the request was forwarded here by a peer
 	tried    bool // a hop: serving it here was tried (a tunnel here, or the wait for one registering) and failed
 	dirDown  bool // the directory is known down: it is not read
@@ -118,7 +123,7 @@ func resolveHop(v routeView) route {
 	switch {
 	case !v.tried:
 		return route{kind: routeClaimed}
-	case !v.retiring:
+	case !v.retiring && !v.movedAway:
 		return route{kind: routeOffline}
 	case !v.read && !v.dirDown:
 		return route{kind: routeLookup}
@@ -138,6 +143,9 @@ func (s *Server) viewHere(id string, hop, tried, mayWait bool) (routeView, *tunn
 		v.retiring, t = true, nil
 	}
 	v.serving = t != nil
+	if hop && tried && !v.serving && !v.retiring { // no tunnel here at all
+		_, v.movedAway = s.evictions.NewOwner(id, 0)
+	}
 	return v, t
 }
 
