@@ -72,10 +72,10 @@ type routeView struct {
 	// movedAway: no tunnel of the host is here, and a recent eviction notice says another replica claimed it: the
 	// tunnel here retired (a drain, a replacement) before this request arrived.
 	movedAway bool
-	hop      bool // the request was forwarded here by a peer
-	tried    bool // a hop: serving it here was tried (a tunnel here, or the wait for one registering) and failed
-	dirDown  bool // the directory is known down: it is not read
-	mayWait  bool // the hold-on-miss wait has time left
+	hop       bool // the request was forwarded here by a peer
+	tried     bool // a hop: serving it here was tried (a tunnel here, or the wait for one registering) and failed
+	dirDown   bool // the directory is known down: it is not read
+	mayWait   bool // the hold-on-miss wait has time left
 
 	// The directory's answer, once read (viewDirectory).
 	read      bool     // the directory was read
