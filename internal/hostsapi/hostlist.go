@@ -226,6 +226,12 @@ func (a *API) ParseListQuery(w http.ResponseWriter, r *http.Request, validCursor
 			reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "label must be key=value")
 			return ListQuery{}, false
 		}
+		if len(k) > tunnel.MaxLabelKeyLen || len(v) > tunnel.MaxLabelValueLen {
+			// No host has such a label (registration drops it): a filter for one is a mistake, said as one.
+			reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "label key over "+strconv.Itoa(tunnel.MaxLabelKeyLen)+
+				" bytes or value over "+strconv.Itoa(tunnel.MaxLabelValueLen))
+			return ListQuery{}, false
+		}
 		f.Labels = append(f.Labels, [2]string{k, v})
 	}
 	limit := listDefaultLimit
@@ -238,6 +244,11 @@ func (a *API) ParseListQuery(w http.ResponseWriter, r *http.Request, validCursor
 		limit = n
 	}
 	prefix := q.Get("prefix")
+	if len(prefix) > tunnel.MaxHostIDLen {
+		reply.Error(w, http.StatusBadRequest, reply.CodeBadRequest, "prefix longer than a host id ("+
+			strconv.Itoa(tunnel.MaxHostIDLen)+" bytes)")
+		return ListQuery{}, false
+	}
 	after := ""
 	if c := q.Get("cursor"); c != "" {
 		var err error

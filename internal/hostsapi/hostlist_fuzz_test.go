@@ -44,6 +44,11 @@ func FuzzParseListQuery(f *testing.F) {
 		{"cursor=c.bad/id", "bad/id"},
 		{"prefix=%zz&online=true", ""},
 		{"a;b=c&limit=5", "x\x00y"},
+		{"prefix=" + strings.Repeat("p", tunnel.MaxHostIDLen), ""},
+		{"prefix=" + strings.Repeat("p", tunnel.MaxHostIDLen+1), ""},
+		{"label=" + strings.Repeat("k", tunnel.MaxLabelKeyLen) + "=" + strings.Repeat("v", tunnel.MaxLabelValueLen), ""},
+		{"label=" + strings.Repeat("k", tunnel.MaxLabelKeyLen+1) + "=v", ""},
+		{"label=k=" + strings.Repeat("v", tunnel.MaxLabelValueLen+1), ""},
 	} {
 		f.Add(s.query, s.pos)
 	}
@@ -85,11 +90,12 @@ func FuzzParseListQuery(f *testing.F) {
 			t.Fatalf("%q: %d label filters from %d", raw, len(lq.Filter.Labels), len(q["label"]))
 		}
 		for i, kv := range lq.Filter.Labels {
-			if kv[0] == "" || kv[0]+"="+kv[1] != q["label"][i] || strings.Contains(kv[0], "=") {
+			if kv[0] == "" || kv[0]+"="+kv[1] != q["label"][i] || strings.Contains(kv[0], "=") ||
+				len(kv[0]) > tunnel.MaxLabelKeyLen || len(kv[1]) > tunnel.MaxLabelValueLen {
 				t.Fatalf("%q: label filter %q from %q", raw, kv, q["label"][i])
 			}
 		}
-		if lq.Prefix != q.Get("prefix") {
+		if lq.Prefix != q.Get("prefix") || len(lq.Prefix) > tunnel.MaxHostIDLen {
 			t.Fatalf("%q: prefix %q, query %q", raw, lq.Prefix, q.Get("prefix"))
 		}
 		if c := q.Get("cursor"); c == "" && lq.After != "" || c != "" && (!tunnel.ValidHostID(lq.After) || cursors.Seal(lq.After) != c) {

@@ -570,16 +570,16 @@ func metadataFrom(h http.Header) directory.Metadata {
 			break
 		}
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || len(k) > 128 || len(v) > 1024 {
+		if !ok || len(k) > tunnel.MaxLabelKeyLen || len(v) > tunnel.MaxLabelValueLen {
 			continue
 		}
-		if k = tunnel.CleanText(k, 128); k == "" {
+		if k = tunnel.CleanText(k, tunnel.MaxLabelKeyLen); k == "" {
 			continue
 		}
 		if m.Labels == nil {
 			m.Labels = make(map[string]string)
 		}
-		m.Labels[k] = tunnel.CleanText(v, 1024)
+		m.Labels[k] = tunnel.CleanText(v, tunnel.MaxLabelValueLen)
 	}
 	return m
 }

@@ -38,6 +38,13 @@ const UpstreamUnreachable = "unreachable"
 // MaxHostIDLen bounds a host id in bytes.
 const MaxHostIDLen = 128
 
+// Bounds of a host's labels (HeaderHostLabel), in bytes: longer ones are dropped at registration, and a listing's
+// label filter beyond them is refused.
+const (
+	MaxLabelKeyLen   = 128
+	MaxLabelValueLen = 1024
+)
+
 // WebSocket close codes of the tunnel. Codes 4000–4999 are for applications (RFC 6455 §7.4.2).
 const (
 	// CloseNormal: the agent is shutting down; the relay forgets the tunnel.
