@@ -75,6 +75,8 @@ type Config struct {
 	// PipeServe and PipeTo, when set, make Run serve only a pipe (see ServePipe) from PipeServe to PipeTo until ctx
 	// ends: `switchboard bench --pipe-serve ADDR --pipe-to ADDR`, how the bench starts its two pipe processes.
 	PipeServe, PipeTo string
+	// PipeCopy makes that pipe copy through its memory instead of splicing (the bulk scenario's copying pipe).
+	PipeCopy bool
 	// OriginInProcess runs the origin inside the bench process instead of as a child.
 	OriginInProcess bool
 	// Profile saves a CPU profile of the relay (from /debug/pprof on its metrics listener) over each relay-path
@@ -178,7 +180,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 		return ServeOrigin(ctx, cfg.OriginServe)
 	}
 	if cfg.PipeServe != "" {
-		return ServePipe(ctx, cfg.PipeServe, cfg.PipeTo)
+		return ServePipe(ctx, cfg.PipeServe, cfg.PipeTo, cfg.PipeCopy)
 	}
 	cfg = cfg.withDefaults()
 	for _, s := range cfg.Scenarios {
@@ -243,7 +245,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if o.PID == 0 {
 		rep.OriginProcess = "bench"
 	}
-	if e.pipe, err = e.startPipe(ctx); err != nil {
+	if e.pipe, err = e.startPipe(ctx, false); err != nil {
 		return err
 	}
 	defer e.pipe.stop()

@@ -8,10 +8,18 @@ import (
 	"testing"
 )
 
-// TestPipeCarriesBothWaysWithHalfClose: bytes pass both ways intact through two chained pipes, a client's
-// half-close reaches the target (which answers only after reading to EOF), and ServePipe returns when its context
-// ends, cutting what is still open.
+// TestPipeCarriesBothWaysWithHalfClose: bytes pass both ways intact through two chained pipes, splicing or
+// copying, a client's half-close reaches the target (which answers only after reading to EOF), and ServePipe
+// returns when its context ends, cutting what is still open.
 func TestPipeCarriesBothWaysWithHalfClose(t *testing.T) {
+	for _, copying := range []bool{false, true} {
+		t.Run(map[bool]string{false: "splice", true: "copying"}[copying], func(t *testing.T) {
+			testPipeCarriesBothWays(t, copying)
+		})
+	}
+}
+
+func testPipeCarriesBothWays(t *testing.T, copying bool) {
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +49,7 @@ func TestPipeCarriesBothWaysWithHalfClose(t *testing.T) {
 		}
 		addrs[i] = ln.Addr().String()
 		to := next
-		go func() { done <- servePipe(ctx, ln, to) }()
+		go func() { done <- servePipe(ctx, ln, to, copying) }()
 		next = addrs[i]
 	}
 	c, err := net.Dial("tcp", addrs[0])

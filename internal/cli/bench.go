@@ -31,6 +31,7 @@ type BenchCmd struct {
 	OriginServe     string        `hidden:"" help:"Serve only the bench origin on this address (used by the bench itself)."`
 	PipeServe       string        `hidden:"" help:"Serve only a byte-copy pipe on this address (used by the bench itself)."`
 	PipeTo          string        `hidden:"" help:"Where --pipe-serve carries connections."`
+	PipeCopy        bool          `hidden:"" help:"Make --pipe-serve copy through its memory instead of splicing."`
 	OriginInProcess bool          `help:"Run the origin inside the bench process instead of as a child."`
 	Profile         bool          `help:"Save relay CPU and heap profiles into --out."`
 }
@@ -60,6 +61,7 @@ func (c *BenchCmd) Run(ctx context.Context, g *Globals) error {
 		OriginServe:     c.OriginServe,
 		PipeServe:       c.PipeServe,
 		PipeTo:          c.PipeTo,
+		PipeCopy:        c.PipeCopy,
 		OriginInProcess: c.OriginInProcess,
 		Profile:         c.Profile,
 	}, g.stdout)
