@@ -400,6 +400,17 @@ func TestScenarios(t *testing.T) {
 			if ratios == 0 {
 				t.Fatalf("%s reports no ratio", name)
 			}
+			if name == "bulk" { // both transfers through the copying pipe as well
+				copying := 0
+				for _, r := range rep.Scenarios[0].Rows {
+					if strings.HasSuffix(r.Metric, ", copying pipe") && r.Pipe > 0 {
+						copying++
+					}
+				}
+				if copying != 2 {
+					t.Fatalf("bulk reports %d transfers through the copying pipe, want 2", copying)
+				}
+			}
 		})
 	}
 }
