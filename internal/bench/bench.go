@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -60,7 +61,8 @@ type Config struct {
 	SSEClients int
 	// WSClients is the number of concurrent WebSocket echo clients. Zero means 10 (Tiny: 2).
 	WSClients int
-	// IdleTunnels is the tunnel count of the idle scenario. Zero means 10,000 (Tiny: 100).
+	// IdleTunnels is the tunnel count of the idle scenario. Zero means as many as the open-file limit allows
+	// (idleTunnelsFor; Tiny: 100).
 	IdleTunnels int
 	// ChurnCycles is the connect/disconnect count of the churn scenario. Zero means 2,000 (Tiny: 100).
 	ChurnCycles int
@@ -145,7 +147,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	cfg.SSEClients = pick(cfg.SSEClients, 100, 5)
 	cfg.WSClients = pick(cfg.WSClients, 10, 2)
-	cfg.IdleTunnels = pick(cfg.IdleTunnels, 10_000, 100)
+	if cfg.Tiny {
+		cfg.IdleTunnels = pick(cfg.IdleTunnels, 0, 100)
+	} // else zero stays: Run sets it from the open-file limit (idleTunnelsFor)
 	cfg.ChurnCycles = pick(cfg.ChurnCycles, 2_000, 100)
 	cfg.StormHosts = pick(cfg.StormHosts, 10_000, 100)
 	cfg.RollingHosts = pick(cfg.RollingHosts, 1_000, 30)
@@ -182,6 +186,7 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.PipeServe != "" {
 		return ServePipe(ctx, cfg.PipeServe, cfg.PipeTo, cfg.PipeCopy)
 	}
+	asked := cfg
 	cfg = cfg.withDefaults()
 	for _, s := range cfg.Scenarios {
 		if scenarios[s] == nil {
@@ -223,11 +228,15 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 			return fmt.Errorf("create report directory: %w", err)
 		}
 	}
-	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, cfg.StormHosts, 2*cfg.RollingHosts) + 4096))
+	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, maxIdleTunnels, cfg.StormHosts, 2*cfg.RollingHosts) + 4096))
+	if cfg.IdleTunnels == 0 {
+		cfg.IdleTunnels = idleTunnelsFor(limit)
+		e.cfg.IdleTunnels = cfg.IdleTunnels
+	}
 
 	rep := &Report{
 		Started: time.Now().UTC(),
-		Command: "switchboard " + strings.Join(commandLine(cfg), " "),
+		Command: "switchboard " + strings.Join(commandLine(asked), " "),
 		Machine: machineFacts(ctx),
 		Config:  cfg,
 	}
@@ -290,17 +299,62 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 func commandLine(cfg Config) []string {
 	args := []string{"bench"}
 	args = append(args, cfg.Scenarios...)
-	args = append(args, "--duration", cfg.Duration.String())
+	if cfg.Duration > 0 {
+		args = append(args, "--duration", cfg.Duration.String())
+	}
 	if cfg.Tiny {
 		args = append(args, "--tiny")
 	}
+	if len(cfg.Concurrency) > 0 {
+		cs := make([]string, len(cfg.Concurrency))
+		for i, c := range cfg.Concurrency {
+			cs[i] = strconv.Itoa(c)
+		}
+		args = append(args, "--concurrency", strings.Join(cs, ","))
+	}
+	for _, f := range []struct {
+		flag string
+		v    int64
+	}{
+		{"--max-requests", cfg.MaxRequests}, {"--download", cfg.Download}, {"--upload", cfg.Upload},
+		{"--sse-clients", int64(cfg.SSEClients)}, {"--ws-clients", int64(cfg.WSClients)},
+		{"--idle-tunnels", int64(cfg.IdleTunnels)}, {"--churn-cycles", int64(cfg.ChurnCycles)},
+		{"--storm-hosts", int64(cfg.StormHosts)}, {"--rolling-hosts", int64(cfg.RollingHosts)},
+	} {
+		if f.v > 0 {
+			args = append(args, f.flag, strconv.FormatInt(f.v, 10))
+		}
+	}
 	if cfg.Relay != "" {
 		args = append(args, "--relay", cfg.Relay)
+	}
+	for _, a := range cfg.RelayArgs {
+		args = append(args, "--relay-arg", a)
+	}
+	if cfg.OriginInProcess {
+		args = append(args, "--origin-in-process")
+	}
+	if cfg.Profile {
+		args = append(args, "--profile")
 	}
 	if cfg.Out != "" {
 		args = append(args, "--out", cfg.Out)
 	}
 	return args
+}
+
+// maxIdleTunnels bounds the idle scenario's default count on machines whose open-file limit is far above what a
+// run needs: the bench holds about 42 KiB and the relay about 25 KiB per tunnel.
+const maxIdleTunnels = 25_000
+
+// idleTunnelsFor is the idle scenario's default count: the largest the open-file limit lets the relay hold, which
+// caps its connections at 90 % of its limit (the bench's children inherit the bench's), so 85 % of it leaves room
+// for its listeners and the bench's own connections. An unknown limit (0) gives 10,000.
+func idleTunnelsFor(limit uint64) int {
+	if limit == 0 {
+		return 10_000
+	}
+	return int(min(max(limit*85/100, 100), maxIdleTunnels))
 }
 
 // startOrigin starts the origin as a child process, falling back to one inside the bench process when the binary

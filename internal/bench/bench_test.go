@@ -300,7 +300,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"scenarios", len(full.Scenarios), len(AllScenarios)},
 		{"duration", full.Duration, 5 * time.Second},
 		{"download", full.Download, int64(1 << 30)},
-		{"idle", full.IdleTunnels, 10_000},
+		{"idle is left to the open-file limit", full.IdleTunnels, 0},
 		{"storm", full.StormHosts, 10_000},
 		{"rolling", full.RollingHosts, 1_000},
 		{"tiny rolling", tiny.RollingHosts, 30},
@@ -316,6 +316,45 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if err := Run(t.Context(), Config{Scenarios: []string{"nope"}}, io.Discard); err == nil {
 		t.Fatal("Run with an unknown scenario succeeded")
+	}
+}
+
+// TestIdleTunnelsForLimit: by default the idle scenario holds as many tunnels as the open-file limit lets the relay
+// hold (it caps connections at 90 % of it), within bounds.
+func TestIdleTunnelsForLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit uint64
+		want  int
+	}{
+		{0, 10_000},         // unknown
+		{20_000, 17_000},    // this project's CI machines: 17,500 met the relay's cap in an earlier run, 19,000 did not
+		{1_048_576, 25_000}, // bounded
+		{1_024, 870},
+		{64, 100},
+	} {
+		if got := idleTunnelsFor(tc.limit); got != tc.want {
+			t.Errorf("idleTunnelsFor(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+		if got := idleTunnelsFor(tc.limit); tc.limit >= 1_000 && uint64(got) > tc.limit*9/10 {
+			t.Errorf("idleTunnelsFor(%d) = %d: past the relay's cap of 90 %% of the limit", tc.limit, got)
+		}
+	}
+}
+
+// TestCommandLineRepeatsWhatWasAsked: the report's command reproduces the run: every size the caller set, and
+// nothing it left to the defaults.
+func TestCommandLineRepeatsWhatWasAsked(t *testing.T) {
+	got := strings.Join(commandLine(Config{
+		Scenarios: []string{"idle", "rps"}, Duration: 2 * time.Second, Concurrency: []int{1, 50},
+		IdleTunnels: 17_500, Download: 1 << 20, RelayArgs: []string{"--stream-window=1048576"}, Out: "r",
+	}), " ")
+	want := "bench idle rps --duration 2s --concurrency 1,50 --download 1048576 --idle-tunnels 17500 " +
+		"--relay-arg --stream-window=1048576 --out r"
+	if got != want {
+		t.Fatalf("commandLine = %q, want %q", got, want)
+	}
+	if got := strings.Join(commandLine(Config{}), " "); got != "bench" {
+		t.Fatalf("commandLine of the defaults = %q, want %q", got, "bench")
 	}
 }
 

@@ -24,7 +24,7 @@ type BenchCmd struct {
 	Upload          int64         `help:"Bulk upload size in bytes (default 256 MiB)."`
 	SSEClients      int           `name:"sse-clients" help:"Concurrent SSE streams (default 100)."`
 	WSClients       int           `name:"ws-clients" help:"Concurrent WebSocket echo clients (default 10)."`
-	IdleTunnels     int           `help:"Tunnels held by the idle scenario (default 10000)."`
+	IdleTunnels     int           `help:"Tunnels held by the idle scenario (default: as many as the open-file limit allows, at most 25000)."`
 	ChurnCycles     int           `help:"Connect/disconnect cycles of churn (default 2000)."`
 	StormHosts      int           `help:"Hosts reconnecting in the storm scenario (default 10000)."`
 	RollingHosts    int           `help:"Hosts connected during the rolling restart (default 1000)."`
