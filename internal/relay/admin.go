@@ -548,8 +548,8 @@ func (s *Server) checkRegistration(ctx context.Context, hostID string, meta dire
 				s.cfg.MinAgentVersion + "; upgrade the agent", false
 		}
 	}
-	if s.health.isDown() {
-		return 0, "", true // not asked: it would only wait for its timeout (the claim is not asked either)
+	if s.health.skip() != nil {
+		return 0, "", true // not asked (dirHealth.skip); the tunnel is accepted, as when the directory fails
 	}
 	until, err := s.dir.BannedUntil(ctx, hostID)
 	if err != nil {
