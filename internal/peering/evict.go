@@ -85,3 +85,8 @@ func (e *Evictions) NewOwner(hostID string, epoch uint64) (string, bool) {
 	}
 	return n.replica, true
 }
+
+// MovedTo returns the replica named by a recent eviction notice for hostID, whatever its epoch: the host's tunnel
+// moved there from this replica. No claim has epoch 0 (the directory's epochs start above it), so this is
+// NewOwner(hostID, 0).
+func (e *Evictions) MovedTo(hostID string) (string, bool) { return e.NewOwner(hostID, 0) }

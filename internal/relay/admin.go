@@ -65,20 +65,42 @@ func newAdminMetrics(reg prometheus.Registerer) *adminMetrics {
 // cookie, so an admin token is never in a URL or a browser's jar). On failure it has answered: 401 unauthorized
 // without a valid token, 403 admin_required with a host or client token (or without authentication configured).
 func (s *Server) AuthorizeAdmin(w http.ResponseWriter, r *http.Request) (auth.Claims, bool) {
+	claims, err := s.adminClaims(r)
+	if err != nil {
+		refuseAdmin(w, err)
+		return auth.Claims{}, false
+	}
+	return claims, true
+}
+
+// errAdminRequired is the cause of refusing a valid token that is not an admin token.
+var errAdminRequired = errors.New("not an admin token")
+
+// adminClaims returns the claims of the admin token r carries in Authorization: Bearer (AuthorizeAdmin's rule),
+// or the verifier's error, or errAdminRequired for a valid token that is not an admin token.
+func (s *Server) adminClaims(r *http.Request) (auth.Claims, error) {
 	token, fromQuery := auth.FromRequest(r)
 	if fromQuery {
 		token = ""
 	}
 	claims, err := s.cfg.Verifier.Verify(r.Context(), token)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, "admin token missing, invalid or expired (send it as Authorization: Bearer)")
-		return auth.Claims{}, false
+		return auth.Claims{}, err
 	}
 	if !claims.IsAdmin() {
-		writeError(w, http.StatusForbidden, codeAdminRequired, "the admin API takes an admin token (switchboard token admin), not a host or client token")
-		return auth.Claims{}, false
+		return auth.Claims{}, errAdminRequired
 	}
-	return claims, true
+	return claims, nil
+}
+
+// refuseAdmin answers a request that adminClaims refused with err: 403 admin_required for errAdminRequired, 401
+// unauthorized otherwise.
+func refuseAdmin(w http.ResponseWriter, err error) {
+	if errors.Is(err, errAdminRequired) {
+		writeError(w, http.StatusForbidden, codeAdminRequired, "the admin API takes an admin token (switchboard token admin), not a host or client token")
+		return
+	}
+	writeError(w, http.StatusUnauthorized, codeUnauthorized, "admin token missing, invalid or expired (send it as Authorization: Bearer)")
 }
 
 // RequireAdmin wraps h so that only admin tokens reach it (AuthorizeAdmin).
@@ -526,8 +548,8 @@ func (s *Server) checkRegistration(ctx context.Context, hostID string, meta dire
 				s.cfg.MinAgentVersion + "; upgrade the agent", false
 		}
 	}
-	if s.health.isDown() {
-		return 0, "", true // not asked: it would only wait for its timeout (the claim is not asked either)
+	if s.health.skip() != nil {
+		return 0, "", true // not asked (dirHealth.skip); the tunnel is accepted, as when the directory fails
 	}
 	until, err := s.dir.BannedUntil(ctx, hostID)
 	if err != nil {

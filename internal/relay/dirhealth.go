@@ -19,7 +19,7 @@ import (
 // deadline of probeTimeout, so an outage that no call happens to meet (a blackholed Redis: no reset, no answer) is
 // known within probeEvery + probeTimeout, and a recovery within probeEvery plus one round trip.
 
-// errDirectoryDown stands for a directory call not made because the directory is known to be down.
+// errDirectoryDown stands for a directory call not made because the directory is known to be down (skip).
 var errDirectoryDown = errors.New("directory known to be down; not asked")
 
 // Directory health probe cadence and deadline.
@@ -37,6 +37,16 @@ type dirHealth struct {
 
 // isDown reports whether the directory is known to be down.
 func (h *dirHealth) isDown() bool { return h.down.Load() }
+
+// skip returns errDirectoryDown if the directory is known to be down, and nil otherwise. A tunnel's registration
+// calls it before each directory call (the ban check, the claim): asked, a directory known down would only make the
+// tunnel wait for its timeout, and a reconnect storm during an outage would pay that once per tunnel.
+func (h *dirHealth) skip() error {
+	if h.isDown() {
+		return errDirectoryDown
+	}
+	return nil
+}
 
 // setDown records that the directory is down (true) or answers (false), and reports whether that changed.
 func (h *dirHealth) setDown(down bool, cause error) bool {

@@ -188,7 +188,9 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 }
 
 // newForwardProxy builds the proxy that forwards client exchanges (HTTP, streams and WebSocket upgrades alike) to
-// peers; the peer of each request travels in its context.
+// peers; the peer of each request travels in its context. Bodiless GET, HEAD, OPTIONS and TRACE take the lean
+// forward instead (leanforward.go), whose leanRequest repeats what ReverseProxy does to the outbound request before
+// rewriteForward, except that ReverseProxy re-encodes a query it cannot parse and the lean forward does not.
 func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:   s.rewriteForward,

@@ -32,22 +32,7 @@ func leanForwardable(r *http.Request) bool {
 
 // leanForward forwards r (see leanForwardable) to fw.peer and copies the answer to w.
 func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forwardEx) {
-	// The outbound request is prepared as ReverseProxy prepares it for rewriteForward: hop-by-hop and forwarding
-	// headers removed first (rewriteForward decides what the peer learns about the client), no default
-	// User-Agent added.
-	out := r.Clone(r.Context())
-	out.Body, out.ContentLength = nil, 0
-	out.Close = false
-	removeHopHeaders(out.Header)
-	if headerHasToken(r.Header, "Te", "trailers") {
-		out.Header.Set("Te", "trailers")
-	}
-	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(out.Header, k)
-	}
-	if _, ok := out.Header["User-Agent"]; !ok {
-		out.Header.Set("User-Agent", "")
-	}
+	out := leanRequest(r)
 	s.rewriteForward(&httputil.ProxyRequest{In: r, Out: out})
 	resp, pc, err := s.lean.RoundTrip(r.Context(), fw.peer.Host, out, fw.subject)
 	if err != nil {
@@ -62,6 +47,33 @@ func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forward
 	}
 	_ = resp.Body.Close() // at its end: reads nothing more
 	pc.Release(true)
+}
+
+// leanRequest is the outbound request of a lean forward of r, before rewriteForward, which decides what the peer
+// learns about the client. It is prepared as httputil.ReverseProxy prepares the other forwards before their Rewrite
+// (newForwardProxy): hop-by-hop headers removed, "Te: trailers" kept if the client sent it, the client's
+// Forwarded and X-Forwarded-* removed, and no default User-Agent added (ReverseProxy sets it after Rewrite;
+// rewriteForward does not touch it). That preparation is private to net/http/httputil, so it is repeated here, and
+// TestLeanRequestAsReverseProxy holds the two together. ReverseProxy's other steps differ:
+//   - a body and an upgrade are not carried over: a lean forward has neither (leanForwardable);
+//   - the query is not re-encoded: ReverseProxy drops the parts of a query it cannot parse (a ';', a bad escape,
+//     too many parameters) before Rewrite, while this keeps the query as the client sent it, as an exchange served
+//     over a tunnel here does (exchange.go).
+func leanRequest(r *http.Request) *http.Request {
+	out := r.Clone(r.Context())
+	out.Body, out.ContentLength = nil, 0
+	out.Close = false
+	removeHopHeaders(out.Header)
+	if headerHasToken(r.Header, "Te", "trailers") {
+		out.Header.Set("Te", "trailers")
+	}
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(out.Header, k)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "")
+	}
+	return out
 }
 
 // copyResponse writes resp to w, flushing whenever src (the peer connection) holds nothing more that was read, and

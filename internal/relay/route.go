@@ -144,7 +144,7 @@ func (s *Server) viewHere(id string, hop, tried, mayWait bool) (routeView, *tunn
 	}
 	v.serving = t != nil
 	if hop && tried && !v.serving && !v.retiring { // no tunnel here at all
-		_, v.movedAway = s.evictions.NewOwner(id, 0)
+		_, v.movedAway = s.evictions.MovedTo(id)
 	}
 	return v, t
 }

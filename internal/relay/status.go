@@ -113,25 +113,54 @@ func statusHeaders(h http.Header) {
 	h.Set("Referrer-Policy", "no-referrer")
 }
 
-// authorizeStatus checks that r may see the status page: an admin token in Authorization, or a status session in
-// statusCookie. On failure it has answered.
+// authorizeStatus checks that r may see the status page (statusClaims). On failure it has answered: as
+// AuthorizeAdmin for a token in Authorization; 401 unauthorized without a cookie; 401 unauthorized, and the cookie
+// cleared, for a session that does not open.
 func (s *Server) authorizeStatus(w http.ResponseWriter, r *http.Request) (auth.Claims, bool) {
+	claims, err := s.statusClaims(r)
+	var bad *statusSessionError
+	switch {
+	case err == nil:
+		return claims, true
+	case errors.Is(err, errNoStatusSession):
+		writeError(w, http.StatusUnauthorized, codeUnauthorized,
+			"the status page takes an admin token: open /status?access_token=TOKEN once (switchboard token admin)")
+	case errors.As(err, &bad):
+		s.clearStatusCookie(w, r)
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, bad.Error()+": open /status?access_token=TOKEN again")
+	default:
+		refuseAdmin(w, err)
+	}
+	return auth.Claims{}, false
+}
+
+// errNoStatusSession is the cause of refusing a status request that carries neither Authorization nor a status
+// cookie.
+var errNoStatusSession = errors.New("no admin token and no status session")
+
+// statusSessionError is the cause of refusing a status cookie whose session does not open: reason, from
+// openStatusSession, completes "the status page's session ...".
+type statusSessionError struct{ reason error }
+
+func (e *statusSessionError) Error() string { return "the status page's session " + e.reason.Error() }
+
+// statusClaims returns the claims r may see the status page with: the admin token in Authorization if r has that
+// header (adminClaims, whose errors it returns), or else the session in statusCookie, revocations and expiry
+// included (errNoStatusSession without one, a *statusSessionError if it does not open). Both the first check of a
+// request (authorizeStatus) and a stream's re-checks read r through it, so they cannot disagree.
+func (s *Server) statusClaims(r *http.Request) (auth.Claims, error) {
 	if r.Header.Get("Authorization") != "" {
-		return s.AuthorizeAdmin(w, r)
+		return s.adminClaims(r)
 	}
 	c, err := r.Cookie(statusCookie)
 	if err != nil || c.Value == "" {
-		writeError(w, http.StatusUnauthorized, codeUnauthorized,
-			"the status page takes an admin token: open /status?access_token=TOKEN once (switchboard token admin)")
-		return auth.Claims{}, false
+		return auth.Claims{}, errNoStatusSession
 	}
 	claims, err := s.openStatusSession(c.Value, time.Now())
 	if err != nil {
-		s.clearStatusCookie(w, r)
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, "the status page's session "+err.Error()+": open /status?access_token=TOKEN again")
-		return auth.Claims{}, false
+		return auth.Claims{}, &statusSessionError{reason: err}
 	}
-	return claims, true
+	return claims, nil
 }
 
 // statusSession is what a status cookie holds, sealed.
@@ -277,26 +306,10 @@ func (s *Server) handleStatusEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-t.C:
 		}
-		if _, ok := s.stillAdmin(r); !ok {
+		if _, err := s.statusClaims(r); err != nil {
 			return // expired or revoked: the page shows the stream ended and asks for the token again
 		}
 	}
-}
-
-// stillAdmin re-checks what r was authorized with, as authorizeStatus read it: the token in Authorization, or else
-// the session in statusCookie (revocations and expiry included).
-func (s *Server) stillAdmin(r *http.Request) (auth.Claims, bool) {
-	if r.Header.Get("Authorization") != "" {
-		tok, _ := auth.FromRequest(r)
-		c, err := s.cfg.Verifier.Verify(r.Context(), tok)
-		return c, err == nil && c.IsAdmin()
-	}
-	c, err := r.Cookie(statusCookie)
-	if err != nil {
-		return auth.Claims{}, false
-	}
-	claims, err := s.openStatusSession(c.Value, time.Now())
-	return claims, err == nil
 }
 
 // statusSnapshot gathers the cluster's figures; prev, the stream's previous snapshot, gives the rate.

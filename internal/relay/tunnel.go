@@ -168,15 +168,13 @@ func (s *Server) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The request's context is the hijacked connection's; the claim is bounded on its own. A directory known to be
-	// down is not asked: the claim would only wait for its timeout, and a reconnect storm during an outage would
-	// pay that once per tunnel.
+	// down is not asked (dirHealth.skip).
 	var (
 		entry directory.Entry
 		prev  string // another replica to be told it lost the host
 		prior *directory.Prior
 	)
-	err = errDirectoryDown
-	if !s.health.isDown() {
+	if err = s.health.skip(); err == nil {
 		cctx, cancel = context.WithTimeout(s.ctx, controlAcceptTimeout)
 		entry, prev, prior, err = s.claim(cctx, id, meta)
 		cancel()
