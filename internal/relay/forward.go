@@ -190,7 +190,7 @@ func (s *Server) routeRemote(w http.ResponseWriter, r *http.Request, replica str
 // newForwardProxy builds the proxy that forwards client exchanges (HTTP, streams and WebSocket upgrades alike) to
 // peers; the peer of each request travels in its context. Bodiless GET, HEAD, OPTIONS and TRACE take the lean
 // forward instead (leanforward.go), whose leanRequest repeats what ReverseProxy does to the outbound request before
-// rewriteForward, except that ReverseProxy re-encodes a query it cannot parse and the lean forward does not.
+// rewriteForward (which then restores the query ReverseProxy cleaned: both pass it on as the client wrote it).
 func (s *Server) newForwardProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:   s.rewriteForward,
@@ -247,6 +247,10 @@ func (s *Server) rewriteForward(pr *httputil.ProxyRequest) {
 	out := pr.Out
 	out.URL.Scheme = fw.peer.Scheme
 	out.URL.Host = fw.peer.Host
+	// The query as the client wrote it: ReverseProxy drops what it cannot parse (a ';', a bad escape), but the lean
+	// forward and an exchange served here pass it on unchanged, and the host must see the same request whichever
+	// replica the client reached.
+	out.URL.RawQuery = pr.In.URL.RawQuery
 	auth.StripQueryToken(out.URL)
 	stripReserved(out.Header) // every look-alike too (headerpolicy.go); the peer strips again
 	// A request passed on keeps the forwarding headers the first replica set and signed.

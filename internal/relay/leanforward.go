@@ -58,7 +58,7 @@ func (s *Server) leanForward(w http.ResponseWriter, r *http.Request, fw *forward
 //   - a body and an upgrade are not carried over: a lean forward has neither (leanForwardable);
 //   - the query is not re-encoded: ReverseProxy drops the parts of a query it cannot parse (a ';', a bad escape,
 //     too many parameters) before Rewrite, while this keeps the query as the client sent it, as an exchange served
-//     over a tunnel here does (exchange.go).
+//     over a tunnel here does (exchange.go); rewriteForward restores it on the other forwards, so all agree.
 func leanRequest(r *http.Request) *http.Request {
 	out := r.Clone(r.Context())
 	out.Body, out.ContentLength = nil, 0

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,39 @@ func TestClusterLeanForward(t *testing.T) {
 	case <-hostGone:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the host's exchange went on after the client left")
+	}
+}
+
+// TestForwardKeepsQuery: the host sees the query as the client wrote it, less the token, whichever replica the
+// client reached and whichever forward carried it: served by the owner, forwarded lean (a bodiless GET) or through
+// ReverseProxy (a POST), which on its own drops the parts of a query it cannot parse.
+func TestForwardKeepsQuery(t *testing.T) {
+	a, b, _ := startPair(t, nil)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/q", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, r.URL.RawQuery)
+	})
+	relaytest.StartHost(t, a.URL, "h1", mux, nil)
+	tok := relaytest.ClientToken(t, "alice", "h1")
+	client := newClient(t)
+	const query = "a=1;b=2&c=%zz&d=x+y"
+	for _, tc := range []struct{ name, base, method string }{
+		{"owner GET", a.URL, "GET"},
+		{"owner POST", a.URL, "POST"},
+		{"forwarded GET (lean)", b.URL, "GET"},
+		{"forwarded POST (ReverseProxy)", b.URL, "POST"},
+	} {
+		req, _ := http.NewRequest(tc.method, tc.base+"/hosts/h1/q?"+query+"&access_token="+tok, strings.NewReader("x"))
+		if tc.method == "GET" {
+			req.Body, req.ContentLength = nil, 0
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := readAll(t, resp); resp.StatusCode != 200 || got != query {
+			t.Errorf("%s: %d, the host saw the query %q, want %q", tc.name, resp.StatusCode, got, query)
+		}
 	}
 }
