@@ -141,13 +141,15 @@ func TestRollingRestart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("drain %s: %v", id, err)
 		}
+		// A tunnel the drain retired is counted closed when its session has ended, which Drain does not wait for;
+		// Close does.
+		_ = old.Close()
+		old.HTTP.Close()
 		held := metricValue(t, old.Relay, "switchboard_tunnels_closed_total", "reason", "drain")
 		moved += metricValue(t, old.Relay, "switchboard_drain_moved_tunnels_total", "", "")
 		if held == 0 {
 			t.Errorf("%s held no tunnel when it drained", id)
 		}
-		_ = old.Close()
-		old.HTTP.Close()
 		replicas[i] = relaytest.StartRedisReplica(t, []string{addr}, prefix, id, mutate)
 		setRotation(replicas)
 		waitAllRoutable("routable after " + id + " restarted")
