@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -162,7 +163,10 @@ func (s *Server) runLocked() error {
 	return s.execLocked(addr, args)
 }
 
-// execLocked runs s.bin with args and waits until it answers PING at addr.
+// execLocked runs s.bin with args and waits until it answers at addr. The answer must come from that process: a
+// port found free may be taken before the new server binds it, and if the taker is another test's Redis (another
+// package's tests run at the same time), answering PING would hand this test that server, shared and stopped
+// under it when its owner ends.
 func (s *Server) execLocked(addr string, args []string) error {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
@@ -173,9 +177,15 @@ func (s *Server) execLocked(addr string, args []string) error {
 	go p.wait() // owned by the Server: stopLocked waits for done
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if err := ping(addr); err == nil {
+		pid, err := serverPID(addr)
+		if err == nil && pid == cmd.Process.Pid {
 			s.proc = p
 			return nil
+		}
+		if err == nil {
+			_ = cmd.Process.Kill() // it cannot bind the port: the caller tries another
+			<-p.done
+			return fmt.Errorf("port %d is taken by another Redis (pid %d)", s.port, pid)
 		}
 		select {
 		case <-p.done:
@@ -344,6 +354,38 @@ func ping(addr string) error {
 		return fmt.Errorf("ping %s: unexpected reply %q", addr, line)
 	}
 	return nil
+}
+
+// serverPID asks the server at addr for its process id (INFO server), which Redis and Sentinel both answer.
+func serverPID(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
+	if !strings.HasPrefix(line, "$") || err != nil || n < 0 {
+		return 0, fmt.Errorf("info %s: unexpected reply %q", addr, line)
+	}
+	info := make([]byte, n)
+	if _, err := io.ReadFull(br, info); err != nil {
+		return 0, err
+	}
+	for l := range strings.Lines(string(info)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("info %s: no process_id", addr)
 }
 
 func portOf(addr string) string {

@@ -24,6 +24,22 @@ func TestStartRestartStop(t *testing.T) {
 	}
 }
 
+// TestStartOnTakenPort: a server whose port another Redis took is not mistaken for that one, which answers there.
+func TestStartOnTakenPort(t *testing.T) {
+	taker := StartServer(t)
+	taker.mu.Lock()
+	port := taker.port
+	taker.mu.Unlock()
+	s := &Server{t: t, bin: taker.bin, dir: t.TempDir(), port: port}
+	if err := s.start(); err == nil {
+		s.Stop()
+		t.Fatalf("started on port %d, which another Redis holds", port)
+	}
+	if err := ping(taker.Addr); err != nil {
+		t.Fatalf("the other Redis after the attempt: %v", err)
+	}
+}
+
 func TestStart(t *testing.T) {
 	addr, stop := Start(t)
 	defer stop()

@@ -182,10 +182,11 @@ type bodySender struct {
 	done   chan struct{} // closed when the sender returned
 	err    error         // readable after done
 
-	mu      sync.Mutex
-	reading bool // the sender is in a read of the client's body
-	sending bool // the sender's 100-continue wait is over
-	stopped bool // refuse or abort has begun: no more reads
+	mu        sync.Mutex
+	reading   bool // the sender is in a read of the client's body
+	sending   bool // the sender's 100-continue wait is over
+	stopped   bool // refuse or abort has begun: no more reads
+	continued bool // the host's 100 is being passed on to the client: the sender waits for start
 }
 
 // read reads the client's body unless the exchange stopped wanting it; abort sees whether a read is under way.
@@ -209,13 +210,7 @@ func (b *bodySender) read(p []byte) (int, error) {
 func (b *bodySender) run() {
 	defer close(b.done)
 	if b.start != nil {
-		t := time.NewTimer(expectContinueTimeout)
-		select {
-		case <-b.start:
-		case <-t.C:
-		case <-b.stop:
-		}
-		t.Stop()
+		b.awaitContinue()
 	}
 	b.mu.Lock()
 	refused := b.stopped
@@ -227,6 +222,32 @@ func (b *bodySender) run() {
 	}
 	if b.err = b.send(); b.err != nil {
 		_ = b.st.Stream.Close()
+	}
+}
+
+// awaitContinue waits for the host's 100 (cont), a refusal or an abort (stop), or expectContinueTimeout. The
+// client must see exactly one 100, and the server writes its own at the first read of the body unless the handler
+// wrote one before: so a timeout either claims the wait first (sending: the host's 100 is then dropped and the
+// server's goes out) or, if the host's 100 is being passed on already, waits until it was written.
+func (b *bodySender) awaitContinue() {
+	t := time.NewTimer(expectContinueTimeout)
+	defer t.Stop()
+	select {
+	case <-b.start:
+		return
+	case <-b.stop:
+		return
+	case <-t.C:
+	}
+	b.mu.Lock()
+	passing := b.continued
+	b.sending = !b.stopped && !passing
+	b.mu.Unlock()
+	if passing {
+		select {
+		case <-b.start:
+		case <-b.stop:
+		}
 	}
 }
 
@@ -434,7 +455,22 @@ func (b *bodySender) finished() bool {
 	}
 }
 
-// cont lets a sender waiting for 100-continue send.
+// claimContinue reports whether the host's 100 is to be passed on to the client: the sender still waits for it,
+// and from now on keeps waiting until cont. It is false when the sender's wait is over (its timeout: the server
+// sends its own 100 when the body is read) or the exchange stopped wanting the body.
+func (b *bodySender) claimContinue() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sending || b.stopped || b.continued {
+		return false
+	}
+	b.continued = true
+	return true
+}
+
+// cont lets a sender waiting for 100-continue send. It comes after the 100 was written to the client, so that the
+// server, which writes its own 100 at the first read of the body unless the handler wrote one, does not send a
+// second one.
 func (b *bodySender) cont() {
 	if b.start != nil {
 		select {
@@ -451,6 +487,9 @@ func (b *bodySender) refuse() {
 	defer b.mu.Unlock()
 	if b.sending {
 		return // its wait timed out: the body is under way, as when no 100 was asked for
+	}
+	if b.continued {
+		return // the host asked for the body: it is under way, as the client was told
 	}
 	b.stopped = true
 	close(b.stop)
@@ -499,15 +538,12 @@ func (s *Server) readFinalHead(rec *recorder, b *exchangeBuffers, sender *bodySe
 			return rh, errMalformedHead // no upgrade was asked for; or interim answers without end
 		}
 		if rh.status == http.StatusContinue {
-			if sender == nil || sender.start == nil {
-				continue // not asked for: dropped
+			if sender == nil || sender.start == nil || !sender.claimContinue() {
+				continue // not asked for, or the sender's wait is over already (its timeout: the server sends its own)
 			}
-			select {
-			case <-sender.start:
-				continue // the sender's wait is over already (its timeout): the server sent its own 100
-			default:
-			}
-			sender.cont()
+			writeInterim(rec, rh.status, b.hdr)
+			sender.cont() // only now: a read of the body before the 100 went out would make the server send its own
+			continue
 		}
 		writeInterim(rec, rh.status, b.hdr)
 	}

@@ -347,3 +347,45 @@ func TestExchangeExpectContinue(t *testing.T) {
 	}
 	_ = h
 }
+
+// TestExchangeExpectContinueLateHost: a host whose 100 comes after the relay stopped waiting for it (the server
+// sent its own 100 and the body went) has it dropped, so the client sees one 100, then the final answer.
+func TestExchangeExpectContinueLateHost(t *testing.T) {
+	r := relaytest.StartRelay(t, nil)
+	tok := relaytest.ClientToken(t, "alice", "*")
+	ctx := t.Context()
+	late := make(chan struct{}) // closed once the client got the relay's own 100
+	startRawHost(t, r.URL, "late", func(req *http.Request) bool { return false },
+		func(req *http.Request, c net.Conn) bool {
+			select {
+			case <-late:
+			case <-ctx.Done():
+				return false
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+			b, _ := io.ReadAll(req.Body)
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+			return false
+		})
+	nc, err := net.Dial("tcp", strings.TrimPrefix(r.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_, _ = fmt.Fprintf(nc, "POST /hosts/late/x HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Length: 7\r\nExpect: 100-continue\r\n\r\n", tok)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil) // the relay's own, after its wait for the host's ran out
+	if err != nil || resp.StatusCode != 100 {
+		t.Fatalf("first answer: %v, %v; want 100", resp, err)
+	}
+	close(late)
+	_, _ = io.WriteString(nc, "payload")
+	if resp, err = http.ReadResponse(br, nil); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "payload" {
+		t.Fatalf("after the 100: %d %q; want 200 %q (the host's late 100 dropped)", resp.StatusCode, body, "payload")
+	}
+}

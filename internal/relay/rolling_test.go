@@ -77,15 +77,34 @@ func TestRollingRestart(t *testing.T) {
 	waitAllRoutable("connected")
 
 	// Clients call through the replicas in rotation (the same rotation as the front), each request on the next.
+	// Each replica counts the requests sent to it, so that one taken out of the rotation is drained only once those
+	// have ended, as a load balancer's connection draining does.
 	var (
 		rotMu    sync.Mutex
 		rotation = append([]*relaytest.Replica(nil), replicas...)
+		inFlight = map[*relaytest.Replica]*sync.WaitGroup{}
 		rr       atomic.Int64
 	)
-	pickURL := func() string {
+	pickURL := func() (base string, done func()) {
 		rotMu.Lock()
 		defer rotMu.Unlock()
-		return rotation[int(rr.Add(1))%len(rotation)].URL
+		r := rotation[int(rr.Add(1))%len(rotation)]
+		wg := inFlight[r]
+		if wg == nil {
+			wg = new(sync.WaitGroup)
+			inFlight[r] = wg
+		}
+		wg.Add(1)
+		return r.URL, wg.Done
+	}
+	// awaitSent waits for the requests sent to r, which is out of the rotation: no more are.
+	awaitSent := func(r *relaytest.Replica) {
+		rotMu.Lock()
+		wg := inFlight[r]
+		rotMu.Unlock()
+		if wg != nil {
+			wg.Wait()
+		}
 	}
 	setRotation := func(rs []*relaytest.Replica) {
 		rotMu.Lock()
@@ -96,9 +115,26 @@ func TestRollingRestart(t *testing.T) {
 	tok := relaytest.ClientToken(t, "c", "roll*")
 	var sent, failed atomic.Int64
 	var firstFailure atomic.Value
+	client := &http.Client{Timeout: 15 * time.Second}
+	call := func(id, base string) {
+		req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		sent.Add(1)
+		resp, err := client.Do(req)
+		if err != nil {
+			failed.Add(1)
+			firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %v", id, base, err))
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != id || err != nil {
+			failed.Add(1)
+			firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
+		}
+	}
 	stop := make(chan struct{})
 	var load sync.WaitGroup
-	client := &http.Client{Timeout: 15 * time.Second}
 	for g := range 4 {
 		load.Go(func() {
 			for i := 0; i < 100_000; i++ {
@@ -108,22 +144,9 @@ func TestRollingRestart(t *testing.T) {
 				default:
 				}
 				id := hostIDs[(g*31+i)%hosts]
-				base := pickURL()
-				req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				sent.Add(1)
-				resp, err := client.Do(req)
-				if err != nil {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %v", id, base, err))
-					continue
-				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 || string(body) != id || err != nil {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
-				}
+				base, done := pickURL()
+				call(id, base)
+				done()
 			}
 		})
 	}
@@ -134,20 +157,22 @@ func TestRollingRestart(t *testing.T) {
 		old := replicas[i]
 		others := append(append([]*relaytest.Replica(nil), replicas[:i]...), replicas[i+1:]...)
 		setRotation(others) // the load balancer takes the draining replica out
-		time.Sleep(50 * time.Millisecond)
+		awaitSent(old)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err := old.Drain(ctx)
 		cancel()
 		if err != nil {
 			t.Fatalf("drain %s: %v", id, err)
 		}
+		// A tunnel the drain retired is counted closed when its session has ended, which Drain does not wait for;
+		// Close does.
+		_ = old.Close()
+		old.HTTP.Close()
 		held := metricValue(t, old.Relay, "switchboard_tunnels_closed_total", "reason", "drain")
 		moved += metricValue(t, old.Relay, "switchboard_drain_moved_tunnels_total", "", "")
 		if held == 0 {
 			t.Errorf("%s held no tunnel when it drained", id)
 		}
-		_ = old.Close()
-		old.HTTP.Close()
 		replicas[i] = relaytest.StartRedisReplica(t, []string{addr}, prefix, id, mutate)
 		setRotation(replicas)
 		waitAllRoutable("routable after " + id + " restarted")

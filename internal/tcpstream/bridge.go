@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 
@@ -74,10 +75,28 @@ func Bridge(ctx context.Context, ws *websocket.Conn, local Local) (Result, error
 			}
 		case e := <-downErr:
 			downDone = true
-			if e == nil {
-				e = ErrAborted // closed before our own end went out
+			switch {
+			case e != nil:
+				err = e
+			case !b.eofSending.Load():
+				err = ErrAborted // closed normally before our own end went out
+			default:
+				// The peer closes normally only after both ends' EOF, so its close can be seen before up reported
+				// that ours went out, and before the case above saw its EOF: take both in that order.
+				if b.eof != nil {
+					b.eof = nil
+					if e := local.CloseWrite(); e != nil {
+						err = fmt.Errorf("local half-close: %w", e)
+					}
+				}
+				if !upDone {
+					upDone = true
+					if e := <-upErr; err == nil {
+						err = e
+					}
+				}
+				gotEOF = true
 			}
-			err = e
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -107,6 +126,8 @@ type bridge struct {
 
 	sent     int64 // owned by up
 	received int64 // owned by down
+
+	eofSending atomic.Bool // set by up just before it sends our EOF; a normal close before that is an abort
 }
 
 // up reads the local side and sends it as binary messages, then the EOF text message.
@@ -121,6 +142,7 @@ func (b *bridge) up(ctx context.Context) error {
 			b.sent += int64(n)
 		}
 		if errors.Is(err, io.EOF) {
+			b.eofSending.Store(true)
 			if werr := b.ws.Write(ctx, websocket.MessageText, []byte(tunnel.TCPEOF)); werr != nil {
 				return fmt.Errorf("send eof: %w", werr)
 			}

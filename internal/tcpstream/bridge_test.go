@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +109,57 @@ func TestURL(t *testing.T) {
 	if _, err := URL("http://r", "h", "../x"); err == nil {
 		t.Error("bad service accepted")
 	}
+}
+
+// TestBridgeNormalCloseRightAfterOurEOF: the peer's normal close, which follows both ends' EOF, may be seen by
+// the bridge before it saw up report that our EOF went out; that is a complete stream, not an abort. The local
+// side holds the bridge in CloseWrite until the peer closed, so that both endings wait for it at once (whichever
+// it takes first).
+func TestBridgeNormalCloseRightAfterOurEOF(t *testing.T) {
+	for i := range 20 {
+		peerClosed := make(chan struct{})
+		ws, _, _ := pair(t, func(ctx context.Context, ws *websocket.Conn) {
+			defer close(peerClosed)
+			if err := ws.Write(ctx, websocket.MessageText, []byte("eof")); err != nil {
+				return
+			}
+			if typ, msg, err := ws.Read(ctx); err != nil || typ != websocket.MessageText || string(msg) != "eof" {
+				return // the bridge then fails: not a normal close
+			}
+			_ = ws.Close(websocket.StatusNormalClosure, "")
+		})
+		local := &gatedLocal{halfClosed: make(chan struct{}), closed: make(chan struct{}), peerClosed: peerClosed}
+		if _, err := Bridge(context.Background(), ws, local); err != nil {
+			t.Fatalf("run %d: Bridge: %v, want a complete stream", i, err)
+		}
+	}
+}
+
+// gatedLocal is a local side that ends its input once the bridge half-closed its output, and whose CloseWrite
+// returns only after peerClosed.
+type gatedLocal struct {
+	halfClosed, closed, peerClosed chan struct{}
+	closeOnce                      sync.Once
+}
+
+func (l *gatedLocal) Read([]byte) (int, error) {
+	select {
+	case <-l.halfClosed:
+		return 0, io.EOF
+	case <-l.closed:
+		return 0, net.ErrClosed
+	}
+}
+
+func (l *gatedLocal) Write(p []byte) (int, error) { return len(p), nil }
+
+func (l *gatedLocal) CloseWrite() error {
+	close(l.halfClosed)
+	<-l.peerClosed
+	return nil
+}
+
+func (l *gatedLocal) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return nil
 }
