@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -79,7 +81,8 @@ type Signer struct {
 	replica string
 	secret  []byte
 
-	nonces nonces // has its own lock
+	nonces nonces    // has its own lock
+	macs   sync.Pool // of hash.Hash: HMAC-SHA256 keyed with secret (mac)
 }
 
 // NewSigner returns the Signer of replica, keyed with the cluster secret (none: every hop it verifies is refused
@@ -94,13 +97,41 @@ func (s *Signer) Enabled() bool { return len(s.secret) > 0 }
 // Nonces returns the number of nonces of accepted hops held.
 func (s *Signer) Nonces() int { return s.nonces.len() }
 
-// hopMAC computes the hop signature. Every field is written as its length, ':', the field and '\n', so no two
-// different requests feed the HMAC the same bytes. fwd is the header the forwarding headers are read from.
+// hopMAC computes the hop signature with a fresh HMAC. The Signer keeps keyed HMACs for reuse (Signer.mac); this
+// is the plain computation they must agree with.
 func hopMAC(secret []byte, replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) string {
-	// The input is framed in one buffer and written once: writing each piece to the hash would copy every string
-	// into a []byte of its own (hash.Hash has no WriteString), some fifty allocations per hop.
 	var stack [512]byte
-	in := stack[:0]
+	in := hopInput(stack[:0], replica, unix, nonce, method, requestURI, host, subject, fwd)
+	return macHex(hmac.New(sha256.New, secret), in)
+}
+
+// mac is hopMAC with a keyed HMAC from s's pool: keying one costs two SHA-256 blocks and half a dozen allocations,
+// twice per forwarded exchange (the sender's Sign and the receiver's Verify).
+func (s *Signer) mac(replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) string {
+	var stack [512]byte
+	in := hopInput(stack[:0], replica, unix, nonce, method, requestURI, host, subject, fwd)
+	m, _ := s.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, s.secret)
+	}
+	m.Reset()
+	sum := macHex(m, in)
+	s.macs.Put(m)
+	return sum
+}
+
+// macHex writes in to m (fresh or reset) and returns its sum in hex.
+func macHex(m hash.Hash, in []byte) string {
+	_, _ = m.Write(in)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(m.Sum(sum[:0]))
+}
+
+// hopInput appends the signed fields to in. Every field is written as its length, ':', the field and '\n', so no
+// two different requests feed the HMAC the same bytes. fwd is the header the forwarding headers are read from. The
+// input is framed in one buffer and written once: writing each piece to the hash would copy every string into a
+// []byte of its own (hash.Hash has no WriteString), some fifty allocations per hop.
+func hopInput(in []byte, replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) []byte {
 	field := func(v string) {
 		in = strconv.AppendInt(in, int64(len(v)), 10)
 		in = append(in, ':')
@@ -117,10 +148,7 @@ func hopMAC(secret []byte, replica, unix, nonce, method, requestURI, host, subje
 			field(v)
 		}
 	}
-	m := hmac.New(sha256.New, secret)
-	_, _ = m.Write(in)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(m.Sum(sum[:0]))
+	return in
 }
 
 // hopHost is the Host a request carries on the wire (as Request.Write picks it).
@@ -141,7 +169,7 @@ func (s *Signer) Sign(out *http.Request, subject string) {
 	var n [16]byte
 	_, _ = rand.Read(n[:]) // never fails (crypto/rand)
 	nonce := hex.EncodeToString(n[:])
-	mac := hopMAC(s.secret, s.replica, unix, nonce, out.Method, out.URL.RequestURI(), hopHost(out), subject, out.Header)
+	mac := s.mac(s.replica, unix, nonce, out.Method, out.URL.RequestURI(), hopHost(out), subject, out.Header)
 	out.Header.Set(HeaderHop, s.replica+","+unix+","+nonce+","+mac)
 	if subject != "" {
 		out.Header.Set(HeaderHopSubject, url.QueryEscape(subject))
@@ -190,7 +218,7 @@ func (s *Signer) Verify(r *http.Request, now time.Time) (from, subject string, e
 			return "", "", ErrHopMalformed
 		}
 	}
-	want := hopMAC(s.secret, from, unix, nonce, r.Method, r.RequestURI, r.Host, subject, r.Header)
+	want := s.mac(from, unix, nonce, r.Method, r.RequestURI, r.Host, subject, r.Header)
 	if !hmac.Equal([]byte(mac), []byte(want)) {
 		return "", "", ErrHopSignature
 	}
