@@ -198,6 +198,14 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 	if cfg.JSON == "-" {
 		human = os.Stderr
 	}
+	idleWant := cfg.IdleTunnels
+	if idleWant == 0 {
+		idleWant = maxIdleTunnels // as many as the limit allows, up to this
+	}
+	limit := raiseFileLimit(uint64(2*max(idleWant, cfg.StormHosts, 2*cfg.RollingHosts) + 4096))
+	if cfg.IdleTunnels == 0 {
+		cfg.IdleTunnels = idleTunnelsFor(limit)
+	}
 	e := &env{cfg: cfg, exe: cfg.Exe, secret: cfg.Secret, progress: human}
 	if e.exe == "" {
 		exe, err := os.Executable()
@@ -227,11 +235,6 @@ func Run(ctx context.Context, cfg Config, stdout io.Writer) error {
 		if err := os.MkdirAll(e.logDir, 0o755); err != nil {
 			return fmt.Errorf("create report directory: %w", err)
 		}
-	}
-	limit := raiseFileLimit(uint64(2*max(cfg.IdleTunnels, maxIdleTunnels, cfg.StormHosts, 2*cfg.RollingHosts) + 4096))
-	if cfg.IdleTunnels == 0 {
-		cfg.IdleTunnels = idleTunnelsFor(limit)
-		e.cfg.IdleTunnels = cfg.IdleTunnels
 	}
 
 	rep := &Report{

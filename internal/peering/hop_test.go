@@ -1,6 +1,8 @@
 package peering
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"net/http"
 	"strconv"
@@ -35,6 +37,14 @@ func TestNoncesReplayExpiryAndCap(t *testing.T) {
 	if err := c.admit(n2, 131, 131); !errors.Is(err, ErrHopReplayed) {
 		t.Fatalf("n2 within its window: %v, want ErrHopReplayed", err)
 	}
+}
+
+// hopMAC is the hop signature computed with a freshly keyed HMAC: the plain computation Signer.mac, which reuses
+// keyed HMACs, must agree with (the oracle of TestPooledMACMatchesFresh and FuzzVerifyHop).
+func hopMAC(secret []byte, replica, unix, nonce, method, requestURI, host, subject string, fwd http.Header) string {
+	var stack [512]byte
+	in := hopInput(stack[:0], replica, unix, nonce, method, requestURI, host, subject, fwd)
+	return macHex(hmac.New(sha256.New, secret), in)
 }
 
 // TestPooledMACMatchesFresh: the Signer's reused HMACs give what a freshly keyed one gives, call after call with

@@ -793,20 +793,10 @@ func TestClusterDrainUnderLoad(t *testing.T) {
 				}
 				base := []string{a.URL, b.URL}[(g+i)%2]
 				id := ids[(g+i)%hosts]
-				req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
 				sent.Add(1)
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := getEchoedID(client, base, id, tok); err != nil {
 					failed.Add(1)
 					firstFailure.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 || string(body) != id || err != nil {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
 				}
 			}
 		})
@@ -858,4 +848,21 @@ func TestClusterEvictionNoticeRetried(t *testing.T) {
 	if code := first.closeCode(t); code != tunnel.CloseReplaced {
 		t.Fatalf("A's tunnel closed with %d, want %d (replaced, once the notice got through)", code, tunnel.CloseReplaced)
 	}
+}
+
+// getEchoedID sends GET /hosts/{id}/ to base with tok, to a host whose upstream answers its own id, and returns
+// an error naming the host, the replica and what came back unless that id came back with 200.
+func getEchoedID(client *http.Client, base, id, tok string) error {
+	req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s via %s: %w", id, base, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != id || err != nil {
+		return fmt.Errorf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err)
+	}
+	return nil
 }

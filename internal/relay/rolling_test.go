@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -117,20 +116,10 @@ func TestRollingRestart(t *testing.T) {
 	var firstFailure atomic.Value
 	client := &http.Client{Timeout: 15 * time.Second}
 	call := func(id, base string) {
-		req, _ := http.NewRequest("GET", base+"/hosts/"+id+"/", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
 		sent.Add(1)
-		resp, err := client.Do(req)
-		if err != nil {
+		if err := getEchoedID(client, base, id, tok); err != nil {
 			failed.Add(1)
-			firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %v", id, base, err))
-			return
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != id || err != nil {
-			failed.Add(1)
-			firstFailure.CompareAndSwap(nil, fmt.Sprintf("%s via %s: %d %q %v", id, base, resp.StatusCode, body, err))
+			firstFailure.CompareAndSwap(nil, err.Error())
 		}
 	}
 	stop := make(chan struct{})

@@ -63,16 +63,19 @@ func Bridge(ctx context.Context, ws *websocket.Conn, local Local) (Result, error
 
 	var err error
 	upDone, gotEOF, downDone := false, false, false
+	// peerEOF passes the peer's EOF on to the local side, once.
+	peerEOF := func() {
+		gotEOF, b.eof = true, nil
+		if e := local.CloseWrite(); e != nil && err == nil {
+			err = fmt.Errorf("local half-close: %w", e)
+		}
+	}
 	for err == nil && !(upDone && gotEOF) {
 		select {
 		case e := <-upErr:
 			upDone, err = true, e
 		case <-b.eof:
-			gotEOF = true
-			b.eof = nil
-			if e := local.CloseWrite(); e != nil {
-				err = fmt.Errorf("local half-close: %w", e)
-			}
+			peerEOF()
 		case e := <-downErr:
 			downDone = true
 			switch {
@@ -83,11 +86,8 @@ func Bridge(ctx context.Context, ws *websocket.Conn, local Local) (Result, error
 			default:
 				// The peer closes normally only after both ends' EOF, so its close can be seen before up reported
 				// that ours went out, and before the case above saw its EOF: take both in that order.
-				if b.eof != nil {
-					b.eof = nil
-					if e := local.CloseWrite(); e != nil {
-						err = fmt.Errorf("local half-close: %w", e)
-					}
+				if !gotEOF {
+					peerEOF()
 				}
 				if !upDone {
 					upDone = true
@@ -95,7 +95,6 @@ func Bridge(ctx context.Context, ws *websocket.Conn, local Local) (Result, error
 						err = e
 					}
 				}
-				gotEOF = true
 			}
 		case <-ctx.Done():
 			err = ctx.Err()
