@@ -59,8 +59,8 @@ func tokenParam(part string) (rawValue string, ok bool) {
 	return val, true
 }
 
-// StripQueryToken removes every access_token parameter from u.RawQuery, leaving the other segments byte for byte
-// and in order. A query left empty is removed along with its "?".
+// StripQueryToken removes every access_token parameter from u.RawQuery (segments end at '&' or ';', see
+// rewriteQuery), leaving the other segments byte for byte and in order. A query left empty is removed along with its "?".
 func StripQueryToken(u *url.URL) {
 	if u == nil || u.RawQuery == "" {
 		return
@@ -82,7 +82,9 @@ func RedactURL(u *url.URL) string {
 }
 
 // rewriteQuery passes every access_token segment of raw through f, which returns its replacement or false to drop
-// it. Other segments, empty ones included, are kept as they are.
+// it (with the separator before it, or after it for the first). Segments end at '&' and also at ';': this relay
+// reads parameters split at '&' only, but a host's framework may split at ';' too, and must not find a token
+// there. Other segments, empty ones included, and their separators are kept as they are.
 func rewriteQuery(raw string, f func(seg string) (string, bool)) string {
 	if !strings.Contains(raw, QueryParam) && !strings.Contains(raw, "%") {
 		return raw
@@ -90,20 +92,29 @@ func rewriteQuery(raw string, f func(seg string) (string, bool)) string {
 	var b strings.Builder
 	first := true
 	changed := false
-	for part := range strings.SplitSeq(raw, "&") {
+	sep := byte(0) // the separator before the segment at raw[start:]
+	for start := 0; start <= len(raw); {
+		end := start + strings.IndexAny(raw[start:], "&;")
+		if end < start {
+			end = len(raw)
+		}
+		part := raw[start:end]
+		keep := true
 		if _, ok := tokenParam(part); ok {
 			changed = true
-			rep, keep := f(part)
-			if !keep {
-				continue
+			part, keep = f(part)
+		}
+		if keep {
+			if !first {
+				b.WriteByte(sep)
 			}
-			part = rep
+			first = false
+			b.WriteString(part)
 		}
-		if !first {
-			b.WriteByte('&')
+		if end == len(raw) {
+			break
 		}
-		first = false
-		b.WriteString(part)
+		sep, start = raw[end], end+1
 	}
 	if !changed {
 		return raw

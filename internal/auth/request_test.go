@@ -69,6 +69,12 @@ func TestStripQueryToken(t *testing.T) {
 		{"/p?a=%zz&access_token=x", "/p?a=%zz"},
 		{"/p?a=access_token", "/p?a=access_token"},
 		{"/p?access_token=x#frag", "/p#frag"},
+		// A host's framework may split at ';' as well: no token segment is left there either, and the other
+		// separators stay as they were.
+		{"/p?a=1;access_token=x&b=2", "/p?a=1&b=2"},
+		{"/p?access_token=x;a=1;b=2", "/p?a=1;b=2"},
+		{"/p?a=1;b=2&c=3;access_token=x", "/p?a=1;b=2&c=3"},
+		{"/p?a=1;b=2", "/p?a=1;b=2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
